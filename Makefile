@@ -1,0 +1,50 @@
+# kpcompile developer tasks. `make help` lists them.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+DEMO   ?= .demo
+
+.DEFAULT_GOAL := help
+.PHONY: help install demo test test-long lint format bench clean
+
+help: ## Show this help
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP) ## Create .venv with kpcompile and its dev dependencies
+
+demo: $(STAMP) ## Synthesize a small dataset, compile it, print a summary and a query
+	rm -rf $(DEMO)
+	$(BIN)/kpcompile synth $(DEMO)/dataset --datapoints 40 --cameras 3 --layout mixed
+	$(BIN)/kpcompile build $(DEMO)/dataset $(DEMO)/compiled
+	$(BIN)/kpcompile info $(DEMO)/compiled
+	$(BIN)/python -c "import kpcompile, polars as pl; print(kpcompile.scan('$(DEMO)/compiled') \
+	  .group_by('camera').agg(pl.len().alias('landmarks'), pl.col('visible').mean().alias('visible_rate'), \
+	  pl.col('z3').mean().alias('mean_z3')).sort('camera').collect())"
+
+test: $(STAMP) ## Run the test suite (slow tests excluded)
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+test-long: $(STAMP) ## Run every test, slow ones included
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP) ## ruff check, ruff format --check, mypy on the package
+	$(BIN)/ruff check kpcompile tests benchmarks
+	$(BIN)/ruff format --check kpcompile tests benchmarks
+	$(BIN)/mypy
+
+format: $(STAMP) ## Apply ruff's formatting and fixes
+	$(BIN)/ruff check --fix kpcompile tests benchmarks
+	$(BIN)/ruff format kpcompile tests benchmarks
+
+bench: $(STAMP) ## Run the benchmarks; results in benchmarks/results/
+	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
+
+clean: ## Remove the virtualenv, caches and demo output
+	rm -rf $(VENV) $(DEMO) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

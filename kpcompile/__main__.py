@@ -1,0 +1,3 @@
+from kpcompile.cli import main
+
+main()

@@ -1,0 +1,190 @@
+"""The ``kpcompile`` command: a thin layer over the library.
+
+Each command parses its options, calls one library function and prints. Errors
+from the library's exception tree become one-line messages and the exit codes
+below; anything else is a bug and keeps its traceback.
+
+Exit codes:
+    0  success
+    1  unexpected failure (a bug, or an error with no more specific code)
+    2  usage error: unknown option, invalid value
+    3  files were rejected, more than --max-errors; nothing was published
+    4  source error: missing, unreadable, or no keypoint file in it
+    5  output error: output folder unusable, busy, or holding no snapshot
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from kpcompile._version import __version__
+from kpcompile.errors import KpcompileError, RejectedFilesError
+
+F = TypeVar("F", bound=Callable[..., Any])
+ERRORS_SHOWN = 50
+
+
+def _fail(exc: KpcompileError) -> None:
+    click.echo(f"error: {exc}", err=True)
+    sys.exit(exc.exit_code)
+
+
+def handle_errors(func: F) -> F:
+    """Turn :class:`KpcompileError` into a message on stderr and its exit code."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except RejectedFilesError as exc:
+            _print_errors(exc.errors, limit=None)
+            _fail(exc)
+        except KpcompileError as exc:
+            _fail(exc)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _print_errors(errors: list[tuple[str, str, str]], limit: int | None) -> None:
+    shown = errors if limit is None else errors[:limit]
+    for _path, code, message in shown:
+        click.echo(f"rejected [{code}] {message}", err=True)
+    if limit is not None and len(errors) > limit:
+        click.echo(f"... and {len(errors) - limit} more; see the errors table", err=True)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, "-V", "--version", prog_name="kpcompile")
+def cli() -> None:
+    """Compile Datagen face-landmark JSON exports into Parquet snapshots.
+
+    \b
+    Example:
+      kpcompile synth dataset --datapoints 100 --cameras 2
+      kpcompile build dataset compiled
+      kpcompile info compiled
+    """
+
+
+@cli.command()
+@click.argument("source", type=click.Path(file_okay=False, path_type=str))
+@click.argument("out", type=click.Path(file_okay=False, path_type=str))
+@click.option("--workers", "-j", type=click.IntRange(min=1), default=None,
+              help="Worker processes [default: all cores].")
+@click.option("--max-errors", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Publish anyway when at most this many files are rejected.")
+@click.option("--partition-by", type=click.Choice(["camera", "none"]), default="camera",
+              show_default=True, help="Hive partition key of the keypoints table.")
+@click.option("--compression", type=click.Choice(["zstd", "snappy", "lz4", "gzip", "none"]),
+              default="zstd", show_default=True, help="Parquet compression codec.")
+@click.option("--shard-files", type=click.IntRange(min=1), default=512, show_default=True,
+              help="Source files per shard (one Parquet file per partition).")
+@click.option("--progress/--no-progress", default=None,
+              help="Progress bar [default: when stderr is a terminal].")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@handle_errors
+def build(source: str, out: str, workers: int | None, max_errors: int, partition_by: str,
+          compression: str, shard_files: int, progress: bool | None, as_json: bool) -> None:
+    """Compile every keypoint file under SOURCE into a new snapshot in OUT.
+
+    The snapshot becomes OUT's current one only if the build succeeds; rejected
+    files are listed and, beyond --max-errors, fail the build.
+
+    \b
+    Example:
+      kpcompile build dataset compiled --workers 2 --max-errors 10
+    """
+    from kpcompile.build import build as run_build
+
+    result = run_build(source, out, workers=workers, max_errors=max_errors,
+                       partition_by=partition_by, compression=compression,
+                       shard_files=shard_files, progress=progress)
+    if as_json:
+        click.echo(json.dumps({
+            "snapshot": result.snapshot_id, "path": str(result.path),
+            "files": result.discovered, "compiled": result.compiled,
+            "rejected": result.rejected, "rows": result.rows,
+            "seconds": round(result.seconds, 3),
+            "errors": [dict(zip(("path", "code", "message"), e, strict=True)) for e in result.errors],
+        }, indent=2))
+        return
+    _print_errors(result.errors, limit=ERRORS_SHOWN)
+    click.echo(
+        f"published snapshot {result.snapshot_id}: {result.discovered:,} files, "
+        f"{result.compiled:,} compiled, {result.rejected:,} rejected, {result.rows:,} rows "
+        f"in {result.seconds:.2f} s\n{result.path}"
+    )
+
+
+@cli.command()
+@click.argument("out", type=click.Path(file_okay=False, path_type=str))
+@click.option("--snapshot", default=None, help="Snapshot id [default: the current one].")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@handle_errors
+def info(out: str, snapshot: str | None, as_json: bool) -> None:
+    """Summarize a snapshot of OUT: files, rows, layouts, versions, sizes.
+
+    \b
+    Example:
+      kpcompile info compiled --json
+    """
+    from kpcompile.query import info as get_info
+
+    data = get_info(out, snapshot=snapshot)
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    ratio = data["source_bytes"] / data["output_bytes"] if data["output_bytes"] else 0.0
+    lines = [
+        f"snapshot     {data['snapshot']}  (created {data['created_at']})",
+        f"path         {data['path']}",
+        f"source       {data['source']}",
+        f"files        {data['files']:,} ({data['compiled']:,} compiled, {data['rejected']:,} rejected)",
+        f"rows         {data['rows']:,}",
+        "layouts      " + ", ".join(f"{k} {v:,}" for k, v in data["layouts"].items()),
+        "versions     " + ", ".join(f"{k} {v:,}" for k, v in data["versions"].items()),
+        f"source bytes {data['source_bytes']:,}",
+        f"output bytes {data['output_bytes']:,} ({ratio:.1f}x smaller)",
+    ]
+    click.echo("\n".join(lines))
+
+
+@cli.command()
+@click.argument("out", type=click.Path(file_okay=False, path_type=str))
+@click.option("--datapoints", "-n", type=click.IntRange(min=1), default=10, show_default=True,
+              help="Datapoints (frames for in_cabin, environments for legacy).")
+@click.option("--cameras", "-c", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Cameras per datapoint.")
+@click.option("--layout", type=click.Choice(["faces", "in_cabin", "legacy", "documented", "mixed"]),
+              default="faces", show_default=True, help="Export layout to imitate.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
+@click.option("--version", "version_", type=click.Choice(["2.0.0", "2.0.1"]), default="2.0.0",
+              show_default=True, help="version field of versioned layouts.")
+@click.option("--extras/--no-extras", default=True, show_default=True,
+              help="Also write all_key_points.json, the 68-point set and camera metadata.")
+@handle_errors
+def synth(out: str, datapoints: int, cameras: int, layout: str, seed: int, version_: str,
+          extras: bool) -> None:
+    """Write a realistic synthetic dataset in any Datagen layout into OUT.
+
+    \b
+    Example:
+      kpcompile synth dataset --datapoints 1000 --cameras 2 --layout mixed
+    """
+    from kpcompile.synth import synth as run_synth
+
+    r = run_synth(out, datapoints=datapoints, cameras=cameras, layout=layout, seed=seed,
+                  version=version_, extras=extras)
+    click.echo(f"wrote {r.landmark_files:,} landmark files ({r.files:,} files, "
+               f"{r.bytes / 1e6:,.1f} MB) to {out}")
+
+
+def main() -> None:
+    """Entry point of the ``kpcompile`` script."""
+    cli()

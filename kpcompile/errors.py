@@ -1,0 +1,117 @@
+"""The exception tree of kpcompile, and the codes of rejected files.
+
+Every error the library raises on purpose derives from :class:`KpcompileError`.
+The CLI turns them into one-line messages and documented exit codes; anything
+else reaching the CLI is a bug and keeps its traceback.
+
+Rejected *input files* are not exceptions that stop a build: :func:`kpcompile.parse`
+raises :class:`FormatError` for one file, and the build records it as a row of the
+``errors`` table with its :class:`ErrorCode`.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class ErrorCode(StrEnum):
+    """Why a source file was rejected (the ``code`` column of the ``errors`` table)."""
+
+    UNREADABLE = "unreadable"
+    """The file could not be read (permissions, I/O error, not a regular file)."""
+    TOO_LARGE = "too_large"
+    """The file is larger than ``max_file_bytes``."""
+    EMPTY = "empty"
+    """The file has no content (zero bytes or only whitespace)."""
+    INVALID_ENCODING = "invalid_encoding"
+    """Not UTF-8 without a byte-order mark, as JSON requires (RFC 8259 section 8.1)."""
+    INVALID_JSON = "invalid_json"
+    """Not well-formed JSON (truncated, syntax error)."""
+    TOO_DEEP = "too_deep"
+    """JSON nested deeper than any keypoint layout."""
+    DUPLICATE_KEY = "duplicate_key"
+    """An object repeats a key, so the value a reader sees depends on the reader."""
+    UNKNOWN_LAYOUT = "unknown_layout"
+    """Valid JSON but not one of the keypoint layouts kpcompile knows."""
+    UNSUPPORTED_VERSION = "unsupported_version"
+    """The ``version`` field names a version kpcompile does not support."""
+    LANDMARK_COUNT = "landmark_count"
+    """Not exactly 468 landmarks."""
+    LANDMARK_IDS = "landmark_ids"
+    """468 landmarks, but their ids are not exactly "0" to "467"."""
+    BAD_STRUCTURE = "bad_structure"
+    """A landmark is not shaped as the layout says (missing or misplaced field)."""
+    NON_NUMERIC = "non_numeric"
+    """A coordinate is a string, boolean, null or container instead of a number."""
+    NON_FINITE = "non_finite"
+    """A coordinate is NaN or infinite (including numbers beyond the float64 range)."""
+    OUT_OF_RANGE = "out_of_range"
+    """An integer that float64 cannot hold exactly (beyond 2**53, or beyond 64 bits)."""
+    BAD_VISIBILITY = "bad_visibility"
+    """``is_visible`` is neither a JSON boolean nor the string "true"/"false"."""
+    DUPLICATE_CAMERA = "duplicate_camera"
+    """Another file already provides the landmarks of the same camera folder."""
+
+
+class KpcompileError(Exception):
+    """Base class of every error kpcompile raises on purpose."""
+
+    exit_code = 1
+
+
+class OptionsError(KpcompileError, ValueError):
+    """An option has an invalid value (the message names the option and valid values)."""
+
+    exit_code = 2
+
+
+class SourceError(KpcompileError):
+    """The source cannot be used: missing, unreadable, or holding no keypoint file."""
+
+    exit_code = 4
+
+
+class OutputError(KpcompileError):
+    """The output folder cannot be used or written, or holds no snapshot."""
+
+    exit_code = 5
+
+
+class SnapshotError(OutputError):
+    """A snapshot is missing, corrupt or not the one asked for."""
+
+
+class FormatError(KpcompileError):
+    """One source file is not a valid keypoint file.
+
+    Attributes:
+        code: Why the file was rejected.
+        path: The file, as given to :func:`kpcompile.parse`.
+        reason: The explanation without the path.
+    """
+
+    def __init__(self, code: ErrorCode, path: str, reason: str) -> None:
+        self.code = code
+        self.path = path
+        self.reason = reason
+        super().__init__(f"{path}: {reason}")
+
+
+class RejectedFilesError(KpcompileError):
+    """More files were rejected than ``max_errors`` allows; nothing was published.
+
+    Attributes:
+        errors: One ``(path, code, message)`` tuple per rejected file, sorted by path.
+        max_errors: The budget that was exceeded.
+    """
+
+    exit_code = 3
+
+    def __init__(self, errors: list[tuple[str, str, str]], max_errors: int) -> None:
+        self.errors = errors
+        self.max_errors = max_errors
+        n = len(errors)
+        super().__init__(
+            f"{n} file{'s' if n != 1 else ''} rejected, more than --max-errors {max_errors}; "
+            "nothing was published"
+        )
