@@ -33,7 +33,6 @@ from kpcompile.sources import SourceFile, discover, read_file
 from kpcompile.writer import (
     ERRORS_SCHEMA,
     FILES_SCHEMA,
-    KEYPOINTS_SCHEMA,
     SCHEMAS,
     KeypointBuffer,
     ParquetSettings,
@@ -148,7 +147,9 @@ def compile_shard(task: ShardTask) -> ShardResult:
         kp_files.append(write_table(table, task.staging, f"{folder}/{name}", task.settings))
     result.written["keypoints"] = kp_files
     files_table = pa.Table.from_pydict(cols, schema=FILES_SCHEMA)
-    result.written["files"] = [write_table(files_table, task.staging, f"files/{name}", task.settings)]
+    result.written["files"] = [
+        write_table(files_table, task.staging, f"files/{name}", task.settings)
+    ]
     return result
 
 
@@ -164,7 +165,9 @@ def _read(root: str, rel: str, max_bytes: int) -> bytes:
         raise FormatError(ErrorCode.UNREADABLE, rel, f"cannot read: {reason}") from None
 
 
-def plan(files: Sequence[SourceFile], options: BuildOptions, root: str, staging: str) -> list[ShardTask]:
+def plan(
+    files: Sequence[SourceFile], options: BuildOptions, root: str, staging: str
+) -> list[ShardTask]:
     """Split the files into shards in output order (by partition, then datapoint)."""
     if options.partition_by == "camera":
         ordered = sorted(files, key=lambda f: (f.camera, f.datapoint, f.path))
@@ -173,8 +176,15 @@ def plan(files: Sequence[SourceFile], options: BuildOptions, root: str, staging:
     settings = ParquetSettings(options.compression, options.compression_level)
     n = options.shard_files
     return [
-        ShardTask(i, root, tuple(ordered[s : s + n]), staging, options.partition_by, settings,
-                  options.max_file_bytes)
+        ShardTask(
+            i,
+            root,
+            tuple(ordered[s : s + n]),
+            staging,
+            options.partition_by,
+            settings,
+            options.max_file_bytes,
+        )
         for i, s in enumerate(range(0, len(ordered), n))
     ]
 
@@ -279,8 +289,14 @@ def build(
             raise
     counts = manifest["counts"]
     return BuildResult(
-        sid, path, counts["files"], counts["compiled"], counts["rejected"], counts["rows"],
-        errors, time.perf_counter() - started,
+        sid,
+        path,
+        counts["files"],
+        counts["compiled"],
+        counts["rejected"],
+        counts["rows"],
+        errors,
+        time.perf_counter() - started,
     )
 
 
@@ -331,7 +347,8 @@ def _manifest(
                 {"name": f.name, "type": str(f.type), "nullable": f.nullable} for f in SCHEMAS[name]
             ],
             "files": [
-                {"path": w.path, "rows": w.rows, "bytes": w.bytes, "sha256": w.sha256} for w in items
+                {"path": w.path, "rows": w.rows, "bytes": w.bytes, "sha256": w.sha256}
+                for w in items
             ],
         }
     return {

@@ -75,22 +75,59 @@ def cli() -> None:
 @cli.command()
 @click.argument("source", type=click.Path(file_okay=False, path_type=str))
 @click.argument("out", type=click.Path(file_okay=False, path_type=str))
-@click.option("--workers", "-j", type=click.IntRange(min=1), default=None,
-              help="Worker processes [default: all cores].")
-@click.option("--max-errors", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Publish anyway when at most this many files are rejected.")
-@click.option("--partition-by", type=click.Choice(["camera", "none"]), default="camera",
-              show_default=True, help="Hive partition key of the keypoints table.")
-@click.option("--compression", type=click.Choice(["zstd", "snappy", "lz4", "gzip", "none"]),
-              default="zstd", show_default=True, help="Parquet compression codec.")
-@click.option("--shard-files", type=click.IntRange(min=1), default=512, show_default=True,
-              help="Source files per shard (one Parquet file per partition).")
-@click.option("--progress/--no-progress", default=None,
-              help="Progress bar [default: when stderr is a terminal].")
+@click.option(
+    "--workers",
+    "-j",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Worker processes [default: all cores].",
+)
+@click.option(
+    "--max-errors",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Publish anyway when at most this many files are rejected.",
+)
+@click.option(
+    "--partition-by",
+    type=click.Choice(["camera", "none"]),
+    default="camera",
+    show_default=True,
+    help="Hive partition key of the keypoints table.",
+)
+@click.option(
+    "--compression",
+    type=click.Choice(["zstd", "snappy", "lz4", "gzip", "none"]),
+    default="zstd",
+    show_default=True,
+    help="Parquet compression codec.",
+)
+@click.option(
+    "--shard-files",
+    type=click.IntRange(min=1),
+    default=512,
+    show_default=True,
+    help="Source files per shard (one Parquet file per partition).",
+)
+@click.option(
+    "--progress/--no-progress",
+    default=None,
+    help="Progress bar [default: when stderr is a terminal].",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @handle_errors
-def build(source: str, out: str, workers: int | None, max_errors: int, partition_by: str,
-          compression: str, shard_files: int, progress: bool | None, as_json: bool) -> None:
+def build(
+    source: str,
+    out: str,
+    workers: int | None,
+    max_errors: int,
+    partition_by: str,
+    compression: str,
+    shard_files: int,
+    progress: bool | None,
+    as_json: bool,
+) -> None:
     """Compile every keypoint file under SOURCE into a new snapshot in OUT.
 
     The snapshot becomes OUT's current one only if the build succeeds; rejected
@@ -102,17 +139,35 @@ def build(source: str, out: str, workers: int | None, max_errors: int, partition
     """
     from kpcompile.build import build as run_build
 
-    result = run_build(source, out, workers=workers, max_errors=max_errors,
-                       partition_by=partition_by, compression=compression,
-                       shard_files=shard_files, progress=progress)
+    result = run_build(
+        source,
+        out,
+        workers=workers,
+        max_errors=max_errors,
+        partition_by=partition_by,
+        compression=compression,
+        shard_files=shard_files,
+        progress=progress,
+    )
     if as_json:
-        click.echo(json.dumps({
-            "snapshot": result.snapshot_id, "path": str(result.path),
-            "files": result.discovered, "compiled": result.compiled,
-            "rejected": result.rejected, "rows": result.rows,
-            "seconds": round(result.seconds, 3),
-            "errors": [dict(zip(("path", "code", "message"), e, strict=True)) for e in result.errors],
-        }, indent=2))
+        click.echo(
+            json.dumps(
+                {
+                    "snapshot": result.snapshot_id,
+                    "path": str(result.path),
+                    "files": result.discovered,
+                    "compiled": result.compiled,
+                    "rejected": result.rejected,
+                    "rows": result.rows,
+                    "seconds": round(result.seconds, 3),
+                    "errors": [
+                        dict(zip(("path", "code", "message"), e, strict=True))
+                        for e in result.errors
+                    ],
+                },
+                indent=2,
+            )
+        )
         return
     _print_errors(result.errors, limit=ERRORS_SHOWN)
     click.echo(
@@ -145,7 +200,8 @@ def info(out: str, snapshot: str | None, as_json: bool) -> None:
         f"snapshot     {data['snapshot']}  (created {data['created_at']})",
         f"path         {data['path']}",
         f"source       {data['source']}",
-        f"files        {data['files']:,} ({data['compiled']:,} compiled, {data['rejected']:,} rejected)",
+        f"files        {data['files']:,} "
+        f"({data['compiled']:,} compiled, {data['rejected']:,} rejected)",
         f"rows         {data['rows']:,}",
         "layouts      " + ", ".join(f"{k} {v:,}" for k, v in data["layouts"].items()),
         "versions     " + ", ".join(f"{k} {v:,}" for k, v in data["versions"].items()),
@@ -157,20 +213,48 @@ def info(out: str, snapshot: str | None, as_json: bool) -> None:
 
 @cli.command()
 @click.argument("out", type=click.Path(file_okay=False, path_type=str))
-@click.option("--datapoints", "-n", type=click.IntRange(min=1), default=10, show_default=True,
-              help="Datapoints (frames for in_cabin, environments for legacy).")
-@click.option("--cameras", "-c", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Cameras per datapoint.")
-@click.option("--layout", type=click.Choice(["faces", "in_cabin", "legacy", "documented", "mixed"]),
-              default="faces", show_default=True, help="Export layout to imitate.")
+@click.option(
+    "--datapoints",
+    "-n",
+    type=click.IntRange(min=1),
+    default=10,
+    show_default=True,
+    help="Datapoints (frames for in_cabin, environments for legacy).",
+)
+@click.option(
+    "--cameras",
+    "-c",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Cameras per datapoint.",
+)
+@click.option(
+    "--layout",
+    type=click.Choice(["faces", "in_cabin", "legacy", "documented", "mixed"]),
+    default="faces",
+    show_default=True,
+    help="Export layout to imitate.",
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
-@click.option("--version", "version_", type=click.Choice(["2.0.0", "2.0.1"]), default="2.0.0",
-              show_default=True, help="version field of versioned layouts.")
-@click.option("--extras/--no-extras", default=True, show_default=True,
-              help="Also write all_key_points.json, the 68-point set and camera metadata.")
+@click.option(
+    "--version",
+    "version_",
+    type=click.Choice(["2.0.0", "2.0.1"]),
+    default="2.0.0",
+    show_default=True,
+    help="version field of versioned layouts.",
+)
+@click.option(
+    "--extras/--no-extras",
+    default=True,
+    show_default=True,
+    help="Also write all_key_points.json, the 68-point set and camera metadata.",
+)
 @handle_errors
-def synth(out: str, datapoints: int, cameras: int, layout: str, seed: int, version_: str,
-          extras: bool) -> None:
+def synth(
+    out: str, datapoints: int, cameras: int, layout: str, seed: int, version_: str, extras: bool
+) -> None:
     """Write a realistic synthetic dataset in any Datagen layout into OUT.
 
     \b
@@ -179,10 +263,19 @@ def synth(out: str, datapoints: int, cameras: int, layout: str, seed: int, versi
     """
     from kpcompile.synth import synth as run_synth
 
-    r = run_synth(out, datapoints=datapoints, cameras=cameras, layout=layout, seed=seed,
-                  version=version_, extras=extras)
-    click.echo(f"wrote {r.landmark_files:,} landmark files ({r.files:,} files, "
-               f"{r.bytes / 1e6:,.1f} MB) to {out}")
+    r = run_synth(
+        out,
+        datapoints=datapoints,
+        cameras=cameras,
+        layout=layout,
+        seed=seed,
+        version=version_,
+        extras=extras,
+    )
+    click.echo(
+        f"wrote {r.landmark_files:,} landmark files ({r.files:,} files, "
+        f"{r.bytes / 1e6:,.1f} MB) to {out}"
+    )
 
 
 def main() -> None:

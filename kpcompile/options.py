@@ -54,7 +54,8 @@ class BuildOptions:
             msg = f"max_errors must be 0 or more, got {self.max_errors}"
             raise OptionsError(msg)
         if self.partition_by not in PARTITION_KEYS:
-            msg = f"partition_by must be one of {', '.join(PARTITION_KEYS)}; got {self.partition_by!r}"
+            valid = ", ".join(PARTITION_KEYS)
+            msg = f"partition_by must be one of {valid}; got {self.partition_by!r}"
             raise OptionsError(msg)
         if self.compression not in COMPRESSIONS:
             msg = f"compression must be one of {', '.join(COMPRESSIONS)}; got {self.compression!r}"

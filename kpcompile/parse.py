@@ -138,7 +138,7 @@ def _classify_json_error(data: bytes, path: str, msg: str) -> FormatError:
         return FormatError(
             ErrorCode.INVALID_ENCODING, path, f"not valid UTF-8 at byte {exc.start}: {exc.reason}"
         )
-    if "recursion" in msg:
+    if "recursion" in msg or "depth limit" in msg:
         return FormatError(ErrorCode.TOO_DEEP, path, "JSON nested too deeply")
     if "infinity" in msg:
         return FormatError(
@@ -210,7 +210,9 @@ def recognise(doc: Any, path: str) -> Reader:
     if not isinstance(doc, dict):
         kind = type(doc).__name__
         raise FormatError(
-            ErrorCode.UNKNOWN_LAYOUT, path, f"top level is a JSON {_json_kind(kind)}, expected an object"
+            ErrorCode.UNKNOWN_LAYOUT,
+            path,
+            f"top level is a JSON {_json_kind(kind)}, expected an object",
         )
     if "keypoints_3d_coordinates" in doc:
         return _read_legacy
@@ -300,9 +302,11 @@ def _read_objects(
     )
     _check_duplicates(data, path, expected)
     names = ("global_3d.x", "global_3d.y", "global_3d.z", "pixel_2d.x", "pixel_2d.y")
-    arrays = [_numbers(c, data, path, where, n) for c, n in zip(cols, names, strict=True)]
+    x3, y3, z3, px, py = (
+        _numbers(c, data, path, where, n) for c, n in zip(cols, names, strict=True)
+    )
     visible = _visibility(vis_raw, path, where)
-    return Landmarks(layout, version, *arrays, visible)
+    return Landmarks(layout, version, x3, y3, z3, px, py, visible)
 
 
 def _read_legacy(doc: dict[str, Any], data: bytes, path: str) -> Landmarks:
@@ -314,7 +318,10 @@ def _read_legacy(doc: dict[str, Any], data: bytes, path: str) -> Landmarks:
             raise FormatError(ErrorCode.BAD_STRUCTURE, path, f"{name} is missing")
         maps.append(_ordered(doc[name], data, path, name))
     l3, l2 = maps
-    for rows, name, width in ((l3, "keypoints_3d_coordinates", 3), (l2, "keypoints_2d_coordinates", 2)):
+    for rows, name, width in (
+        (l3, "keypoints_3d_coordinates", 3),
+        (l2, "keypoints_2d_coordinates", 2),
+    ):
         if set(map(type, rows)) != {list} or set(map(len, rows)) != {width}:
             bad = next(i for i, r in enumerate(rows) if not (type(r) is list and len(r) == width))
             raise FormatError(
@@ -336,9 +343,11 @@ def _read_legacy(doc: dict[str, Any], data: bytes, path: str) -> Landmarks:
     names = ("x", "y", "z", "px", "py")
     cols = (x3, y3, z3, px, py)
     where = "keypoints_3d_coordinates/keypoints_2d_coordinates"
-    arrays = [_numbers(c, data, path, where, n) for c, n in zip(cols, names, strict=True)]
+    a3, b3, c3, a2, b2 = (
+        _numbers(c, data, path, where, n) for c, n in zip(cols, names, strict=True)
+    )
     visible = _visibility(vis_raw, path, "is_visible")
-    return Landmarks("legacy", version, *arrays, visible)
+    return Landmarks("legacy", version, a3, b3, c3, a2, b2, visible)
 
 
 # -------------------------------------------------------------------------- checks
@@ -386,7 +395,9 @@ def _id_detail(missing: Sequence[int], extra: Sequence[str]) -> str:
     if missing:
         parts.append(f"missing id{'s' if len(missing) > 1 else ''} {_few(missing)}")
     if extra:
-        parts.append(f"unexpected id{'s' if len(extra) > 1 else ''} {_few([repr(e) for e in extra])}")
+        parts.append(
+            f"unexpected id{'s' if len(extra) > 1 else ''} {_few([repr(e) for e in extra])}"
+        )
     return "; " + "; ".join(parts) if parts else ""
 
 
@@ -451,7 +462,7 @@ def _numbers(values: list[Any], data: bytes, path: str, where: str, name: str) -
             raise FormatError(
                 ErrorCode.OUT_OF_RANGE,
                 path,
-                f"integer {_few([literal], 1)[:40]} is beyond 64 bits; float64 cannot hold it exactly",
+                f"integer {literal[:40]} is beyond 64 bits; float64 cannot hold it exactly",
             )
     return arr
 

@@ -37,7 +37,7 @@ def scan(
     """
     sid = snapshot or snap.current_id(out)
     files = snap.table_files(out, table, sid)
-    schema = pl.Schema(pl.from_arrow(pa.table({f.name: pa.array([], f.type) for f in _schema(table)})).schema)
+    schema = pl.DataFrame(_schema(table).empty_table()).schema
     if not files:
         return pl.LazyFrame(schema=schema)
     return pl.scan_parquet(files, hive_partitioning=False, schema=schema)

@@ -3,9 +3,11 @@
 A camera folder contributes its 468 landmarks once. The file that holds them is,
 by preference:
 
-1. ``<camera>/key_points/face_dense_key_points.json`` (Faces, human-in-cabin) or
-   ``<camera>/dense_keypoints.json`` (early exports);
-2. else ``<camera>/key_points/all_key_points.json``, which repeats every keypoint set.
+1. ``<camera>/key_points/face_dense_key_points.json`` (Faces, human-in-cabin), then
+   ``<camera>/dense_keypoints.json`` (early exports): if a folder holds both, the
+   second is rejected as ``duplicate_camera``, so nothing is counted twice;
+2. ``<camera>/key_points/all_key_points.json``, which repeats every keypoint set,
+   only where the folder has no file of (1).
 
 ``datapoint`` is the path of the folder above the camera folder, relative to the
 source root (``datapoint_00001``, ``scene_00001/frames/001``); ``camera`` is the
@@ -25,6 +27,8 @@ from kpcompile.errors import SourceError
 DENSE_NAMES: frozenset[str] = frozenset({"face_dense_key_points.json", "dense_keypoints.json"})
 FALLBACK_NAME = "all_key_points.json"
 KEYPOINT_DIR = "key_points"
+# Which file a camera folder's landmarks are taken from when it holds several.
+_RANK = {"face_dense_key_points.json": 0, "dense_keypoints.json": 1, FALLBACK_NAME: 2}
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -69,7 +73,7 @@ def discover(root: str | os.PathLike[str]) -> list[SourceFile]:
     by_camera: dict[tuple[str, str], list[tuple[int, str, os.stat_result | None]]] = {}
     for rel, st in _walk(base):
         name = PurePosixPath(rel).name
-        rank = 0 if name in DENSE_NAMES else 1
+        rank = _RANK.get(name, len(_RANK))
         datapoint, camera = _locate(rel, base)
         by_camera.setdefault((datapoint, camera), []).append((rank, rel, st))
     found: list[SourceFile] = []
@@ -78,16 +82,15 @@ def discover(root: str | os.PathLike[str]) -> list[SourceFile]:
         best_rank = candidates[0][0]
         first: str | None = None
         for rank, rel, st in candidates:
-            if rank != best_rank:
+            if rank == _RANK[FALLBACK_NAME] and best_rank != rank:
                 continue  # all_key_points.json only stands in for a missing dense file
             size = st.st_size if st is not None and stat.S_ISREG(st.st_mode) else -1
             mtime = st.st_mtime_ns if st is not None else 0
             found.append(SourceFile(datapoint, camera, rel, size, mtime, first))
             first = first or rel
     if not found:
-        msg = (
-            f"no keypoint files under {str(root)!r}: looked for "
-            + ", ".join(sorted(DENSE_NAMES | {FALLBACK_NAME}))
+        msg = f"no keypoint files under {str(root)!r}: looked for " + ", ".join(
+            sorted(DENSE_NAMES | {FALLBACK_NAME})
         )
         raise SourceError(msg)
     found.sort()
@@ -121,7 +124,7 @@ def _walk(base: Path) -> list[tuple[str, os.stat_result | None]]:
             with os.scandir(folder) as it:
                 entries = sorted(it, key=lambda e: e.name)
         except OSError as exc:
-            where = prefix or str(base)
+            where = prefix.rstrip("/") or str(base)
             msg = f"cannot list folder {where!r}: {exc.strerror or exc}"
             raise SourceError(msg) from None
         for entry in entries:

@@ -74,7 +74,7 @@ def synth(
     version: str = "2.0.0",
     extras: bool = True,
 ) -> SynthResult:
-    """Write a synthetic dataset of ``datapoints`` × ``cameras`` landmark files.
+    """Write a synthetic dataset of ``datapoints`` x ``cameras`` landmark files.
 
     Args:
         out: Folder to write into (created; existing files are overwritten).
@@ -124,7 +124,9 @@ def _plan(n: int, layout: str) -> Iterator[tuple[int, str, str]]:
         k = i // len(layouts)
         sub = f"{lay}/" if layout == "mixed" else ""
         if lay == "in_cabin":
-            folder = f"{sub}scene_{k // FRAMES_PER_SCENE + 1:05d}/frames/{k % FRAMES_PER_SCENE + 1:03d}"
+            folder = (
+                f"{sub}scene_{k // FRAMES_PER_SCENE + 1:05d}/frames/{k % FRAMES_PER_SCENE + 1:03d}"
+            )
         elif lay == "legacy":
             folder = f"{sub}environment_{k + 1:05d}"
         else:
@@ -141,12 +143,18 @@ def _camera_names(layout: str, n: int) -> list[str]:
 
 def _rotation(yaw: float, pitch: float, roll: float) -> Array:
     cy, sy, cp, sp, cr, sr = (
-        math.cos(yaw), math.sin(yaw), math.cos(pitch), math.sin(pitch), math.cos(roll), math.sin(roll)
+        math.cos(yaw),
+        math.sin(yaw),
+        math.cos(pitch),
+        math.sin(pitch),
+        math.cos(roll),
+        math.sin(roll),
     )
     rz = np.array([[cy, -sy, 0], [sy, cy, 0], [0, 0, 1]])
     rx = np.array([[1, 0, 0], [0, cp, -sp], [0, sp, cp]])
     ry = np.array([[cr, 0, sr], [0, 1, 0], [-sr, 0, cr]])
-    return rz @ rx @ ry
+    rot: Array = rz @ rx @ ry
+    return rot
 
 
 def _pose(rng: np.random.Generator) -> tuple[Array, Array]:
@@ -160,7 +168,9 @@ def _pose(rng: np.random.Generator) -> tuple[Array, Array]:
     return pts.astype(np.float32).astype(np.float64), centre
 
 
-def _view(pose: tuple[Array, Array], j: int, n: int, layout: str, rng: np.random.Generator) -> _View:
+def _view(
+    pose: tuple[Array, Array], j: int, n: int, layout: str, rng: np.random.Generator
+) -> _View:
     pts, centre = pose
     if layout == "in_cabin":
         res, fx, fy, dist = (506.0, 283.0), 486.0, 869.0, 0.9
@@ -169,7 +179,9 @@ def _view(pose: tuple[Array, Array], j: int, n: int, layout: str, rng: np.random
     az = math.radians(0.0 if n == 1 else -40.0 + 80.0 * j / (n - 1))
     el = math.radians(rng.uniform(-3.0, 6.0))
     target = np.array([0.0, 0.0, 0.1])
-    loc = target + dist * np.array([math.sin(az) * math.cos(el), -math.cos(az) * math.cos(el), math.sin(el)])
+    loc = target + dist * np.array(
+        [math.sin(az) * math.cos(el), -math.cos(az) * math.cos(el), math.sin(el)]
+    )
     fwd = (target - loc) / np.linalg.norm(target - loc)
     right = np.cross(fwd, [0.0, 0.0, 1.0])
     right /= np.linalg.norm(right)
@@ -234,7 +246,9 @@ def _object_landmarks(view: _View, pixels: str, vis: str | None, depth: int) -> 
     return ",\n".join(entries)
 
 
-def render_objects(view: _View, *, version: str | None, key: str, pixels: str, vis: str | None) -> str:
+def render_objects(
+    view: _View, *, version: str | None, key: str, pixels: str, vis: str | None
+) -> str:
     """A ``{"version", "face": {key: {...}}}`` file, byte-identical to ``json.dumps(indent=3)``."""
     head = f'{{\n{_I}"version": "{version}",\n' if version is not None else "{\n"
     body = _object_landmarks(view, pixels, vis, 3)
@@ -260,11 +274,20 @@ def render_legacy(view: _View) -> str:
 
 def _subset(view: _View, ids: tuple[int, ...]) -> _View:
     sel = list(ids)
-    return _View(view.x3[sel], view.y3[sel], view.z3[sel], view.row[sel], view.col[sel],
-                 view.visible[sel], view.metadata)
+    return _View(
+        view.x3[sel],
+        view.y3[sel],
+        view.z3[sel],
+        view.row[sel],
+        view.col[sel],
+        view.visible[sel],
+        view.metadata,
+    )
 
 
-def _files(layout: str, view: _View, cam: str, version: str, extras: bool) -> Iterator[tuple[str, str]]:
+def _files(
+    layout: str, view: _View, cam: str, version: str, extras: bool
+) -> Iterator[tuple[str, str]]:
     kp = f"{cam}/key_points"
     std = _subset(view, _STANDARD_68)
     if layout == "legacy":
@@ -281,7 +304,10 @@ def _files(layout: str, view: _View, cam: str, version: str, extras: bool) -> It
     }
     ver, pixels, vis = spec[layout]
     key = "standard" if layout == "documented" else "dense"
-    yield f"{kp}/face_dense_key_points.json", render_objects(view, version=ver, key=key, pixels=pixels, vis=vis)
+    yield (
+        f"{kp}/face_dense_key_points.json",
+        render_objects(view, version=ver, key=key, pixels=pixels, vis=vis),
+    )
     if extras and layout != "documented":
         yield (
             f"{kp}/face_standard_key_points.json",
@@ -299,7 +325,9 @@ def _all_key_points(view: _View, std: _View, ver: str | None, pixels: str, vis: 
     standard = json.loads(render_objects(std, version=ver, key="standard", pixels=pixels, vis=vis))
     dense["face"]["standard"] = standard["face"]["standard"]
     head = _subset(view, (10, 152, 234, 454))
-    named = json.loads(render_objects(head, version=None, key="h", pixels=pixels, vis=vis))["face"]["h"]
+    named = json.loads(render_objects(head, version=None, key="h", pixels=pixels, vis=vis))["face"][
+        "h"
+    ]
     dense["head"] = dict(zip(("top", "back", "left", "right"), named.values(), strict=True))
     dense["ear"] = {"left": named["3"], "right": named["2"]}
     return json.dumps(dense, indent=3)

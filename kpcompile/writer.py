@@ -100,7 +100,9 @@ def partition_dir(key: str, value: str) -> str:
     return f"{key}={enc}"
 
 
-def write_table(table: pa.Table, snapshot_dir: str, rel: str, settings: ParquetSettings) -> WrittenFile:
+def write_table(
+    table: pa.Table, snapshot_dir: str, rel: str, settings: ParquetSettings
+) -> WrittenFile:
     """Write ``table`` to ``snapshot_dir/rel`` and return its size and SHA-256."""
     dest = os.path.join(snapshot_dir, rel)
     os.makedirs(os.path.dirname(dest), exist_ok=True)

@@ -1,0 +1,60 @@
+"""Shared fixtures: synthesized datasets and the real samples when present."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kpcompile.synth import synth
+
+SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "datagen-samples"
+
+
+@pytest.fixture(scope="session")
+def mixed_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Every layout, two cameras, extras included (read-only: do not modify)."""
+    root = tmp_path_factory.mktemp("mixed") / "dataset"
+    synth(root, datapoints=12, cameras=2, layout="mixed", seed=7)
+    return root
+
+
+@pytest.fixture
+def small_dataset(tmp_path: Path) -> Path:
+    """A Faces dataset that a test may modify."""
+    root = tmp_path / "dataset"
+    synth(root, datapoints=4, cameras=2, layout="faces", seed=3)
+    return root
+
+
+@pytest.fixture
+def samples() -> Path:
+    if not SAMPLES.is_dir():
+        pytest.skip("../shared/datagen-samples is not present")
+    return SAMPLES
+
+
+def landmarks_from_json(path: Path) -> list[tuple[int, float, float, float, float, float, Any]]:
+    """Independent reference reader: (kp_id, x3, y3, z3, px, py, visible) with json.load."""
+    doc = json.loads(path.read_text())
+    if "keypoints_3d_coordinates" in doc:
+        m3, m2 = doc["keypoints_3d_coordinates"], doc["keypoints_2d_coordinates"]
+        mv = doc.get("is_visible", {})
+        return [
+            (int(k), *map(float, m3[k]), *map(float, m2[k]), mv.get(k)) for k in sorted(m3, key=int)
+        ]
+    face = doc["face"]
+    lms = face["dense"] if "dense" in face else face["standard"]
+    out = []
+    for k in sorted(lms, key=int):
+        v = lms[k]
+        vis = v.get("is_visible")
+        if isinstance(vis, str):
+            vis = vis == "true"
+        g, p = v["global_3d"], v["pixel_2d"]
+        out.append(
+            (int(k), float(g["x"]), float(g["y"]), float(g["z"]), float(p["x"]), float(p["y"]), vis)
+        )
+    return out

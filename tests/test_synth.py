@@ -1,0 +1,77 @@
+"""synth(): faithful to the real layouts, deterministic, and accepted by the parser."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import kpcompile
+from kpcompile.synth import synth
+
+
+def test_files_are_three_space_json_dumps(mixed_dataset: Path) -> None:
+    checked = 0
+    for path in sorted(mixed_dataset.rglob("*.json")):
+        text = path.read_text()
+        assert json.dumps(json.loads(text), indent=3) == text, path
+        checked += 1
+    assert checked > 24
+
+
+def test_same_seed_same_bytes(tmp_path: Path) -> None:
+    synth(tmp_path / "a", datapoints=3, layout="mixed", seed=1)
+    synth(tmp_path / "b", datapoints=3, layout="mixed", seed=1)
+    synth(tmp_path / "c", datapoints=3, layout="mixed", seed=2)
+    files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*.json"))
+    assert all(
+        (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes() for f in files
+    )
+    assert any(
+        (tmp_path / "a" / f).read_bytes() != (tmp_path / "c" / f).read_bytes() for f in files
+    )
+
+
+def test_layout_details_match_the_real_exports(mixed_dataset: Path) -> None:
+    faces = json.loads(
+        next(mixed_dataset.glob("faces/*/*/key_points/face_dense_key_points.json")).read_text()
+    )
+    lm = faces["face"]["dense"]["0"]
+    assert faces["version"] == "2.0.0" and isinstance(lm["pixel_2d"]["x"], float)
+    assert lm["is_visible"] in ("true", "false")
+    cabin = json.loads(
+        next(mixed_dataset.glob("in_cabin/**/face_dense_key_points.json")).read_text()
+    )
+    assert "version" not in cabin and "is_visible" not in cabin["face"]["dense"]["0"]
+    assert isinstance(cabin["face"]["dense"]["0"]["pixel_2d"]["x"], int)
+    legacy = json.loads(next(mixed_dataset.glob("legacy/*/*/dense_keypoints.json")).read_text())
+    assert set(legacy) == {"keypoints_3d_coordinates", "keypoints_2d_coordinates", "is_visible"}
+    assert legacy["is_visible"]["0"] in (True, False)
+    doc = json.loads(
+        next(mixed_dataset.glob("documented/**/face_dense_key_points.json")).read_text()
+    )
+    assert list(doc["face"]) == ["standard"] and len(doc["face"]["standard"]) == 468
+    assert isinstance(doc["face"]["standard"]["0"]["pixel_2d"]["x"], int)
+
+
+def test_pixels_are_the_projection_of_the_3d_points(mixed_dataset: Path) -> None:
+    import numpy as np
+
+    cam = next(mixed_dataset.glob("faces/datapoint_00001/camera_00"))
+    meta = json.loads((cam / "camera_metadata.json").read_text())
+    dense = json.loads((cam / "key_points/face_dense_key_points.json").read_text())["face"]["dense"]
+    pts = np.array([[v["global_3d"][a] for a in "xyz"] for v in dense.values()])
+    pix = np.array([[v["pixel_2d"][a] for a in "xy"] for v in dense.values()])
+    cam_xyz = (np.array(meta["extrinsic_matrix"]) @ np.c_[pts, np.ones(468)].T).T
+    uvw = (np.array(meta["intrinsic_matrix"]) @ cam_xyz.T).T
+    uv = uvw[:, :2] / uvw[:, 2:]
+    # as in the real Faces exports: pixel_2d.x is the row (v), pixel_2d.y the column (u)
+    assert np.allclose(pix[:, 0], uv[:, 1]) and np.allclose(pix[:, 1], uv[:, 0])
+    assert pix.min() > 0 and pix.max() < 1024
+
+
+@pytest.mark.parametrize("bad", [{"layout": "nope"}, {"datapoints": 0}])
+def test_bad_arguments(tmp_path: Path, bad: dict[str, object]) -> None:
+    with pytest.raises(kpcompile.OptionsError):
+        synth(tmp_path, **bad)  # type: ignore[arg-type]
