@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from kpcompile._version import __version__
-from kpcompile.build import BuildResult, build, compile_shard
+from kpcompile.build import BuildResult, build
 from kpcompile.errors import (
     ErrorCode,
     FormatError,
@@ -27,6 +27,7 @@ from kpcompile.errors import (
 )
 from kpcompile.options import BuildOptions
 from kpcompile.parse import SUPPORTED_VERSIONS, Landmarks, parse
+from kpcompile.shard import compile_shard
 from kpcompile.sources import SourceFile, discover
 
 if TYPE_CHECKING:

@@ -1,24 +1,18 @@
-"""Run a build: discover, compile shards in parallel, check the error budget, publish.
+"""Run a build: discover, plan shards, compile them in parallel, check the error budget, publish.
 
-:func:`compile_shard` is the unit of work: a pure function of a picklable
-:class:`ShardTask` that reads, parses and writes one shard's Parquet files, and
-returns only names, counts and rejected-file rows. The coordinating process keeps
-a bounded number of tasks in flight, so memory does not grow with the dataset.
+The coordinating process only lists files, hands out shards and assembles the
+manifest; workers write the Parquet files (see :mod:`kpcompile.shard`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import multiprocessing
 import os
 import sys
 import time
-import zlib
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,50 +20,12 @@ import pyarrow as pa
 
 from kpcompile import snapshot as snap
 from kpcompile._version import __version__
-from kpcompile.errors import ErrorCode, FormatError, KpcompileError, RejectedFilesError
+from kpcompile.errors import RejectedFilesError
+from kpcompile.executor import run_local
 from kpcompile.options import BuildOptions
-from kpcompile.parse import NUM_LANDMARKS, parse
-from kpcompile.sources import SourceFile, discover, read_file
-from kpcompile.writer import (
-    ERRORS_SCHEMA,
-    FILES_SCHEMA,
-    SCHEMAS,
-    KeypointBuffer,
-    ParquetSettings,
-    WrittenFile,
-    partition_dir,
-    write_table,
-)
-
-ErrorRow = tuple[str, str, str]
-
-
-@dataclass(frozen=True, slots=True)
-class ShardTask:
-    """Everything a worker needs to compile one shard (picklable)."""
-
-    index: int
-    root: str
-    files: tuple[SourceFile, ...]
-    staging: str
-    partition_by: str
-    settings: ParquetSettings
-    max_file_bytes: int
-
-
-@dataclass(slots=True)
-class ShardResult:
-    """What a worker sends back: names and counts, never the rows themselves."""
-
-    index: int
-    written: dict[str, list[WrittenFile]] = field(default_factory=dict)
-    errors: list[ErrorRow] = field(default_factory=list)
-    compiled: int = 0
-    rows: int = 0
-    visible: int = 0
-    source_bytes: int = 0
-    layouts: Counter[str] = field(default_factory=Counter)
-    versions: Counter[str] = field(default_factory=Counter)
+from kpcompile.shard import ErrorRow, ShardResult, ShardTask
+from kpcompile.sources import SourceFile, discover
+from kpcompile.writer import ERRORS_SCHEMA, SCHEMAS, ParquetSettings, WrittenFile, write_table
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,74 +53,6 @@ class BuildResult:
     seconds: float
 
 
-def compile_shard(task: ShardTask) -> ShardResult:
-    """Read, parse and write one shard; every file ends in ``keypoints`` or in ``errors``."""
-    result = ShardResult(task.index)
-    buf = KeypointBuffer()
-    cols: dict[str, list[Any]] = {name: [] for name in FILES_SCHEMA.names}
-    for sf in task.files:
-        lm = None
-        data: bytes | None = None
-        try:
-            if sf.duplicate_of is not None:
-                raise FormatError(
-                    ErrorCode.DUPLICATE_CAMERA,
-                    sf.path,
-                    f"camera folder already compiled from {sf.duplicate_of}; "
-                    "a camera folder may hold one landmark file",
-                )
-            data = _read(task.root, sf.path, task.max_file_bytes)
-            lm = parse(data, sf.path)
-        except FormatError as exc:
-            result.errors.append((sf.path, str(exc.code), str(exc)))
-        checksum = f"crc32:{zlib.crc32(data):08x}" if data is not None else None
-        cols["path"].append(sf.path)
-        cols["datapoint"].append(sf.datapoint)
-        cols["camera"].append(sf.camera)
-        cols["status"].append("ok" if lm is not None else "rejected")
-        cols["layout"].append(lm.layout if lm is not None else None)
-        cols["version"].append(lm.version if lm is not None else None)
-        cols["landmarks"].append(NUM_LANDMARKS if lm is not None else None)
-        cols["visible"].append(lm.visible_count if lm is not None else None)
-        cols["bytes"].append(len(data) if data is not None else (sf.size if sf.size >= 0 else None))
-        cols["mtime_ns"].append(sf.mtime_ns)
-        cols["checksum"].append(checksum)
-        if data is not None:
-            result.source_bytes += len(data)
-        if lm is None:
-            continue
-        key = sf.camera if task.partition_by == "camera" else ""
-        buf.add(key, sf.datapoint, sf.camera, lm)
-        result.compiled += 1
-        result.rows += NUM_LANDMARKS
-        result.visible += lm.visible_count or 0
-        result.layouts[lm.layout] += 1
-        result.versions[lm.version or "none"] += 1
-    name = f"part-{task.index:05d}.parquet"
-    kp_files = []
-    for key, table in buf.tables():
-        folder = f"keypoints/{partition_dir('camera', key)}" if key else "keypoints"
-        kp_files.append(write_table(table, task.staging, f"{folder}/{name}", task.settings))
-    result.written["keypoints"] = kp_files
-    files_table = pa.Table.from_pydict(cols, schema=FILES_SCHEMA)
-    result.written["files"] = [
-        write_table(files_table, task.staging, f"files/{name}", task.settings)
-    ]
-    return result
-
-
-def _read(root: str, rel: str, max_bytes: int) -> bytes:
-    try:
-        return read_file(root, rel, max_bytes)
-    except ValueError as exc:
-        raise FormatError(ErrorCode.TOO_LARGE, rel, f"file too large: {exc}") from None
-    except OSError as exc:
-        reason = exc.strerror or str(exc)
-        if isinstance(exc, IsADirectoryError):
-            reason = "is a folder, not a file"
-        raise FormatError(ErrorCode.UNREADABLE, rel, f"cannot read: {reason}") from None
-
-
 def plan(
     files: Sequence[SourceFile], options: BuildOptions, root: str, staging: str
 ) -> list[ShardTask]:
@@ -187,50 +75,6 @@ def plan(
         )
         for i, s in enumerate(range(0, len(ordered), n))
     ]
-
-
-def run_local(
-    tasks: Sequence[ShardTask], workers: int, on_done: Callable[[ShardResult, int], None]
-) -> list[ShardResult]:
-    """Run tasks in this process (``workers == 1``) or a process pool, in bounded memory."""
-    sizes = {t.index: len(t.files) for t in tasks}
-    if workers == 1 or len(tasks) <= 1:
-        out = []
-        for t in tasks:
-            r = compile_shard(t)
-            on_done(r, sizes[r.index])
-            out.append(r)
-        return out
-    ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["kpcompile.build"])
-    results: list[ShardResult] = []
-    pending: set[Future[ShardResult]] = set()
-    queue: Iterator[ShardTask] = iter(tasks)
-    window = workers * 2
-    try:
-        with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=ctx) as pool:
-            for t in queue:
-                pending.add(pool.submit(compile_shard, t))
-                if len(pending) >= window:
-                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                    for f in done:
-                        r = f.result()
-                        on_done(r, sizes[r.index])
-                        results.append(r)
-            for f in _as_done(pending):
-                r = f.result()
-                on_done(r, sizes[r.index])
-                results.append(r)
-    except BrokenProcessPool:
-        msg = "a worker process died (killed or out of memory); nothing was published"
-        raise KpcompileError(msg) from None
-    return sorted(results, key=lambda r: r.index)
-
-
-def _as_done(pending: set[Future[ShardResult]]) -> Iterator[Future[ShardResult]]:
-    while pending:
-        done, pending = wait(pending, return_when=FIRST_COMPLETED)
-        yield from done
 
 
 def build(
