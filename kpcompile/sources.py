@@ -155,4 +155,9 @@ def read_file(root: str | os.PathLike[str], rel: str, max_bytes: int) -> bytes:
         if st.st_size > max_bytes:
             msg = f"{st.st_size} bytes, more than max_file_bytes {max_bytes}"
             raise ValueError(msg)
-        return fh.read(max_bytes + 1)
+        # read(n) allocates n bytes up front: ask for the size, not the limit
+        data = fh.read(st.st_size + 1)
+        if len(data) > max_bytes:
+            msg = f"{len(data)} bytes, more than max_file_bytes {max_bytes}"
+            raise ValueError(msg)
+        return data

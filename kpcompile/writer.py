@@ -13,8 +13,10 @@ import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -107,7 +109,11 @@ def write_table(
     dest = os.path.join(snapshot_dir, rel)
     os.makedirs(os.path.dirname(dest), exist_ok=True)
     compression = None if settings.compression == "none" else settings.compression
-    string_cols = [f.name for f in table.schema if pa.types.is_string(f.type)]
+    string_cols = [
+        f.name
+        for f in table.schema
+        if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)
+    ]
     float_cols = [f.name for f in table.schema if pa.types.is_floating(f.type)]
     pq.write_table(
         table,
@@ -118,6 +124,9 @@ def write_table(
         column_encoding=dict.fromkeys(float_cols, "BYTE_STREAM_SPLIT") or None,
         row_group_size=max(1, table.num_rows),
         write_statistics=True,
+        # Readers take the types from Parquet's own logical types: dictionary-encoded
+        # strings read back as plain strings.
+        store_schema=False,
     )
     return WrittenFile(rel, table.num_rows, os.path.getsize(dest), _sha256(dest))
 
@@ -147,19 +156,56 @@ class KeypointBuffer:
 def keypoints_table(rows: Sequence[tuple[str, str, Landmarks]]) -> pa.Table:
     """Build the ``keypoints`` table of several files' landmarks, rows in the given order."""
     n = len(rows)
-    datapoints = pa.DictionaryArray.from_arrays(
-        pa.array(np.repeat(np.arange(n, dtype=np.int32), NUM_LANDMARKS)),
-        pa.array([r[0] for r in rows], pa.string()),
-    ).cast(pa.string())
-    cameras = pa.DictionaryArray.from_arrays(
-        pa.array(np.repeat(np.arange(n, dtype=np.int32), NUM_LANDMARKS)),
-        pa.array([r[1] for r in rows], pa.string()),
-    ).cast(pa.string())
-    cols: list[pa.Array] = [datapoints, cameras, pa.array(np.tile(_KP_IDS, n))]
+    datapoints = _repeated([r[0] for r in rows])
+    cameras = _repeated([r[1] for r in rows])
+    cols: list[pa.Array] = [datapoints, cameras, _numeric(np.tile(_KP_IDS, n), pa.int16())]
     for name in FLOAT_COLUMNS:
-        cols.append(pa.array(np.concatenate([getattr(r[2], name) for r in rows])))
-    vis: list[bool | None] = []
-    for _, _, lm in rows:
-        vis.extend(lm.visible if lm.visible is not None else [None] * NUM_LANDMARKS)
-    cols.append(pa.array(vis, pa.bool_()))
-    return pa.Table.from_arrays(cols, schema=KEYPOINTS_SCHEMA)
+        cols.append(_numeric(np.concatenate([getattr(r[2], name) for r in rows]), pa.float64()))
+    cols.append(_visible_column([r[2] for r in rows]))
+    schema = pa.schema([f.with_type(c.type) for f, c in zip(KEYPOINTS_SCHEMA, cols, strict=True)])
+    return pa.Table.from_arrays(cols, schema=schema)
+
+
+_ALL_MISSING = np.ones(NUM_LANDMARKS, dtype=np.bool_)
+_NONE_MISSING = np.zeros(NUM_LANDMARKS, dtype=np.bool_)
+_NO_FLAGS = np.zeros(NUM_LANDMARKS, dtype=np.bool_)
+
+
+def _visible_column(lms: Sequence[Landmarks]) -> pa.Array:
+    """``visible`` as one bool array, null where a landmark has no ``is_visible``."""
+    flags = np.concatenate([lm.visible if lm.visible is not None else _NO_FLAGS for lm in lms])
+    masks = [
+        _ALL_MISSING
+        if lm.visible is None
+        else (lm.visible_missing if lm.visible_missing is not None else _NONE_MISSING)
+        for lm in lms
+    ]
+    mask = np.concatenate(masks)
+    validity = _bits(~mask) if mask.any() else None
+    return pa.Array.from_buffers(pa.bool_(), len(flags), [validity, _bits(flags)])
+
+
+# pa.array(numpy) makes pyarrow import pandas when it is installed (hundreds of ms
+# per worker process); building arrays from buffers avoids that.
+def _bits(flags: npt.NDArray[np.bool_]) -> pa.Buffer:
+    return pa.py_buffer(np.packbits(flags, bitorder="little"))
+
+
+def _numeric(values: npt.NDArray[Any], type_: pa.DataType) -> pa.Array:
+    values = np.ascontiguousarray(values)
+    return pa.Array.from_buffers(type_, len(values), [None, pa.py_buffer(values)])
+
+
+def _repeated(per_file: list[str]) -> pa.Array:
+    """A string column holding each file's value for its 468 rows, built from buffers."""
+    encoded = [v.encode() for v in per_file]
+    lengths = np.repeat(np.fromiter(map(len, encoded), np.int64, len(encoded)), NUM_LANDMARKS)
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    data = pa.py_buffer(b"".join(e * NUM_LANDMARKS for e in encoded))
+    if offsets[-1] < 2**31:
+        return pa.Array.from_buffers(
+            pa.string(), len(lengths), [None, pa.py_buffer(offsets.astype(np.int32)), data]
+        )
+    buffers = [None, pa.py_buffer(offsets), data]
+    return pa.Array.from_buffers(pa.large_string(), len(lengths), buffers)

@@ -33,9 +33,7 @@ def test_each_layout_parses_to_the_json_values(tmp_path: Path, layout: str) -> N
     assert lm.layout == layout
     assert lm.version == (None if layout in ("in_cabin", "legacy") else "2.0.0")
     ref = landmarks_from_json(path)
-    got = list(
-        zip(range(468), lm.x3, lm.y3, lm.z3, lm.px, lm.py, lm.visible or [None] * 468, strict=True)
-    )
+    got = list(zip(range(468), lm.x3, lm.y3, lm.z3, lm.px, lm.py, lm.visible_list(), strict=True))
     assert [r[:6] for r in got] == [r[:6] for r in ref]
     assert [r[6] for r in got] == [r[6] for r in ref]
     # bit-exact, not merely equal
@@ -278,7 +276,8 @@ def test_partial_visibility_is_null_per_landmark() -> None:
     doc = _doc()
     del doc["face"]["dense"]["3"]["is_visible"]
     lm = parse(json.dumps(doc).encode(), "f.json")
-    assert lm.visible is not None and lm.visible[3] is None and lm.visible[2] is True
+    assert lm.visible_list()[3] is None and lm.visible_list()[2] is True
+    assert lm.visible_count == 467
 
 
 def test_extra_fields_are_tolerated() -> None:
@@ -286,3 +285,62 @@ def test_extra_fields_are_tolerated() -> None:
     doc["face"]["dense"]["3"]["confidence"] = 0.9
     doc["meta"] = {"a": 1}
     assert parse(json.dumps(doc).encode(), "f.json").layout == "faces"
+
+
+def _careful(data: bytes) -> Any:
+    from kpcompile.parse import load_json, recognise
+
+    doc = load_json(data, "f.json")
+    return recognise(doc, "f.json")(doc, data, "f.json")
+
+
+def _same(a: Any, b: Any) -> bool:
+    return (
+        (a.layout, a.version) == (b.layout, b.version)
+        and all(
+            np.array_equal(getattr(a, c).view(np.int64), getattr(b, c).view(np.int64))
+            for c in ("x3", "y3", "z3", "px", "py")
+        )
+        and a.visible_list() == b.visible_list()
+    )
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUT_FILES))
+def test_fast_path_takes_valid_files_and_agrees_with_the_careful_path(
+    tmp_path: Path, layout: str
+) -> None:
+    from kpcompile.fastparse import parse_fast
+
+    data = _synth_file(tmp_path, layout).read_bytes()
+    fast = parse_fast(data)
+    assert fast is not None
+    assert _same(fast, _careful(data))
+
+
+def test_fast_path_agrees_on_the_real_samples(samples: Path) -> None:
+    from kpcompile.fastparse import parse_fast
+
+    paths = sorted(samples.rglob("*dense*.json"))
+    assert len(paths) == 13
+    for path in paths:
+        data = path.read_bytes()
+        fast = parse_fast(data)
+        assert fast is not None, path
+        assert _same(fast, _careful(data)), path
+
+
+@pytest.mark.parametrize("data", [b[1] for b in BAD], ids=[b[0] for b in BAD])
+def test_fast_path_never_accepts_a_bad_file(data: bytes) -> None:
+    from kpcompile.fastparse import parse_fast
+
+    assert parse_fast(data) is None
+
+
+def test_fast_path_defers_on_unknown_fields_and_the_careful_path_accepts() -> None:
+    from kpcompile.fastparse import parse_fast
+
+    doc = _doc()
+    doc["face"]["dense"]["3"]["confidence"] = 0.9
+    data = json.dumps(doc).encode()
+    assert parse_fast(data) is None
+    assert parse(data, "f.json").layout == "faces"
