@@ -110,7 +110,8 @@ def _objects(doc: _ObjectDoc, data: bytes) -> Landmarks | None:
     if visible is None and absent != NUM_LANDMARKS:
         return None
     version = doc.version if isinstance(doc.version, str) else None
-    return Landmarks(layout, version, *cols, visible, missing)  # type: ignore[misc]
+    x3, y3, z3, px, py = cols
+    return Landmarks(layout, version, x3, y3, z3, px, py, visible, missing)
 
 
 def _legacy(doc: _LegacyDoc, data: bytes) -> Landmarks | None:
@@ -133,7 +134,8 @@ def _legacy(doc: _LegacyDoc, data: bytes) -> Landmarks | None:
     if not _plain(cols, data, keys):
         return None
     version = doc.version if isinstance(doc.version, str) else None
-    return Landmarks("legacy", version, *cols, visible, None)  # type: ignore[misc]
+    x3, y3, z3, px, py = cols
+    return Landmarks("legacy", version, x3, y3, z3, px, py, visible, None)
 
 
 def _ordered(lms: dict[str, Any]) -> list[Any] | None:
