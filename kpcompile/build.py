@@ -16,8 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-
 from kpcompile import snapshot as snap
 from kpcompile._version import __version__
 from kpcompile.errors import RejectedFilesError
@@ -25,7 +23,14 @@ from kpcompile.executor import run_local
 from kpcompile.options import BuildOptions
 from kpcompile.shard import ErrorRow, ShardResult, ShardTask
 from kpcompile.sources import SourceFile, discover
-from kpcompile.writer import ERRORS_SCHEMA, SCHEMAS, ParquetSettings, WrittenFile, write_table
+from kpcompile.writer import (
+    ERRORS_SCHEMA,
+    SCHEMAS,
+    ParquetSettings,
+    WrittenFile,
+    table_from_columns,
+    write_table,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,9 +126,9 @@ def build(
             if len(errors) > opts.max_errors:
                 raise RejectedFilesError(errors, opts.max_errors)
             settings = ParquetSettings(opts.compression, opts.compression_level)
-            err_table = pa.Table.from_pylist(
-                [dict(zip(ERRORS_SCHEMA.names, e, strict=True)) for e in errors],
-                schema=ERRORS_SCHEMA,
+            err_table = table_from_columns(
+                {name: [e[k] for e in errors] for k, name in enumerate(ERRORS_SCHEMA.names)},
+                ERRORS_SCHEMA,
             )
             err_file = write_table(err_table, str(stage), "errors/part-00000.parquet", settings)
             manifest = _manifest(sid, created, root_src, files, results, err_file, opts)

@@ -1,13 +1,19 @@
 """Run shard tasks: in this process, or in a pool of worker processes.
 
-Workers are started with ``forkserver`` so a parent that has threads (polars,
-pyarrow) is never forked. At most ``2 x workers`` tasks are in flight, so memory
-stays bounded however many shards a build has.
+Workers are forked from the coordinating process when that is safe (no polars
+loaded: its thread pool does not survive a fork), so they start at once with every
+module already imported; otherwise they come from a ``forkserver``, which then
+re-imports the caller's ``__main__`` module: scripts calling :func:`kpcompile.build`
+with several workers need the usual ``if __name__ == "__main__":`` guard. At most
+``2 x workers`` tasks are in flight, so memory stays bounded however many shards a
+build has.
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import multiprocessing.context
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -28,8 +34,7 @@ def run_local(
             on_done(r, sizes[r.index])
             out.append(r)
         return out
-    ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["kpcompile.shard"])
+    ctx = _context()
     results: list[ShardResult] = []
     pending: set[Future[ShardResult]] = set()
     queue: Iterator[ShardTask] = iter(tasks)
@@ -52,6 +57,14 @@ def run_local(
         msg = "a worker process died (killed or out of memory); nothing was published"
         raise KpcompileError(msg) from None
     return sorted(results, key=lambda r: r.index)
+
+
+def _context() -> multiprocessing.context.BaseContext:
+    if "polars" not in sys.modules and "fork" in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("fork")
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["kpcompile.shard"])
+    return ctx
 
 
 def _as_done(pending: set[Future[ShardResult]]) -> Iterator[Future[ShardResult]]:

@@ -12,8 +12,6 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-import pyarrow as pa
-
 from kpcompile.errors import ErrorCode, FormatError
 from kpcompile.parse import NUM_LANDMARKS, parse
 from kpcompile.sources import SourceFile, read_file
@@ -23,6 +21,7 @@ from kpcompile.writer import (
     ParquetSettings,
     WrittenFile,
     partition_dir,
+    table_from_columns,
     write_table,
 )
 
@@ -106,7 +105,7 @@ def compile_shard(task: ShardTask) -> ShardResult:
         folder = f"keypoints/{partition_dir('camera', key)}" if key else "keypoints"
         kp_files.append(write_table(table, task.staging, f"{folder}/{name}", task.settings))
     result.written["keypoints"] = kp_files
-    files_table = pa.Table.from_pydict(cols, schema=FILES_SCHEMA)
+    files_table = table_from_columns(cols, FILES_SCHEMA)
     result.written["files"] = [
         write_table(files_table, task.staging, f"files/{name}", task.settings)
     ]

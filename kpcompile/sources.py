@@ -146,18 +146,24 @@ def _walk(base: Path) -> list[tuple[str, os.stat_result | None]]:
 
 def read_file(root: str | os.PathLike[str], rel: str, max_bytes: int) -> bytes:
     """Read one source file; raise ``OSError`` or ``ValueError`` (too large) on failure."""
-    full = os.path.join(os.fspath(root), rel)
-    with open(full, "rb") as fh:
-        st = os.fstat(fh.fileno())
+    fd = os.open(os.path.join(os.fspath(root), rel), os.O_RDONLY)
+    try:
+        st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             msg = "not a regular file"
             raise IsADirectoryError(msg)
         if st.st_size > max_bytes:
             msg = f"{st.st_size} bytes, more than max_file_bytes {max_bytes}"
             raise ValueError(msg)
-        # read(n) allocates n bytes up front: ask for the size, not the limit
-        data = fh.read(st.st_size + 1)
-        if len(data) > max_bytes:
-            msg = f"{len(data)} bytes, more than max_file_bytes {max_bytes}"
-            raise ValueError(msg)
+        data = os.read(fd, st.st_size + 1)
+        if len(data) != st.st_size:  # the file changed while we read it, or a short read
+            parts = [data]
+            while chunk := os.read(fd, 1 << 20):
+                parts.append(chunk)
+                if sum(map(len, parts)) > max_bytes:
+                    msg = f"more than max_file_bytes {max_bytes} (the file is growing)"
+                    raise ValueError(msg)
+            data = b"".join(parts)
         return data
+    finally:
+        os.close(fd)

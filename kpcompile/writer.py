@@ -102,6 +102,44 @@ def partition_dir(key: str, value: str) -> str:
     return f"{key}={enc}"
 
 
+def table_from_columns(columns: dict[str, list[Any]], schema: pa.Schema) -> pa.Table:
+    """A table of string and integer columns from Python lists, ``None`` for null.
+
+    Built from buffers: any ``pa.array(...)`` call makes pyarrow import pandas when it
+    is installed, ~0.2 s of every worker process.
+    """
+    arrays = []
+    for f in schema:
+        values = columns[f.name]
+        if pa.types.is_string(f.type):
+            arrays.append(_string_column(values))
+        elif pa.types.is_integer(f.type):
+            arrays.append(_int_column(values, f.type))
+        else:  # pragma: no cover - the tables have no other types
+            msg = f"unsupported column type {f.type}"
+            raise TypeError(msg)
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def _validity(values: list[Any]) -> pa.Buffer | None:
+    missing = np.fromiter((v is None for v in values), np.bool_, len(values))
+    return _bits(~missing) if missing.any() else None
+
+
+def _int_column(values: list[int | None], type_: pa.DataType) -> pa.Array:
+    dtype = np.dtype(type_.to_pandas_dtype())
+    data = np.fromiter((0 if v is None else v for v in values), dtype, len(values))
+    return pa.Array.from_buffers(type_, len(values), [_validity(values), pa.py_buffer(data)])
+
+
+def _string_column(values: list[str | None]) -> pa.Array:
+    encoded = [b"" if v is None else v.encode() for v in values]
+    offsets = np.zeros(len(encoded) + 1, dtype=np.int32)
+    np.cumsum(np.fromiter(map(len, encoded), np.int64, len(encoded)), out=offsets[1:])
+    buffers = [_validity(values), pa.py_buffer(offsets), pa.py_buffer(b"".join(encoded))]
+    return pa.Array.from_buffers(pa.string(), len(values), buffers)
+
+
 def write_table(
     table: pa.Table, snapshot_dir: str, rel: str, settings: ParquetSettings
 ) -> WrittenFile:

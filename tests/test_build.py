@@ -180,3 +180,18 @@ def test_manifest_describes_the_snapshot(small_dataset: Path, tmp_path: Path) ->
 def test_unknown_option_is_named() -> None:
     with pytest.raises(kpcompile.OptionsError, match="unknown build option 'worker'"):
         kpcompile.build("a", "b", worker=2)
+
+
+def test_a_build_does_not_import_pandas_or_polars(small_dataset: Path, tmp_path: Path) -> None:
+    # importing either costs 0.2 s in every worker process; pyarrow imports pandas
+    # on its first pa.array() call when pandas is installed
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, kpcompile; "
+        f"kpcompile.build({str(small_dataset)!r}, {str(tmp_path / 'out')!r}, workers=1, max_errors=0); "
+        "print(sorted(m for m in ('pandas', 'polars', 'pyarrow.compute') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -1,0 +1,183 @@
+"""Shared benchmark helpers: data, timed subprocesses with whole-tree memory, results.
+
+Every measurement runs a command as its own process (process start included) and
+samples the proportional set size (PSS) of the process and all its children every
+20 ms, so "peak memory" is what all processes use together, shared pages counted once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "benchmarks" / "data"
+RESULTS = ROOT / "benchmarks" / "results"
+PYTHON = sys.executable
+KPCOMPILE = str(Path(sys.executable).with_name("kpcompile"))
+
+
+@dataclass
+class Run:
+    """One timed command."""
+
+    name: str
+    seconds: float
+    peak_mib: float
+    returncode: int
+
+
+def dataset(files: int, *, cameras: int = 2, layout: str = "faces") -> Path:
+    """A synthesized dataset of ``files`` landmark files, made once and kept."""
+    path = DATA / f"{layout}-{files}"
+    marker = path / ".complete"
+    if not marker.exists():
+        shutil.rmtree(path, ignore_errors=True)
+        subprocess.run(
+            [
+                KPCOMPILE,
+                "synth",
+                str(path),
+                "--datapoints",
+                str(files // cameras),
+                "--cameras",
+                str(cameras),
+                "--layout",
+                layout,
+                "--no-extras",
+                "--seed",
+                "1",
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        marker.touch()
+    return path
+
+
+def _pss(proc: psutil.Process) -> int:
+    total = 0
+    try:
+        procs = [proc, *proc.children(recursive=True)]
+    except psutil.Error:
+        return 0
+    for p in procs:
+        try:
+            with open(f"/proc/{p.pid}/smaps_rollup") as fh:
+                for line in fh:
+                    if line.startswith("Pss:"):
+                        total += int(line.split()[1]) * 1024
+                        break
+        except OSError:
+            continue
+    return total
+
+
+def timed(name: str, cmd: list[str], *, env: dict[str, str] | None = None) -> Run:
+    """Run ``cmd``, return wall time and peak PSS of its process tree."""
+    peak = 0
+    start = time.perf_counter()
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, **(env or {})}
+    )
+    ps = psutil.Process(proc.pid)
+    stop = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not stop.is_set():
+            peak = max(peak, _pss(ps))
+            stop.wait(0.02)
+
+    t = threading.Thread(target=sample, daemon=True)
+    t.start()
+    _, err = proc.communicate()
+    seconds = time.perf_counter() - start
+    stop.set()
+    t.join()
+    if proc.returncode != 0:
+        sys.stderr.write(f"{name} failed ({proc.returncode}):\n{err.decode()[-2000:]}\n")
+    return Run(name, seconds, peak / 2**20, proc.returncode)
+
+
+def best(name: str, cmd: list[str], repeat: int, *, before: Any = None) -> Run:
+    """Fastest of ``repeat`` runs (memory: the largest peak seen)."""
+    runs = []
+    for _ in range(repeat):
+        if before is not None:
+            before()
+        runs.append(timed(name, cmd))
+    fastest = min(runs, key=lambda r: r.seconds)
+    fastest.peak_mib = max(r.peak_mib for r in runs)
+    return fastest
+
+
+def machine() -> dict[str, Any]:
+    """What the numbers were measured on."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": len(os.sched_getaffinity(0)),
+        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+
+
+def save(name: str, payload: dict[str, Any]) -> Path:
+    """Write ``benchmarks/results/<name>.json``."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    payload = {
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": machine(),
+        **payload,
+    }
+    path.write_text(json.dumps(payload, indent=2, default=lambda o: asdict(o)) + "\n")
+    return path
+
+
+def table(headers: list[str], rows: list[list[Any]]) -> str:
+    """A plain-text table, right-aligned numbers."""
+    cells = [[str(h) for h in headers]] + [[_fmt(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = []
+    for j, r in enumerate(cells):
+        lines.append(
+            "  ".join(
+                c.rjust(w) if j and _num(c) else c.ljust(w) for c, w in zip(r, widths, strict=True)
+            )
+        )
+        if j == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:,.2f}"
+    if isinstance(v, int):
+        return f"{v:,}"
+    return str(v)
+
+
+def _num(s: str) -> bool:
+    return s.replace(",", "").replace(".", "").replace("x", "").replace("-", "").isdigit()

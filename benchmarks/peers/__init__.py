@@ -1,0 +1,1 @@
+"""Peers that the benchmarks measure kpcompile against, each a standalone script."""
