@@ -40,10 +40,10 @@ if TYPE_CHECKING:
         region_ids,
         visibility_rate,
     )
+    from kpcompile.arrays import Tensors, iter_tensors, tensors
     from kpcompile.plot import plot_face, plot_visibility
     from kpcompile.projection import project, reprojection_error
     from kpcompile.query import info, read, scan, sql, tables
-    from kpcompile.tensors import Tensors, iter_tensors, tensors
 
 _LAZY = {
     "scan": "kpcompile.query",
@@ -57,9 +57,9 @@ _LAZY = {
     "visibility_rate": "kpcompile.analytics",
     "nme": "kpcompile.analytics",
     "inconsistent_3d": "kpcompile.analytics",
-    "Tensors": "kpcompile.tensors",
-    "tensors": "kpcompile.tensors",
-    "iter_tensors": "kpcompile.tensors",
+    "Tensors": "kpcompile.arrays",
+    "tensors": "kpcompile.arrays",
+    "iter_tensors": "kpcompile.arrays",
     "project": "kpcompile.projection",
     "reprojection_error": "kpcompile.projection",
     "plot_face": "kpcompile.plot",
