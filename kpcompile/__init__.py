@@ -21,6 +21,7 @@ from kpcompile.errors import (
     KpcompileError,
     OptionsError,
     OutputError,
+    QueryError,
     RejectedFilesError,
     SnapshotError,
     SourceError,
@@ -31,9 +32,39 @@ from kpcompile.shard import compile_shard
 from kpcompile.sources import SourceFile, discover
 
 if TYPE_CHECKING:
-    from kpcompile.query import info, read, scan
+    from kpcompile.analytics import (
+        filter_region,
+        inconsistent_3d,
+        landmark_stats,
+        nme,
+        region_ids,
+        visibility_rate,
+    )
+    from kpcompile.arrays import Tensors, iter_tensors, tensors
+    from kpcompile.plot import plot_face, plot_visibility
+    from kpcompile.projection import project, reprojection_error
+    from kpcompile.query import info, read, scan, sql, tables
 
-_LAZY = {"scan": "kpcompile.query", "read": "kpcompile.query", "info": "kpcompile.query"}
+_LAZY = {
+    "scan": "kpcompile.query",
+    "read": "kpcompile.query",
+    "info": "kpcompile.query",
+    "sql": "kpcompile.query",
+    "tables": "kpcompile.query",
+    "region_ids": "kpcompile.analytics",
+    "filter_region": "kpcompile.analytics",
+    "landmark_stats": "kpcompile.analytics",
+    "visibility_rate": "kpcompile.analytics",
+    "nme": "kpcompile.analytics",
+    "inconsistent_3d": "kpcompile.analytics",
+    "Tensors": "kpcompile.arrays",
+    "tensors": "kpcompile.arrays",
+    "iter_tensors": "kpcompile.arrays",
+    "project": "kpcompile.projection",
+    "reprojection_error": "kpcompile.projection",
+    "plot_face": "kpcompile.plot",
+    "plot_visibility": "kpcompile.plot",
+}
 
 __all__ = [
     "SUPPORTED_VERSIONS",
@@ -45,18 +76,34 @@ __all__ = [
     "Landmarks",
     "OptionsError",
     "OutputError",
+    "QueryError",
     "RejectedFilesError",
     "SnapshotError",
     "SourceError",
     "SourceFile",
+    "Tensors",
     "__version__",
     "build",
     "compile_shard",
     "discover",
+    "filter_region",
+    "inconsistent_3d",
     "info",
+    "iter_tensors",
+    "landmark_stats",
+    "nme",
     "parse",
+    "plot_face",
+    "plot_visibility",
+    "project",
     "read",
+    "region_ids",
+    "reprojection_error",
     "scan",
+    "sql",
+    "tables",
+    "tensors",
+    "visibility_rate",
 ]
 
 

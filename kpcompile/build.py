@@ -21,6 +21,7 @@ from kpcompile._version import __version__
 from kpcompile.errors import RejectedFilesError
 from kpcompile.executor import run_local
 from kpcompile.options import BuildOptions
+from kpcompile.sets import SetsResult, compile_sets
 from kpcompile.shard import ErrorRow, ShardResult, ShardTask
 from kpcompile.sources import SourceFile, discover
 from kpcompile.writer import (
@@ -122,16 +123,17 @@ def build(
         stage = snap.staging_dir(root, sid)
         try:
             results = _run(files, opts, root_src, str(stage))
-            errors = sorted(e for r in results for e in r.errors)
+            settings = ParquetSettings(opts.compression, opts.compression_level)
+            sets = _sets(root_src, files, str(stage), settings, opts)
+            errors = sorted([*(e for r in results for e in r.errors), *sets.errors])
             if len(errors) > opts.max_errors:
                 raise RejectedFilesError(errors, opts.max_errors)
-            settings = ParquetSettings(opts.compression, opts.compression_level)
             err_table = table_from_columns(
                 {name: [e[k] for e in errors] for k, name in enumerate(ERRORS_SCHEMA.names)},
                 ERRORS_SCHEMA,
             )
             err_file = write_table(err_table, str(stage), "errors/part-00000.parquet", settings)
-            manifest = _manifest(sid, created, root_src, files, results, err_file, opts)
+            manifest = _manifest(sid, created, root_src, files, results, err_file, opts, sets)
             path = snap.publish(root, stage, sid, manifest)
         except BaseException:
             snap.discard(stage)
@@ -159,6 +161,15 @@ def _run(files: list[SourceFile], opts: BuildOptions, root: str, stage: str) -> 
         bar.close()
 
 
+def _sets(
+    root: str, files: list[SourceFile], stage: str, settings: ParquetSettings, opts: BuildOptions
+) -> SetsResult:
+    """The hook of ``--sets``: other keypoint sets and cameras, written into the same staging."""
+    if not opts.sets:
+        return SetsResult()
+    return compile_sets(root, files, stage, settings, opts.max_file_bytes)
+
+
 def _progress(total: int, show: bool) -> Any:
     from tqdm import tqdm
 
@@ -173,6 +184,7 @@ def _manifest(
     results: list[ShardResult],
     err_file: WrittenFile,
     opts: BuildOptions,
+    sets: SetsResult,
 ) -> dict[str, Any]:
     layouts: Counter[str] = Counter()
     versions: Counter[str] = Counter()
@@ -183,6 +195,7 @@ def _manifest(
     for r in results:
         for table, items in r.written.items():
             written[table].extend(items)
+    written.update(sets.written)
     compiled = sum(r.compiled for r in results)
     rejected = sum(len(r.errors) for r in results)
     tables: dict[str, Any] = {}
@@ -208,7 +221,7 @@ def _manifest(
         "source": {
             "path": source,
             "files": len(files),
-            "bytes": sum(r.source_bytes for r in results),
+            "bytes": sum(r.source_bytes for r in results) + sets.source_bytes,
         },
         "options": {
             "partition_by": opts.partition_by,
@@ -217,6 +230,7 @@ def _manifest(
             "shard_files": opts.shard_files,
             "max_errors": opts.max_errors,
             "max_file_bytes": opts.max_file_bytes,
+            "sets": opts.sets,
         },
         "counts": {
             "files": len(files),
@@ -224,6 +238,7 @@ def _manifest(
             "rejected": rejected,
             "rows": sum(r.rows for r in results),
             "visible": sum(r.visible for r in results),
+            **({"sets_rejected": len(sets.errors)} if opts.sets else {}),
         },
         "layouts": dict(sorted(layouts.items())),
         "versions": dict(sorted(versions.items())),

@@ -115,6 +115,11 @@ def cli() -> None:
     default=None,
     help="Progress bar [default: when stderr is a terminal].",
 )
+@click.option(
+    "--sets",
+    is_flag=True,
+    help="Also compile face.standard, head, ears and camera metadata into their own tables.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @handle_errors
 def build(
@@ -126,6 +131,7 @@ def build(
     compression: str,
     shard_files: int,
     progress: bool | None,
+    sets: bool,
     as_json: bool,
 ) -> None:
     """Compile every keypoint file under SOURCE into a new snapshot in OUT.
@@ -148,6 +154,7 @@ def build(
         compression=compression,
         shard_files=shard_files,
         progress=progress,
+        sets=sets,
     )
     if as_json:
         click.echo(
@@ -276,6 +283,75 @@ def synth(
         f"wrote {r.landmark_files:,} landmark files ({r.files:,} files, "
         f"{r.bytes / 1e6:,.1f} MB) to {out}"
     )
+
+
+@cli.command()
+@click.argument("out", type=click.Path(file_okay=False, path_type=str))
+@click.argument("query")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "csv", "json", "parquet"]),
+    default="table",
+    show_default=True,
+    help="Output format (parquet needs -o).",
+)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=str), default=None)
+@click.option("--snapshot", default=None, help="Snapshot id [default: the current one].")
+@handle_errors
+def query(out: str, query: str, fmt: str, output: str | None, snapshot: str | None) -> None:
+    """Run SQL over every table of OUT's snapshot and print or save the result.
+
+    Tables: keypoints, files, errors (and with build --sets: face_standard, head,
+    ears, cameras).
+
+    \b
+    Example:
+      kpcompile query compiled "SELECT camera, avg(visible::int) FROM keypoints GROUP BY camera"
+      kpcompile query compiled "SELECT * FROM errors" --format csv -o errors.csv
+    """
+    from kpcompile.query import write_result
+
+    text = write_result(out, query, fmt=fmt, output=output, snapshot=snapshot)
+    if text is not None:
+        click.echo(text)
+
+
+@cli.command()
+@click.argument("out", type=click.Path(file_okay=False, path_type=str))
+@click.option("--datapoint", "-d", default=None, help="Draw this datapoint's 2D landmarks.")
+@click.option("--camera", "-c", default=None, help="Its camera [default: the first].")
+@click.option("--visibility", is_flag=True, help="Draw the visibility rate per landmark.")
+@click.option(
+    "-o", "--output", type=click.Path(dir_okay=False, path_type=str), required=True, help="PNG."
+)
+@click.option("--snapshot", default=None, help="Snapshot id [default: the current one].")
+@handle_errors
+def plot(
+    out: str,
+    datapoint: str | None,
+    camera: str | None,
+    visibility: bool,
+    output: str,
+    snapshot: str | None,
+) -> None:
+    """Draw a datapoint's landmarks (regions coloured) or the visibility rate to a PNG.
+
+    \b
+    Example:
+      kpcompile plot compiled --datapoint datapoint_00001 -o face.png
+      kpcompile plot compiled --visibility -o vis.png
+    """
+    from kpcompile import plot as plots
+
+    if (datapoint is None) == (not visibility):
+        raise click.UsageError("give exactly one of --datapoint D or --visibility")
+    if visibility:
+        path = plots.plot_visibility(out, output, snapshot=snapshot)
+    else:
+        assert datapoint is not None
+        path = plots.plot_face(out, datapoint, output, camera=camera, snapshot=snapshot)
+    click.echo(f"wrote {path}")
 
 
 def main() -> None:

@@ -81,6 +81,12 @@ class SnapshotError(OutputError):
     """A snapshot is missing, corrupt or not the one asked for."""
 
 
+class QueryError(KpcompileError, ValueError):
+    """A query over a snapshot is invalid (bad SQL, unknown column or region)."""
+
+    exit_code = 2
+
+
 class FormatError(KpcompileError):
     """One source file is not a valid keypoint file.
 

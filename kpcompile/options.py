@@ -31,6 +31,8 @@ class BuildOptions:
         max_file_bytes: Larger source files are rejected as ``too_large``
             without being read; bounds each worker's memory.
         progress: Show a progress bar; ``None`` shows it when stderr is a terminal.
+        sets: Also compile the other keypoint sets and camera metadata into the
+            ``face_standard``, ``head``, ``ears`` and ``cameras`` tables (:mod:`kpcompile.sets`).
 
     Example:
         >>> BuildOptions(workers=2, max_errors=10)
@@ -45,6 +47,7 @@ class BuildOptions:
     shard_files: int = 512
     max_file_bytes: int = 64 * 1024 * 1024
     progress: bool | None = None
+    sets: bool = False
 
     def __post_init__(self) -> None:
         if self.workers is not None and self.workers < 1:

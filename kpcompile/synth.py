@@ -313,24 +313,58 @@ def _files(
             f"{kp}/face_standard_key_points.json",
             render_objects(std, version=ver, key="standard", pixels=pixels, vis=vis),
         )
-        yield f"{kp}/all_key_points.json", _all_key_points(view, std, ver, pixels, vis)
+        grouped = layout == "faces"
+        yield f"{kp}/all_key_points.json", _all_key_points(view, std, ver, pixels, vis, grouped)
+        if layout == "faces":
+            for name, key, parts in (("head", "head", _HEAD), ("ears", "ears", _EARS)):
+                yield f"{kp}/{name}_key_points.json", _grouped(view, ver, key, parts, pixels, vis)
         meta = {"version": "1.1.0", "camera_name": cam, **view.metadata}
         if ver is None:
             del meta["version"]
         yield f"{cam}/camera_metadata.json", json.dumps(meta, indent=3)
 
 
-def _all_key_points(view: _View, std: _View, ver: str | None, pixels: str, vis: str | None) -> str:
+def _all_key_points(
+    view: _View, std: _View, ver: str | None, pixels: str, vis: str | None, grouped: bool
+) -> str:
     dense = json.loads(render_objects(view, version=ver, key="dense", pixels=pixels, vis=vis))
     standard = json.loads(render_objects(std, version=ver, key="standard", pixels=pixels, vis=vis))
     dense["face"]["standard"] = standard["face"]["standard"]
-    head = _subset(view, (10, 152, 234, 454))
-    named = json.loads(render_objects(head, version=None, key="h", pixels=pixels, vis=vis))["face"][
-        "h"
-    ]
-    dense["head"] = dict(zip(("top", "back", "left", "right"), named.values(), strict=True))
-    dense["ear"] = {"left": named["3"], "right": named["2"]}
+    for key, parts in (("head", _HEAD), ("ear", _EARS)) if grouped else ():
+        dense[key] = json.loads(_grouped(view, None, key, parts, pixels, vis))[key]
     return json.dumps(dense, indent=3)
+
+
+# Head and ear points as in the real Faces exports: groups of ids "1".. (head) or
+# "0".. (ears) of 12/24/21/24 and 55 points; values borrowed from face-mesh landmarks
+# near each group, so they project consistently through the same camera.
+_HEAD: dict[str, tuple[tuple[int, ...], int]] = {
+    "top": ((10, 109, 338, 67, 297, 103, 332, 54, 284, 151, 108, 337), 1),
+    "left": (tuple(range(250, 274)), 1),
+    "back": (tuple(range(300, 321)), 1),
+    "right": (tuple(range(20, 44)), 1),
+}
+_EARS: dict[str, tuple[tuple[int, ...], int]] = {
+    "left": (tuple(range(400, 455)), 0),
+    "right": (tuple(range(130, 185)), 0),
+}
+
+
+def _grouped(
+    view: _View,
+    ver: str | None,
+    key: str,
+    parts: dict[str, tuple[tuple[int, ...], int]],
+    pixels: str,
+    vis: str | None,
+) -> str:
+    doc: dict[str, Any] = {} if ver is None else {"version": ver}
+    doc[key] = {}
+    for part, (ids, first) in parts.items():
+        text = render_objects(_subset(view, ids), version=None, key="g", pixels=pixels, vis=vis)
+        group = json.loads(text)["face"]["g"]
+        doc[key][part] = {str(int(k) + first): v for k, v in group.items()}
+    return json.dumps(doc, indent=3)
 
 
 def _renumber_from_one(text: str) -> str:

@@ -61,10 +61,47 @@ ERRORS_SCHEMA = pa.schema(
 )
 """One row per rejected source file; ``code`` is an :class:`~kpcompile.ErrorCode`."""
 
+SET_SCHEMA = pa.schema(
+    [
+        pa.field("datapoint", pa.string(), nullable=False),
+        pa.field("camera", pa.string(), nullable=False),
+        pa.field("part", pa.string()),
+        pa.field("kp_id", pa.string(), nullable=False),
+        *(pa.field(c, pa.float64(), nullable=False) for c in FLOAT_COLUMNS),
+        pa.field("visible", pa.bool_()),
+    ]
+)
+"""A keypoint set other than the 468 (``face_standard``, ``head``, ``ears``; ``--sets``).
+
+``part`` is the sub-group (``left``, ``top``, ...; null for ``face_standard``) and
+``kp_id`` the id exactly as written in the source (``"01"``, ``"1"``, ``"0"``).
+"""
+
+CAMERAS_SCHEMA = pa.schema(
+    [
+        pa.field("datapoint", pa.string(), nullable=False),
+        pa.field("camera", pa.string(), nullable=False),
+        pa.field("camera_name", pa.string()),
+        pa.field("camera_type", pa.string()),
+        pa.field("width", pa.float64(), nullable=False),
+        pa.field("height", pa.float64(), nullable=False),
+        pa.field("focal_length", pa.float64()),
+        *(pa.field(f"location_{a}", pa.float64()) for a in "xyz"),
+        *(pa.field(f"aspect_{a}", pa.float64()) for a in "xy"),
+        pa.field("intrinsic", pa.list_(pa.float64()), nullable=False),
+        pa.field("extrinsic", pa.list_(pa.float64()), nullable=False),
+    ]
+)
+"""One row per ``camera_metadata.json`` (``--sets``): matrices row-major, 3x3 and 3x4."""
+
+SET_TABLES: tuple[str, ...] = ("face_standard", "head", "ears")
+
 SCHEMAS: dict[str, pa.Schema] = {
     "keypoints": KEYPOINTS_SCHEMA,
     "files": FILES_SCHEMA,
     "errors": ERRORS_SCHEMA,
+    **dict.fromkeys(SET_TABLES, SET_SCHEMA),
+    "cameras": CAMERAS_SCHEMA,
 }
 
 _KP_IDS = np.arange(NUM_LANDMARKS, dtype=np.int16)

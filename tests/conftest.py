@@ -58,3 +58,13 @@ def landmarks_from_json(path: Path) -> list[tuple[int, float, float, float, floa
             (int(k), float(g["x"]), float(g["y"]), float(g["z"]), float(p["x"]), float(p["y"]), vis)
         )
     return out
+
+
+@pytest.fixture(scope="session")
+def compiled_sets(mixed_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``mixed_dataset`` built with ``--sets`` (read-only: do not modify)."""
+    import kpcompile
+
+    out = tmp_path_factory.mktemp("compiled_sets") / "compiled"
+    kpcompile.build(mixed_dataset, out, workers=1, sets=True, shard_files=5)
+    return out
