@@ -12,6 +12,7 @@ import sys
 # (module, arguments for a full run, arguments for --quick)
 BENCHMARKS: list[tuple[str, list[str], list[str]]] = [
     ("benchmarks.bench_build", [], ["--sizes", "2000", "--repeat", "1"]),
+    ("benchmarks.bench_query", [], ["--files", "2000", "--repeat", "1"]),
 ]
 
 

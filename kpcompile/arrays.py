@@ -61,8 +61,26 @@ def tensors(frame: pl.LazyFrame | pl.DataFrame) -> Tensors:
         >>> t.xyz.shape, t.pixels.shape, t.visible.shape, t.index.columns  # doctest: +SKIP
         ((24, 468, 3), (24, 468, 2), (24, 468), ['datapoint', 'camera'])
     """
-    df = frame.lazy().select(_COLS).sort("datapoint", "camera", "kp_id").collect()
-    return from_sorted(df)
+    df = frame.lazy().select(_COLS).collect()
+    # A snapshot stores each file's rows together, in kp_id order: reshape in storage
+    # order and reorder whole files (n rows, not n x 468), instead of sorting every row.
+    try:
+        t = from_sorted(df)
+    except QueryError:
+        return from_sorted(df.sort("datapoint", "camera", "kp_id"))
+    if t.index.n_unique() != t.index.height or not np.array_equal(t.ids, np.sort(t.ids)):
+        return from_sorted(df.sort("datapoint", "camera", "kp_id"))
+    order = t.index.with_row_index("i").sort("datapoint", "camera")["i"].to_numpy()
+    if np.array_equal(order, np.arange(len(order))):
+        return t
+    return Tensors(
+        t.xyz[order],
+        t.pixels[order],
+        t.visible[order],
+        t.has_visibility[order],
+        t.index[order],
+        t.ids,
+    )
 
 
 def from_sorted(df: pl.DataFrame) -> Tensors:
