@@ -3,58 +3,122 @@
 Workers are started with ``forkserver`` so a parent that has threads (polars,
 pyarrow) is never forked. At most ``2 x workers`` tasks are in flight, so memory
 stays bounded however many shards a build has.
+
+A worker that dies (killed, out of memory) breaks the pool: every shard that was
+in flight is then retried in a new pool, after its partial outputs are removed.
+A shard is a pure function of its task and writes only its own file names, so a
+retry writes exactly what the first attempt would have: no row is lost or
+duplicated. A shard in flight during :data:`MAX_ATTEMPTS` worker deaths fails the
+build, which then publishes nothing.
 """
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 
 from kpcompile.errors import KpcompileError
-from kpcompile.shard import ShardResult, ShardTask, compile_shard
+from kpcompile.shard import ShardResult, ShardTask, compile_shard, remove_outputs
+
+MAX_ATTEMPTS = 3
+"""How many times a shard runs at most when worker processes die under it."""
+
+log = logging.getLogger("kpcompile")
 
 
 def run_local(
     tasks: Sequence[ShardTask], workers: int, on_done: Callable[[ShardResult, int], None]
 ) -> list[ShardResult]:
-    """Run tasks in this process (``workers == 1``) or a process pool, in bounded memory."""
+    """Run tasks in this process (``workers == 1``) or a process pool, in bounded memory.
+
+    Returns:
+        One result per task, in task order.
+
+    Raises:
+        KpcompileError: Worker processes died under the same shard
+            :data:`MAX_ATTEMPTS` times.
+    """
     sizes = {t.index: len(t.files) for t in tasks}
-    if workers == 1 or len(tasks) <= 1:
-        out = []
-        for t in tasks:
-            r = compile_shard(t)
-            on_done(r, sizes[r.index])
-            out.append(r)
-        return out
-    ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["kpcompile.shard"])
+
+    def done(r: ShardResult) -> None:
+        on_done(r, sizes[r.index])
+        results.append(r)
+
     results: list[ShardResult] = []
-    pending: set[Future[ShardResult]] = set()
-    queue: Iterator[ShardTask] = iter(tasks)
-    window = workers * 2
-    try:
-        with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=ctx) as pool:
-            for t in queue:
-                pending.add(pool.submit(compile_shard, t))
-                if len(pending) >= window:
-                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                    for f in done:
-                        r = f.result()
-                        on_done(r, sizes[r.index])
-                        results.append(r)
-            for f in _as_done(pending):
-                r = f.result()
-                on_done(r, sizes[r.index])
-                results.append(r)
-    except BrokenProcessPool:
-        msg = "a worker process died (killed or out of memory); nothing was published"
-        raise KpcompileError(msg) from None
+    if workers == 1 or len(tasks) <= 1:
+        for t in tasks:
+            done(compile_shard(t))
+        return results
+    attempts: Counter[int] = Counter()
+    todo = list(tasks)
+    while todo:
+        lost = _run_pool(todo, workers, done)
+        if not lost:
+            break
+        attempts.update(t.index for t in lost)
+        worst = max(lost, key=lambda t: (attempts[t.index], -t.index))
+        if attempts[worst.index] >= MAX_ATTEMPTS:
+            msg = (
+                f"worker processes died {attempts[worst.index]} times while compiling shard "
+                f"{worst.index} (killed or out of memory); nothing was published"
+            )
+            raise KpcompileError(msg)
+        lost_ids = {t.index for t in lost}
+        log.warning(
+            "a worker process died; retrying shard%s %s",
+            "s" if len(lost) > 1 else "",
+            ", ".join(str(i) for i in sorted(lost_ids)),
+        )
+        for t in lost:
+            remove_outputs(t)
+        finished = {r.index for r in results}
+        todo = [t for t in tasks if t.index not in finished]
     return sorted(results, key=lambda r: r.index)
 
 
-def _as_done(pending: set[Future[ShardResult]]) -> Iterator[Future[ShardResult]]:
-    while pending:
-        done, pending = wait(pending, return_when=FIRST_COMPLETED)
-        yield from done
+def _run_pool(
+    tasks: Sequence[ShardTask], workers: int, done: Callable[[ShardResult], None]
+) -> list[ShardTask]:
+    """Run ``tasks`` in one pool; return the tasks in flight when a worker died.
+
+    Tasks never submitted are not returned: the caller retries whatever has no
+    result. When this returns, every worker of the pool has exited, so no
+    attempt is still writing.
+    """
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["kpcompile.shard"])
+    pending: dict[Future[ShardResult], ShardTask] = {}
+    lost: list[ShardTask] = []
+    window = workers * 2
+
+    def collect(futures: set[Future[ShardResult]]) -> None:
+        for f in futures:
+            task = pending.pop(f)
+            exc = f.exception()
+            if isinstance(exc, BrokenProcessPool):
+                lost.append(task)
+            elif exc is not None:
+                raise exc
+            else:
+                done(f.result())
+
+    with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=ctx) as pool:
+        queue: Iterator[ShardTask] = iter(tasks)
+        for t in queue:
+            try:
+                pending[pool.submit(compile_shard, t)] = t
+            except BrokenProcessPool:
+                break
+            if len(pending) >= window:
+                finished, _ = wait(set(pending), return_when=FIRST_COMPLETED)
+                collect(finished)
+                if lost:
+                    break
+        while pending:
+            finished, _ = wait(set(pending), return_when=FIRST_COMPLETED)
+            collect(finished)
+    return sorted(lost, key=lambda t: t.index)

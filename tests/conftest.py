@@ -58,3 +58,25 @@ def landmarks_from_json(path: Path) -> list[tuple[int, float, float, float, floa
             (int(k), float(g["x"]), float(g["y"]), float(g["z"]), float(p["x"]), float(p["y"]), vis)
         )
     return out
+
+
+# Tests that try to break a promise many times record how many trials they ran;
+# the numbers are printed at the end of the run (`make test`, `make test-long`).
+_TRIALS: list[tuple[str, str]] = []
+
+
+@pytest.fixture
+def trials(request: pytest.FixtureRequest) -> Any:
+    """``trials(n, "kills")`` records that the test ran ``n`` trials."""
+
+    def record(n: int, what: str) -> None:
+        _TRIALS.append((request.node.nodeid, f"{n} {what}"))
+
+    return record
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if _TRIALS:
+        terminalreporter.section("trials run")
+        for nodeid, text in _TRIALS:
+            terminalreporter.write_line(f"{nodeid}: {text}")
