@@ -9,13 +9,18 @@ in flight is then retried in a new pool, after its partial outputs are removed.
 A shard is a pure function of its task and writes only its own file names, so a
 retry writes exactly what the first attempt would have: no row is lost or
 duplicated. A shard in flight during :data:`MAX_ATTEMPTS` worker deaths fails the
-build, which then publishes nothing.
+build, which then publishes nothing. Workers exit by themselves when the
+coordinating process dies (SIGKILL included), so a killed build leaves no
+process behind.
 """
 
 from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
+import select
+import threading
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -106,7 +111,12 @@ def _run_pool(
             else:
                 done(f.result())
 
-    with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=ctx) as pool:
+    with ProcessPoolExecutor(
+        max_workers=min(workers, len(tasks)),
+        mp_context=ctx,
+        initializer=_exit_with,
+        initargs=(os.getpid(),),
+    ) as pool:
         queue: Iterator[ShardTask] = iter(tasks)
         for t in queue:
             try:
@@ -122,3 +132,39 @@ def _run_pool(
             finished, _ = wait(set(pending), return_when=FIRST_COMPLETED)
             collect(finished)
     return sorted(lost, key=lambda t: t.index)
+
+
+def _exit_with(coordinator: int) -> None:
+    """Worker initializer: exit as soon as the coordinating process is gone.
+
+    A pool's workers hold both ends of their task queue, so they would wait
+    forever for work from a coordinator that was killed, and keep the forkserver
+    alive. A daemon thread waits on a pidfd of the coordinator and ends the
+    worker when it exits.
+    """
+    try:
+        fd = os.pidfd_open(coordinator)
+    except OSError:  # already gone, or no pidfd (Linux before 5.3)
+        fd = -1
+        if not _alive(coordinator):
+            os._exit(1)
+
+    def watch() -> None:
+        if fd >= 0:
+            select.select([fd], [], [])
+        else:
+            while _alive(coordinator):
+                threading.Event().wait(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="kpcompile-coordinator-watch", daemon=True).start()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
