@@ -16,6 +16,7 @@ process behind.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import os
@@ -69,7 +70,8 @@ def run_local(
         if attempts[worst.index] >= MAX_ATTEMPTS:
             msg = (
                 f"worker processes died {attempts[worst.index]} times while compiling shard "
-                f"{worst.index} (killed or out of memory); nothing was published"
+                f"{worst.index} (killed, out of memory, or could not be started); "
+                "nothing was published"
             )
             raise KpcompileError(msg)
         lost_ids = {t.index for t in lost}
@@ -118,10 +120,17 @@ def _run_pool(
         initargs=(os.getpid(),),
     ) as pool:
         queue: Iterator[ShardTask] = iter(tasks)
+        submit_error: Exception | None = None  # kept for the debug log
         for t in queue:
             try:
                 pending[pool.submit(compile_shard, t)] = t
             except BrokenProcessPool:
+                break
+            except (OSError, ValueError) as exc:
+                # Starting a worker for this task failed: it raced with the pool
+                # breaking (queues closed, forkserver gone). Retried like a death.
+                submit_error = exc
+                lost.append(t)
                 break
             if len(pending) >= window:
                 finished, _ = wait(set(pending), return_when=FIRST_COMPLETED)
@@ -131,7 +140,25 @@ def _run_pool(
         while pending:
             finished, _ = wait(set(pending), return_when=FIRST_COMPLETED)
             collect(finished)
+        if lost:
+            _kill_workers(pool)
+    if submit_error is not None:
+        log.debug("could not start a worker process: %s", submit_error)
     return sorted(lost, key=lambda t: t.index)
+
+
+def _kill_workers(pool: ProcessPoolExecutor) -> None:
+    """Kill every worker of a broken pool before it is shut down.
+
+    CPython 3.11's pool may start a worker for a submit racing with the pool
+    breaking, after it terminated the others; it then waits for that idle worker
+    forever. No submit follows this call, so killing the workers it knows ends
+    the wait (``_processes`` is private, hence the defensive access).
+    """
+    processes = getattr(pool, "_processes", None) or {}
+    for proc in list(processes.values()):
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            proc.kill()
 
 
 def _exit_with(coordinator: int) -> None:
