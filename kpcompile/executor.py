@@ -92,9 +92,9 @@ def _run_pool(
 ) -> list[ShardTask]:
     """Run ``tasks`` in one pool; return the tasks in flight when a worker died.
 
-    Tasks never submitted are not returned: the caller retries whatever has no
-    result. When this returns, every worker of the pool has exited, so no
-    attempt is still writing.
+    A task whose worker could not be started is returned too; tasks never
+    submitted are not (the caller retries whatever has no result). When this
+    returns, every worker of the pool has exited, so no attempt is still writing.
     """
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(["kpcompile.shard"])
@@ -105,6 +105,9 @@ def _run_pool(
     def collect(futures: set[Future[ShardResult]]) -> None:
         for f in futures:
             task = pending.pop(f)
+            if not f.done():  # orphaned by a broken pool, see _settle
+                lost.append(task)
+                continue
             exc = f.exception()
             if isinstance(exc, BrokenProcessPool):
                 lost.append(task)
@@ -133,18 +136,33 @@ def _run_pool(
                 lost.append(t)
                 break
             if len(pending) >= window:
-                finished, _ = wait(set(pending), return_when=FIRST_COMPLETED)
-                collect(finished)
+                collect(_settle(pool, pending))
                 if lost:
                     break
         while pending:
-            finished, _ = wait(set(pending), return_when=FIRST_COMPLETED)
-            collect(finished)
+            collect(_settle(pool, pending))
         if lost:
             _kill_workers(pool)
     if submit_error is not None:
         log.debug("could not start a worker process: %s", submit_error)
     return sorted(lost, key=lambda t: t.index)
+
+
+def _settle(
+    pool: ProcessPoolExecutor, pending: dict[Future[ShardResult], ShardTask]
+) -> set[Future[ShardResult]]:
+    """Wait until a future finishes, or return every pending one if the pool broke.
+
+    In CPython 3.11 a submit racing with the pool breaking can leave a future
+    that nothing will ever complete; once the pool is broken (``_broken``, private,
+    hence the defensive access) every pending future is lost anyway.
+    """
+    while True:
+        finished, _ = wait(set(pending), timeout=0.5, return_when=FIRST_COMPLETED)
+        if finished:
+            return finished
+        if getattr(pool, "_broken", False):
+            return set(pending)
 
 
 def _kill_workers(pool: ProcessPoolExecutor) -> None:

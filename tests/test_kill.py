@@ -187,7 +187,14 @@ def _kill_worker_trials(corpus: Corpus, out: Path, trials: int, seed: int) -> di
         workers = _workers(proc.pid)
         if workers:
             os.kill(rng.choice(workers), signal.SIGKILL)
-        _, err = proc.communicate(timeout=120)
+        try:
+            _, err = proc.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            family = [proc.pid, *_descendants(proc.pid)]
+            for pid in family:  # processes this test started
+                os.kill(pid, signal.SIGKILL)
+            proc.communicate()
+            pytest.fail("the build hangs after a worker was killed")
         # one dead worker is retried: the build succeeds with exactly the reference files
         assert proc.returncode == 0, err.decode()
         current = _check_promises(out, previous, corpus)
