@@ -18,7 +18,7 @@ from typing import Any
 
 from kpcompile import snapshot as snap
 from kpcompile._version import __version__
-from kpcompile.errors import RejectedFilesError
+from kpcompile.errors import OutputError, RejectedFilesError
 from kpcompile.executor import run_local
 from kpcompile.options import BuildOptions
 from kpcompile.sets import SetsResult, compile_sets
@@ -115,10 +115,11 @@ def build(
     """
     opts = BuildOptions.from_kwargs(options, kwargs)
     started = time.perf_counter()
-    created = dt.datetime.now(dt.UTC)
     files = discover(source)
     root_src = os.path.abspath(os.fspath(source))
     with snap.locked(out) as root:
+        # Timed under the lock, so ids sort in the order builds publish.
+        created = dt.datetime.now(dt.UTC)
         sid = snap.new_snapshot_id(created)
         stage = snap.staging_dir(root, sid)
         try:
@@ -135,6 +136,14 @@ def build(
             err_file = write_table(err_table, str(stage), "errors/part-00000.parquet", settings)
             manifest = _manifest(sid, created, root_src, files, results, err_file, opts, sets)
             path = snap.publish(root, stage, sid, manifest)
+        except OSError as exc:
+            snap.discard(stage)
+            where = f" ({exc.filename})" if exc.filename else ""
+            msg = (
+                f"cannot write the snapshot in {os.fspath(out)!r}: "
+                f"{exc.strerror or exc}{where}; nothing was published"
+            )
+            raise OutputError(msg) from exc
         except BaseException:
             snap.discard(stage)
             raise

@@ -11,6 +11,7 @@ Exit codes:
     3  files were rejected, more than --max-errors; nothing was published
     4  source error: missing, unreadable, or no keypoint file in it
     5  output error: output folder unusable, busy, or holding no snapshot
+    6  verify found a difference: the snapshot or its source is not as built
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from kpcompile.errors import KpcompileError, RejectedFilesError
 
 F = TypeVar("F", bound=Callable[..., Any])
 ERRORS_SHOWN = 50
+VERIFY_FAILED = 6
 
 
 def _fail(exc: KpcompileError) -> None:
@@ -319,6 +321,43 @@ def query(out: str, query: str, fmt: str, output: str | None, snapshot: str | No
 
 @cli.command()
 @click.argument("out", type=click.Path(file_okay=False, path_type=str))
+@click.argument("source", required=False, type=click.Path(file_okay=False, path_type=str))
+@click.option("--snapshot", default=None, help="Snapshot id [default: the current one].")
+@handle_errors
+def verify(out: str, source: str | None, snapshot: str | None) -> None:
+    """Re-read a snapshot of OUT and check it against its manifest and SOURCE.
+
+    Checks every Parquet file's size, SHA-256, rows and schema, the counts, and
+    that no unlisted file is in the snapshot; with SOURCE, that every source file
+    is in the snapshot with unchanged content. Prints each difference and exits
+    with 6 when there is one.
+
+    \b
+    Example:
+      kpcompile verify compiled dataset
+    """
+    from kpcompile.verify import verify as run_verify
+
+    report = run_verify(out, source, snapshot=snapshot)
+    for line in report.notes:
+        click.echo(f"note: {line}", err=True)
+    for line in report.problems:
+        click.echo(f"differs: {line}", err=True)
+    checked = f"{report.files_checked:,} Parquet files"
+    if source is not None:
+        checked += f", {report.source_files_checked:,} source files"
+    if not report.ok:
+        click.echo(
+            f"snapshot {report.snapshot}: {len(report.problems):,} "
+            f"difference{'s' if len(report.problems) != 1 else ''} ({checked} checked)",
+            err=True,
+        )
+        sys.exit(VERIFY_FAILED)
+    click.echo(f"snapshot {report.snapshot} verified: {checked} checked, no difference")
+
+
+@cli.command()
+@click.argument("out", type=click.Path(file_okay=False, path_type=str))
 @click.option("--datapoint", "-d", default=None, help="Draw this datapoint's 2D landmarks.")
 @click.option("--camera", "-c", default=None, help="Its camera [default: the first].")
 @click.option("--visibility", is_flag=True, help="Draw the visibility rate per landmark.")
@@ -352,6 +391,38 @@ def plot(
         assert datapoint is not None
         path = plots.plot_face(out, datapoint, output, camera=camera, snapshot=snapshot)
     click.echo(f"wrote {path}")
+
+
+@cli.command()
+@click.argument("out", type=click.Path(file_okay=False, path_type=str))
+@click.option(
+    "--keep",
+    type=click.IntRange(min=0),
+    required=True,
+    help="How many of the newest snapshots to keep (the current one is always kept).",
+)
+@click.option("--dry-run", is_flag=True, help="Only list what would be removed.")
+@handle_errors
+def gc(out: str, keep: int, dry_run: bool) -> None:
+    """Remove old snapshots of OUT, keeping the newest --keep and the current one.
+
+    Nothing else ever removes a published snapshot. A reader still reading a
+    removed snapshot fails, so keep as many as your pinned runs need.
+
+    \b
+    Example:
+      kpcompile gc compiled --keep 3 --dry-run
+    """
+    from kpcompile.retention import gc as run_gc
+
+    r = run_gc(out, keep=keep, dry_run=dry_run)
+    verb = "would remove" if dry_run else "removed"
+    for sid in r.removed:
+        click.echo(f"{verb} {sid}")
+    click.echo(
+        f"{verb} {len(r.removed)} snapshot{'s' if len(r.removed) != 1 else ''} "
+        f"({r.bytes_freed / 1e6:,.1f} MB); kept {len(r.kept)}, current {r.current}"
+    )
 
 
 def main() -> None:

@@ -7,56 +7,150 @@ re-imports the caller's ``__main__`` module: scripts calling :func:`kpcompile.bu
 with several workers need the usual ``if __name__ == "__main__":`` guard. At most
 ``2 x workers`` tasks are in flight, so memory stays bounded however many shards a
 build has.
+
+A worker that dies (killed, out of memory) breaks the pool: every shard that was
+in flight is then retried in a new pool, after its partial outputs are removed.
+A shard is a pure function of its task and writes only its own file names, so a
+retry writes exactly what the first attempt would have: no row is lost or
+duplicated. A shard in flight during :data:`MAX_ATTEMPTS` worker deaths fails the
+build, which then publishes nothing. Workers exit by themselves when the
+coordinating process dies (SIGKILL included), so a killed build leaves no
+process behind.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import multiprocessing
 import multiprocessing.context
+import os
+import select
 import sys
+import threading
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 
 from kpcompile.errors import KpcompileError
-from kpcompile.shard import ShardResult, ShardTask, compile_shard
+from kpcompile.shard import ShardResult, ShardTask, compile_shard, remove_outputs
+
+MAX_ATTEMPTS = 3
+"""How many times a shard runs at most when worker processes die under it."""
+
+log = logging.getLogger("kpcompile")
 
 
 def run_local(
     tasks: Sequence[ShardTask], workers: int, on_done: Callable[[ShardResult, int], None]
 ) -> list[ShardResult]:
-    """Run tasks in this process (``workers == 1``) or a process pool, in bounded memory."""
+    """Run tasks in this process (``workers == 1``) or a process pool, in bounded memory.
+
+    Returns:
+        One result per task, in task order.
+
+    Raises:
+        KpcompileError: Worker processes died under the same shard
+            :data:`MAX_ATTEMPTS` times.
+    """
     sizes = {t.index: len(t.files) for t in tasks}
-    if workers == 1 or len(tasks) <= 1:
-        out = []
-        for t in tasks:
-            r = compile_shard(t)
-            on_done(r, sizes[r.index])
-            out.append(r)
-        return out
-    ctx = _context()
+
+    def done(r: ShardResult) -> None:
+        on_done(r, sizes[r.index])
+        results.append(r)
+
     results: list[ShardResult] = []
-    pending: set[Future[ShardResult]] = set()
-    queue: Iterator[ShardTask] = iter(tasks)
-    window = workers * 2
-    try:
-        with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=ctx) as pool:
-            for t in queue:
-                pending.add(pool.submit(compile_shard, t))
-                if len(pending) >= window:
-                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                    for f in done:
-                        r = f.result()
-                        on_done(r, sizes[r.index])
-                        results.append(r)
-            for f in _as_done(pending):
-                r = f.result()
-                on_done(r, sizes[r.index])
-                results.append(r)
-    except BrokenProcessPool:
-        msg = "a worker process died (killed or out of memory); nothing was published"
-        raise KpcompileError(msg) from None
+    if workers == 1 or len(tasks) <= 1:
+        for t in tasks:
+            done(compile_shard(t))
+        return results
+    attempts: Counter[int] = Counter()
+    todo = list(tasks)
+    while todo:
+        lost = _run_pool(todo, workers, done)
+        if not lost:
+            break
+        attempts.update(t.index for t in lost)
+        worst = max(lost, key=lambda t: (attempts[t.index], -t.index))
+        if attempts[worst.index] >= MAX_ATTEMPTS:
+            msg = (
+                f"worker processes died {attempts[worst.index]} times while compiling shard "
+                f"{worst.index} (killed, out of memory, or could not be started); "
+                "nothing was published"
+            )
+            raise KpcompileError(msg)
+        lost_ids = {t.index for t in lost}
+        log.warning(
+            "a worker process died; retrying shard%s %s",
+            "s" if len(lost) > 1 else "",
+            ", ".join(str(i) for i in sorted(lost_ids)),
+        )
+        for t in lost:
+            remove_outputs(t)
+        finished = {r.index for r in results}
+        todo = [t for t in tasks if t.index not in finished]
     return sorted(results, key=lambda r: r.index)
+
+
+def _run_pool(
+    tasks: Sequence[ShardTask], workers: int, done: Callable[[ShardResult], None]
+) -> list[ShardTask]:
+    """Run ``tasks`` in one pool; return the tasks in flight when a worker died.
+
+    A task whose worker could not be started is returned too; tasks never
+    submitted are not (the caller retries whatever has no result). When this
+    returns, every worker of the pool has exited, so no attempt is still writing.
+    """
+    ctx = _context()
+    pending: dict[Future[ShardResult], ShardTask] = {}
+    lost: list[ShardTask] = []
+    window = workers * 2
+
+    def collect(futures: set[Future[ShardResult]]) -> None:
+        for f in futures:
+            task = pending.pop(f)
+            if not f.done():  # orphaned by a broken pool, see _settle
+                lost.append(task)
+                continue
+            exc = f.exception()
+            if isinstance(exc, BrokenProcessPool):
+                lost.append(task)
+            elif exc is not None:
+                raise exc
+            else:
+                done(f.result())
+
+    with ProcessPoolExecutor(
+        max_workers=min(workers, len(tasks)),
+        mp_context=ctx,
+        initializer=_exit_with,
+        initargs=(os.getpid(),),
+    ) as pool:
+        queue: Iterator[ShardTask] = iter(tasks)
+        submit_error: Exception | None = None  # kept for the debug log
+        for t in queue:
+            try:
+                pending[pool.submit(compile_shard, t)] = t
+            except BrokenProcessPool:
+                break
+            except (OSError, ValueError) as exc:
+                # Starting a worker for this task failed: it raced with the pool
+                # breaking (queues closed, forkserver gone). Retried like a death.
+                submit_error = exc
+                lost.append(t)
+                break
+            if len(pending) >= window:
+                collect(_settle(pool, pending))
+                if lost:
+                    break
+        while pending:
+            collect(_settle(pool, pending))
+        if lost:
+            _kill_workers(pool)
+    if submit_error is not None:
+        log.debug("could not start a worker process: %s", submit_error)
+    return sorted(lost, key=lambda t: t.index)
 
 
 def _context() -> multiprocessing.context.BaseContext:
@@ -67,7 +161,68 @@ def _context() -> multiprocessing.context.BaseContext:
     return ctx
 
 
-def _as_done(pending: set[Future[ShardResult]]) -> Iterator[Future[ShardResult]]:
-    while pending:
-        done, pending = wait(pending, return_when=FIRST_COMPLETED)
-        yield from done
+def _settle(
+    pool: ProcessPoolExecutor, pending: dict[Future[ShardResult], ShardTask]
+) -> set[Future[ShardResult]]:
+    """Wait until a future finishes, or return every pending one if the pool broke.
+
+    In CPython 3.11 a submit racing with the pool breaking can leave a future
+    that nothing will ever complete; once the pool is broken (``_broken``, private,
+    hence the defensive access) every pending future is lost anyway.
+    """
+    while True:
+        finished, _ = wait(set(pending), timeout=0.5, return_when=FIRST_COMPLETED)
+        if finished:
+            return finished
+        if getattr(pool, "_broken", False):
+            return set(pending)
+
+
+def _kill_workers(pool: ProcessPoolExecutor) -> None:
+    """Kill every worker of a broken pool before it is shut down.
+
+    CPython 3.11's pool may start a worker for a submit racing with the pool
+    breaking, after it terminated the others; it then waits for that idle worker
+    forever. No submit follows this call, so killing the workers it knows ends
+    the wait (``_processes`` is private, hence the defensive access).
+    """
+    processes = getattr(pool, "_processes", None) or {}
+    for proc in list(processes.values()):
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            proc.kill()
+
+
+def _exit_with(coordinator: int) -> None:
+    """Worker initializer: exit as soon as the coordinating process is gone.
+
+    A pool's workers hold both ends of their task queue, so they would wait
+    forever for work from a coordinator that was killed, and keep the forkserver
+    alive. A daemon thread waits on a pidfd of the coordinator and ends the
+    worker when it exits.
+    """
+    try:
+        fd = os.pidfd_open(coordinator)
+    except OSError:  # already gone, or no pidfd (Linux before 5.3)
+        fd = -1
+        if not _alive(coordinator):
+            os._exit(1)
+
+    def watch() -> None:
+        if fd >= 0:
+            select.select([fd], [], [])
+        else:
+            while _alive(coordinator):
+                threading.Event().wait(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="kpcompile-coordinator-watch", daemon=True).start()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

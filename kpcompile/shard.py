@@ -7,6 +7,7 @@ names, counts and rejected-file rows, never the landmark rows.
 
 from __future__ import annotations
 
+import os
 import zlib
 from collections import Counter
 from dataclasses import dataclass, field
@@ -99,7 +100,7 @@ def compile_shard(task: ShardTask) -> ShardResult:
         result.visible += lm.visible_count or 0
         result.layouts[lm.layout] += 1
         result.versions[lm.version or "none"] += 1
-    name = f"part-{task.index:05d}.parquet"
+    name = part_name(task.index)
     kp_files = []
     for key, table in buf.tables():
         folder = f"keypoints/{partition_dir('camera', key)}" if key else "keypoints"
@@ -110,6 +111,28 @@ def compile_shard(task: ShardTask) -> ShardResult:
         write_table(files_table, task.staging, f"files/{name}", task.settings)
     ]
     return result
+
+
+def part_name(index: int) -> str:
+    """File name of shard ``index``'s Parquet file in each table folder it writes."""
+    return f"part-{index:05d}.parquet"
+
+
+def remove_outputs(task: ShardTask) -> int:
+    """Remove whatever an earlier attempt of ``task`` wrote (complete or partial).
+
+    Only files named after this shard are touched, so other shards' outputs stay.
+    Returns how many files were removed.
+    """
+    prefix = part_name(task.index)
+    removed = 0
+    for table in ("keypoints", "files"):
+        for folder, _, names in os.walk(os.path.join(task.staging, table)):
+            for n in names:
+                if n == prefix or n.startswith(prefix + "."):
+                    os.remove(os.path.join(folder, n))
+                    removed += 1
+    return removed
 
 
 def _read(root: str, rel: str, max_bytes: int) -> bytes:

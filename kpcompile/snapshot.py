@@ -42,9 +42,19 @@ FORMAT = "kpcompile-snapshot/1"
 
 
 def new_snapshot_id(now: dt.datetime | None = None) -> str:
-    """A new id: UTC time of the build, sortable, plus random hex against collisions."""
+    """A new id: UTC time of the build, then 8 hex digits against collisions.
+
+    The first 4 hex digits are the fraction of the second (in 1/65536 s), the last
+    4 are random, so ids of builds published one after the other sort in that
+    order even within one second.
+
+    Example:
+        >>> new_snapshot_id(dt.datetime(2024, 5, 1, 12, 0, 0, 500000))[:21]
+        '20240501T120000Z-8000'
+    """
     now = now or dt.datetime.now(dt.UTC)
-    return f"{now:%Y%m%dT%H%M%S}Z-{secrets.token_hex(4)}"
+    fraction = now.microsecond * 65536 // 1_000_000
+    return f"{now:%Y%m%dT%H%M%S}Z-{fraction:04x}{secrets.token_hex(2)}"
 
 
 @contextlib.contextmanager
@@ -63,8 +73,11 @@ def locked(out: str | os.PathLike[str]) -> Iterator[Path]:
         except BlockingIOError:
             msg = f"another build is writing to {str(out)!r}; wait for it to finish"
             raise OutputError(msg) from None
-        # Holding the lock, every staging folder is a leftover of a build that died.
+        # Holding the lock, every staging folder is a leftover of a build that died,
+        # and so is a temporary CURRENT (a build killed just before replacing it).
         shutil.rmtree(root / STAGING, ignore_errors=True)
+        for tmp in root.glob(f".{CURRENT}.*.tmp"):
+            tmp.unlink(missing_ok=True)
         yield root
     finally:
         fh.close()
@@ -73,7 +86,11 @@ def locked(out: str | os.PathLike[str]) -> Iterator[Path]:
 def staging_dir(root: Path, snapshot_id: str) -> Path:
     """Create and return the staging folder of a build."""
     path = root / STAGING / snapshot_id
-    path.mkdir(parents=True)
+    try:
+        path.mkdir(parents=True)
+    except OSError as exc:
+        msg = f"cannot create staging folder {str(path)!r}: {exc.strerror or exc}"
+        raise OutputError(msg) from None
     return path
 
 

@@ -146,12 +146,18 @@ def _walk(base: Path) -> list[tuple[str, os.stat_result | None]]:
 
 def read_file(root: str | os.PathLike[str], rel: str, max_bytes: int) -> bytes:
     """Read one source file; raise ``OSError`` or ``ValueError`` (too large) on failure."""
-    fd = os.open(os.path.join(os.fspath(root), rel), os.O_RDONLY)
+    full = os.path.join(os.fspath(root), rel)
+    # O_NONBLOCK: opening a FIFO named like a keypoint file must not wait for a writer.
+    fd = os.open(full, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     try:
         st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            msg = "not a regular file"
+        if stat.S_ISDIR(st.st_mode):
+            msg = "is a folder"
             raise IsADirectoryError(msg)
+        if not stat.S_ISREG(st.st_mode):
+            kind = "a FIFO" if stat.S_ISFIFO(st.st_mode) else "a device or socket"
+            msg = f"not a regular file but {kind}"
+            raise OSError(msg)
         if st.st_size > max_bytes:
             msg = f"{st.st_size} bytes, more than max_file_bytes {max_bytes}"
             raise ValueError(msg)

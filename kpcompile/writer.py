@@ -180,8 +180,14 @@ def _string_column(values: list[str | None]) -> pa.Array:
 def write_table(
     table: pa.Table, snapshot_dir: str, rel: str, settings: ParquetSettings
 ) -> WrittenFile:
-    """Write ``table`` to ``snapshot_dir/rel`` and return its size and SHA-256."""
+    """Write ``table`` to ``snapshot_dir/rel`` and return its size and SHA-256.
+
+    The file is written under a temporary name (``<rel>.tmp``, which no
+    ``*.parquet`` glob matches) and renamed once complete, so an interrupted write
+    never leaves a partial file under the final name.
+    """
     dest = os.path.join(snapshot_dir, rel)
+    tmp = dest + ".tmp"
     os.makedirs(os.path.dirname(dest), exist_ok=True)
     compression = None if settings.compression == "none" else settings.compression
     string_cols = [
@@ -192,7 +198,7 @@ def write_table(
     float_cols = [f.name for f in table.schema if pa.types.is_floating(f.type)]
     pq.write_table(
         table,
-        dest,
+        tmp,
         compression=compression,
         compression_level=settings.compression_level,
         use_dictionary=string_cols,
@@ -203,6 +209,7 @@ def write_table(
         # strings read back as plain strings.
         store_schema=False,
     )
+    os.replace(tmp, dest)
     return WrittenFile(rel, table.num_rows, os.path.getsize(dest), _sha256(dest))
 
 

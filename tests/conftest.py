@@ -68,3 +68,25 @@ def compiled_sets(mixed_dataset: Path, tmp_path_factory: pytest.TempPathFactory)
     out = tmp_path_factory.mktemp("compiled_sets") / "compiled"
     kpcompile.build(mixed_dataset, out, workers=1, sets=True, shard_files=5)
     return out
+
+
+# Tests that try to break a promise many times record how many trials they ran;
+# the numbers are printed at the end of the run (`make test`, `make test-long`).
+_TRIALS: list[tuple[str, str]] = []
+
+
+@pytest.fixture
+def trials(request: pytest.FixtureRequest) -> Any:
+    """``trials(n, "kills")`` records that the test ran ``n`` trials."""
+
+    def record(n: int, what: str) -> None:
+        _TRIALS.append((request.node.nodeid, f"{n} {what}"))
+
+    return record
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if _TRIALS:
+        terminalreporter.section("trials run")
+        for nodeid, text in _TRIALS:
+            terminalreporter.write_line(f"{nodeid}: {text}")

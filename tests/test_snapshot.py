@@ -34,7 +34,7 @@ def test_failed_build_leaves_current_and_no_staging(
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(snap, "publish", boom)
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(OutputError, match="No space left on device; nothing was published"):
         kpcompile.build(small_dataset, out, workers=1)
     assert snap.current_id(out) == a.snapshot_id
     assert snap.list_snapshots(out) == [a.snapshot_id]
