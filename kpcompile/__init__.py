@@ -31,9 +31,16 @@ from kpcompile.shard import compile_shard
 from kpcompile.sources import SourceFile, discover
 
 if TYPE_CHECKING:
+    from kpcompile.history import diff, snapshots
     from kpcompile.query import info, read, scan
 
-_LAZY = {"scan": "kpcompile.query", "read": "kpcompile.query", "info": "kpcompile.query"}
+_LAZY = {
+    "scan": "kpcompile.query",
+    "read": "kpcompile.query",
+    "info": "kpcompile.query",
+    "snapshots": "kpcompile.history",
+    "diff": "kpcompile.history",
+}
 
 __all__ = [
     "SUPPORTED_VERSIONS",
@@ -52,11 +59,13 @@ __all__ = [
     "__version__",
     "build",
     "compile_shard",
+    "diff",
     "discover",
     "info",
     "parse",
     "read",
     "scan",
+    "snapshots",
 ]
 
 

@@ -11,7 +11,7 @@ import os
 import sys
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,11 +21,20 @@ import pyarrow as pa
 from kpcompile import snapshot as snap
 from kpcompile._version import __version__
 from kpcompile.errors import RejectedFilesError
-from kpcompile.executor import run_local
+from kpcompile.executor import run
+from kpcompile.incremental import (
+    Previous,
+    chunk,
+    load_previous,
+    previous_of,
+    reuse_shard,
+    shard_digest,
+    shard_entry,
+)
 from kpcompile.options import BuildOptions
-from kpcompile.shard import ErrorRow, ShardResult, ShardTask
-from kpcompile.sources import SourceFile, discover
-from kpcompile.writer import ERRORS_SCHEMA, SCHEMAS, ParquetSettings, WrittenFile, write_table
+from kpcompile.shard import ErrorRow, ShardResult, ShardTask, write_table_to
+from kpcompile.sources import Source, SourceFile, open_source
+from kpcompile.writer import ERRORS_SCHEMA, SCHEMAS, ParquetSettings, WrittenFile
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,40 +50,39 @@ class BuildResult:
         rows: Rows of ``keypoints`` (468 per compiled file).
         errors: ``(path, code, message)`` of each rejected file.
         seconds: Wall time of the build.
+        base: The snapshot an incremental build reused, ``None`` for a full build.
+        shards: Shards of the snapshot.
+        reused_shards: Shards linked unchanged from ``base``.
+        parsed: Files parsed from JSON.
+        reused_files: Files whose landmarks came from ``base`` instead of their JSON.
     """
 
     snapshot_id: str
-    path: Path
+    path: Path | str
     discovered: int
     compiled: int
     rejected: int
     rows: int
     errors: list[ErrorRow]
     seconds: float
+    base: str | None = None
+    shards: int = 0
+    reused_shards: int = 0
+    parsed: int = 0
+    reused_files: int = 0
 
 
-def plan(
-    files: Sequence[SourceFile], options: BuildOptions, root: str, staging: str
-) -> list[ShardTask]:
-    """Split the files into shards in output order (by partition, then datapoint)."""
+def plan(files: Sequence[SourceFile], options: BuildOptions) -> list[list[SourceFile]]:
+    """Split the files into shards in output order (by partition, then datapoint).
+
+    Boundaries are content-defined (see :func:`kpcompile.incremental.chunk`), so a
+    grown dataset keeps most of its shards and an incremental build reuses them.
+    """
     if options.partition_by == "camera":
         ordered = sorted(files, key=lambda f: (f.camera, f.datapoint, f.path))
     else:
         ordered = sorted(files)
-    settings = ParquetSettings(options.compression, options.compression_level)
-    n = options.shard_files
-    return [
-        ShardTask(
-            i,
-            root,
-            tuple(ordered[s : s + n]),
-            staging,
-            options.partition_by,
-            settings,
-            options.max_file_bytes,
-        )
-        for i, s in enumerate(range(0, len(ordered), n))
-    ]
+    return chunk(ordered, options.shard_files)
 
 
 def build(
@@ -87,9 +95,12 @@ def build(
     """Compile every keypoint file under ``source`` into a new snapshot in ``out``.
 
     Args:
-        source: Dataset folder.
-        out: Output folder; created if missing. Its current snapshot changes only
-            if the build succeeds.
+        source: Dataset folder, archive (``.tar``, ``.tar.gz``, ``.tgz``, ``.zip``)
+            or fsspec URL (``s3://bucket/prefix``, ``s3://bucket/dataset.tar.gz``).
+        out: Output folder or URL; created if missing. Its current snapshot changes
+            only if the build succeeds. When it holds a snapshot of the same source
+            built with the same options, unchanged shards and files are reused
+            (``full=True`` compiles everything again).
         options: Build options; keyword arguments override its fields
             (``workers=``, ``max_errors=``, ``partition_by=``, ...).
 
@@ -110,13 +121,13 @@ def build(
     opts = BuildOptions.from_kwargs(options, kwargs)
     started = time.perf_counter()
     created = dt.datetime.now(dt.UTC)
-    files = discover(source)
-    root_src = os.path.abspath(os.fspath(source))
-    with snap.locked(out) as root:
+    with open_source(source, opts.max_file_bytes) as src, snap.locked(out) as root:
+        files = src.files
         sid = snap.new_snapshot_id(created)
         stage = snap.staging_dir(root, sid)
         try:
-            results = _run(files, opts, root_src, str(stage))
+            prev = None if opts.full else load_previous(os.fspath(root), src.location, opts)
+            results, shards = _run(src, opts, str(stage), prev)
             errors = sorted(e for r in results for e in r.errors)
             if len(errors) > opts.max_errors:
                 raise RejectedFilesError(errors, opts.max_errors)
@@ -125,8 +136,11 @@ def build(
                 [dict(zip(ERRORS_SCHEMA.names, e, strict=True)) for e in errors],
                 schema=ERRORS_SCHEMA,
             )
-            err_file = write_table(err_table, str(stage), "errors/part-00000.parquet", settings)
-            manifest = _manifest(sid, created, root_src, files, results, err_file, opts)
+            err_file = write_table_to(err_table, str(stage), "errors/part-00000.parquet", settings)
+            manifest = _manifest(sid, created, src.location, files, results, err_file, opts)
+            manifest["shards"] = [
+                shard_entry(r, shards[r.index], shard_digest(shards[r.index])) for r in results
+            ]
             path = snap.publish(root, stage, sid, manifest)
         except BaseException:
             snap.discard(stage)
@@ -141,17 +155,53 @@ def build(
         counts["rows"],
         errors,
         time.perf_counter() - started,
+        base=prev.snapshot if prev is not None else None,
+        shards=len(results),
+        reused_shards=sum(r.reused == len(shards[r.index]) and not r.parsed for r in results),
+        parsed=sum(r.parsed for r in results),
+        reused_files=sum(r.reused for r in results),
     )
 
 
-def _run(files: list[SourceFile], opts: BuildOptions, root: str, stage: str) -> list[ShardResult]:
-    tasks = plan(files, opts, root, stage)
+def _run(
+    src: Source, opts: BuildOptions, stage: str, prev: Previous | None
+) -> tuple[list[ShardResult], list[list[SourceFile]]]:
+    shards = plan(src.files, opts)
+    settings = ParquetSettings(opts.compression, opts.compression_level)
     show = opts.progress if opts.progress is not None else sys.stderr.isatty()
-    bar = _progress(len(files), show)
+    bar = _progress(len(src.files), show)
+    linked: list[ShardResult] = []
+
+    def tasks() -> Iterator[ShardTask]:
+        for i, shard in enumerate(shards):
+            reused = reuse_shard(prev, shard_digest(shard), i, stage)
+            if reused is not None:
+                linked.append(reused)
+                bar.update(len(shard))
+                continue
+            yield ShardTask(
+                i,
+                src.root or src.location,
+                tuple(shard),
+                stage,
+                opts.partition_by,
+                settings,
+                opts.max_file_bytes,
+                data=src.payload(shard),
+                previous=previous_of(prev, shard),
+            )
+
     try:
-        return run_local(tasks, opts.resolved_workers, lambda _r, n: bar.update(n))
+        results = run(
+            tasks(),
+            lambda _r, n: bar.update(n),
+            executor=opts.executor,
+            workers=opts.resolved_workers,
+            scheduler=opts.scheduler,
+        )
     finally:
         bar.close()
+    return sorted(results + linked, key=lambda r: r.index), shards
 
 
 def _progress(total: int, show: bool) -> Any:

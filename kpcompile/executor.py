@@ -1,53 +1,77 @@
-"""Run shard tasks: in this process, or in a pool of worker processes.
+"""Run shard tasks: in this process, in a pool of worker processes, or on a Dask cluster.
 
-Workers are started with ``forkserver`` so a parent that has threads (polars,
-pyarrow) is never forked. At most ``2 x workers`` tasks are in flight, so memory
-stays bounded however many shards a build has.
+Local workers are started with ``forkserver`` so a parent that has threads
+(polars, pyarrow) is never forked. Every executor keeps at most ``2 x workers``
+tasks in flight and takes tasks from an iterator, so memory stays bounded however
+many shards a build has (tasks of a streamed archive carry their files' bytes).
 """
 
 from __future__ import annotations
 
 import multiprocessing
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
+from typing import Any
 
-from kpcompile.errors import KpcompileError
+from kpcompile.errors import KpcompileError, OptionsError
+from kpcompile.options import EXECUTORS
 from kpcompile.shard import ShardResult, ShardTask, compile_shard
 
+OnDone = Callable[[ShardResult, int], None]
 
-def run_local(
-    tasks: Sequence[ShardTask], workers: int, on_done: Callable[[ShardResult, int], None]
+
+def run(
+    tasks: Iterable[ShardTask],
+    on_done: OnDone,
+    *,
+    executor: str = "local",
+    workers: int = 1,
+    scheduler: str | None = None,
 ) -> list[ShardResult]:
+    """Run tasks with the named executor; results sorted by shard index."""
+    if executor == "local":
+        return run_local(tasks, workers, on_done)
+    if executor == "dask":
+        return run_dask(tasks, on_done, scheduler=scheduler, workers=workers)
+    msg = f"executor must be one of {', '.join(EXECUTORS)}; got {executor!r}"
+    raise OptionsError(msg)
+
+
+def run_local(tasks: Iterable[ShardTask], workers: int, on_done: OnDone) -> list[ShardResult]:
     """Run tasks in this process (``workers == 1``) or a process pool, in bounded memory."""
-    sizes = {t.index: len(t.files) for t in tasks}
-    if workers == 1 or len(tasks) <= 1:
+    queue = iter(tasks)
+    first = [t for _, t in zip(range(2), queue, strict=False)]
+    if workers == 1 or len(first) <= 1:
         out = []
-        for t in tasks:
+        for t in (*first, *queue):
             r = compile_shard(t)
-            on_done(r, sizes[r.index])
+            on_done(r, len(t.files))
             out.append(r)
         return out
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(["kpcompile.shard"])
     results: list[ShardResult] = []
+    sizes: dict[int, int] = {}
     pending: set[Future[ShardResult]] = set()
-    queue: Iterator[ShardTask] = iter(tasks)
     window = workers * 2
+
+    def finish(f: Future[ShardResult]) -> None:
+        r = f.result()
+        on_done(r, sizes.pop(r.index))
+        results.append(r)
+
     try:
-        with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=ctx) as pool:
-            for t in queue:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+            for t in (*first, *queue):
+                sizes[t.index] = len(t.files)
                 pending.add(pool.submit(compile_shard, t))
                 if len(pending) >= window:
                     done, pending = wait(pending, return_when=FIRST_COMPLETED)
                     for f in done:
-                        r = f.result()
-                        on_done(r, sizes[r.index])
-                        results.append(r)
+                        finish(f)
             for f in _as_done(pending):
-                r = f.result()
-                on_done(r, sizes[r.index])
-                results.append(r)
+                finish(f)
     except BrokenProcessPool:
         msg = "a worker process died (killed or out of memory); nothing was published"
         raise KpcompileError(msg) from None
@@ -58,3 +82,86 @@ def _as_done(pending: set[Future[ShardResult]]) -> Iterator[Future[ShardResult]]
     while pending:
         done, pending = wait(pending, return_when=FIRST_COMPLETED)
         yield from done
+
+
+def run_dask(
+    tasks: Iterable[ShardTask],
+    on_done: OnDone,
+    *,
+    scheduler: str | None = None,
+    workers: int = 1,
+) -> list[ShardResult]:
+    """Run :func:`~kpcompile.shard.compile_shard` as Dask tasks.
+
+    Args:
+        tasks: Shard tasks; taken lazily, at most twice the cluster's threads in flight.
+        on_done: Called with each result and its file count, in completion order.
+        scheduler: Address of a running scheduler (``tcp://host:8786``); ``None``
+            starts a local cluster of ``workers`` processes for this build.
+        workers: Worker processes of the local cluster.
+
+    Raises:
+        OptionsError: ``dask.distributed`` is not installed (``pip install kpcompile[dask]``).
+        KpcompileError: The scheduler cannot be reached, or a worker died.
+
+    Example:
+        >>> run_dask(tasks, lambda r, n: None, scheduler="tcp://10.0.0.5:8786")  # doctest: +SKIP
+    """
+    try:
+        from distributed import Client, LocalCluster, as_completed
+    except ImportError:
+        msg = "executor 'dask' needs dask.distributed: pip install 'kpcompile[dask]'"
+        raise OptionsError(msg) from None
+    cluster: Any = None
+    try:
+        if scheduler is None:
+            cluster = LocalCluster(  # type: ignore[no-untyped-call]
+                n_workers=workers,
+                threads_per_worker=1,
+                processes=True,
+                dashboard_address=None,
+            )
+            client = Client(cluster)  # type: ignore[no-untyped-call]
+        else:
+            client = Client(scheduler, timeout="30s")  # type: ignore[no-untyped-call]
+    except OSError as exc:
+        if cluster is not None:
+            cluster.close()
+        msg = f"cannot reach the Dask scheduler {scheduler!r}: {exc}"
+        raise KpcompileError(msg) from None
+    try:
+        return _submit_all(client, as_completed, tasks, on_done)
+    finally:
+        client.close()  # type: ignore[no-untyped-call]
+        if cluster is not None:
+            cluster.close()
+
+
+def _submit_all(
+    client: Any, as_completed: Any, tasks: Iterable[ShardTask], on_done: OnDone
+) -> list[ShardResult]:
+    from distributed import KilledWorker
+
+    threads = sum(client.nthreads().values()) or 1
+    window = 2 * threads
+    sizes: dict[int, int] = {}
+    results: list[ShardResult] = []
+    running = as_completed()
+
+    def finish(future: Any) -> None:
+        try:
+            r: ShardResult = future.result()
+        except KilledWorker as exc:
+            msg = f"a Dask worker died running a shard ({exc}); nothing was published"
+            raise KpcompileError(msg) from None
+        on_done(r, sizes.pop(r.index))
+        results.append(r)
+
+    for t in tasks:
+        sizes[t.index] = len(t.files)
+        running.add(client.submit(compile_shard, t, pure=False))
+        while running.count() >= window:
+            finish(next(running))
+    for future in running:
+        finish(future)
+    return sorted(results, key=lambda r: r.index)

@@ -7,18 +7,24 @@ names, counts and rejected-file rows, never the landmark rows.
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
-from kpcompile.errors import ErrorCode, FormatError
-from kpcompile.parse import NUM_LANDMARKS, parse
-from kpcompile.sources import SourceFile, read_file
+from kpcompile.errors import ErrorCode, FormatError, SnapshotError
+from kpcompile.parse import NUM_LANDMARKS, Landmarks, parse
+from kpcompile.sources import Payload, SourceFile, is_url, read_file
 from kpcompile.writer import (
     FILES_SCHEMA,
+    FLOAT_COLUMNS,
     KeypointBuffer,
     ParquetSettings,
     WrittenFile,
@@ -40,6 +46,28 @@ class ShardTask:
     partition_by: str
     settings: ParquetSettings
     max_file_bytes: int
+    data: Payload | None = None
+    """The files' bytes when they travel in the task (streamed archives); else read from root."""
+    previous: tuple[PreviousFile | None, ...] | None = None
+    """Per file, its compiled row in the previous snapshot (incremental builds)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PreviousFile:
+    """A file compiled by the previous snapshot: what it was, and where its rows are.
+
+    If the file's size and mtime are unchanged it is not read; if they changed but
+    its bytes have the same checksum it is read but not parsed. Either way its
+    landmarks come from ``part`` (a keypoints Parquet file of the previous snapshot).
+    """
+
+    size: int
+    mtime_ns: int
+    checksum: str
+    layout: str
+    version: str | None
+    has_visible: bool
+    part: str
 
 
 @dataclass(slots=True)
@@ -55,16 +83,63 @@ class ShardResult:
     source_bytes: int = 0
     layouts: Counter[str] = field(default_factory=Counter)
     versions: Counter[str] = field(default_factory=Counter)
+    parsed: int = 0
+    """Files parsed from JSON."""
+    reused: int = 0
+    """Files whose landmarks were taken from the previous snapshot (incremental builds)."""
 
 
 def compile_shard(task: ShardTask) -> ShardResult:
-    """Read, parse and write one shard; every file ends in ``keypoints`` or in ``errors``."""
+    """Read, parse and write one shard; every file ends in ``keypoints`` or in ``errors``.
+
+    ``task.staging`` may be a URL (object storage): the shard is then written to a
+    local temporary folder and uploaded.
+    """
+    if not is_url(task.staging):
+        return _compile(task, task.staging)
+    local = tempfile.mkdtemp(prefix="kpcompile-shard-")
+    try:
+        result = _compile(task, local)
+        upload(local, task.staging, [w for items in result.written.values() for w in items])
+        return result
+    finally:
+        shutil.rmtree(local, ignore_errors=True)
+
+
+def upload(local: str, url: str, written: list[WrittenFile]) -> None:
+    """Copy written files from a local folder to the same paths under ``url``."""
+    import fsspec
+
+    fs, base = fsspec.core.url_to_fs(url)
+    for w in written:
+        fs.put_file(os.path.join(local, w.path), f"{base.rstrip('/')}/{w.path}")
+
+
+def write_table_to(
+    table: pa.Table, staging: str, rel: str, settings: ParquetSettings
+) -> WrittenFile:
+    """:func:`~kpcompile.writer.write_table` into a local folder or a URL."""
+    if not is_url(staging):
+        return write_table(table, staging, rel, settings)
+    local = tempfile.mkdtemp(prefix="kpcompile-table-")
+    try:
+        written = write_table(table, local, rel, settings)
+        upload(local, staging, [written])
+        return written
+    finally:
+        shutil.rmtree(local, ignore_errors=True)
+
+
+def _compile(task: ShardTask, staging: str) -> ShardResult:
     result = ShardResult(task.index)
     buf = KeypointBuffer()
     cols: dict[str, list[Any]] = {name: [] for name in FILES_SCHEMA.names}
-    for sf in task.files:
+    parts = _PreviousParts()
+    for i, sf in enumerate(task.files):
         lm = None
         data: bytes | None = None
+        prev = task.previous[i] if task.previous is not None else None
+        checksum: str | None = None
         try:
             if sf.duplicate_of is not None:
                 raise FormatError(
@@ -73,11 +148,26 @@ def compile_shard(task: ShardTask) -> ShardResult:
                     f"camera folder already compiled from {sf.duplicate_of}; "
                     "a camera folder may hold one landmark file",
                 )
-            data = _read(task.root, sf.path, task.max_file_bytes)
-            lm = parse(data, sf.path)
+            if prev is not None and (sf.size, sf.mtime_ns) == (prev.size, prev.mtime_ns):
+                lm, checksum = parts.landmarks(prev, sf), prev.checksum
+                result.reused += 1
+            else:
+                data = _read(task, i, sf.path)
+                checksum = f"crc32:{zlib.crc32(data):08x}"
+                if prev is not None and (len(data), checksum) == (prev.size, prev.checksum):
+                    lm = parts.landmarks(prev, sf)
+                    result.reused += 1
+                else:
+                    lm = parse(data, sf.path)
+                    result.parsed += 1
         except FormatError as exc:
             result.errors.append((sf.path, str(exc.code), str(exc)))
-        checksum = f"crc32:{zlib.crc32(data):08x}" if data is not None else None
+        if data is None and lm is not None and prev is not None:
+            size: int | None = prev.size
+        elif data is not None:
+            size = len(data)
+        else:
+            size = sf.size if sf.size >= 0 else None
         cols["path"].append(sf.path)
         cols["datapoint"].append(sf.datapoint)
         cols["camera"].append(sf.camera)
@@ -86,11 +176,11 @@ def compile_shard(task: ShardTask) -> ShardResult:
         cols["version"].append(lm.version if lm is not None else None)
         cols["landmarks"].append(NUM_LANDMARKS if lm is not None else None)
         cols["visible"].append(lm.visible_count if lm is not None else None)
-        cols["bytes"].append(len(data) if data is not None else (sf.size if sf.size >= 0 else None))
+        cols["bytes"].append(size)
         cols["mtime_ns"].append(sf.mtime_ns)
         cols["checksum"].append(checksum)
-        if data is not None:
-            result.source_bytes += len(data)
+        if data is not None or lm is not None:
+            result.source_bytes += size or 0
         if lm is None:
             continue
         key = sf.camera if task.partition_by == "camera" else ""
@@ -104,18 +194,60 @@ def compile_shard(task: ShardTask) -> ShardResult:
     kp_files = []
     for key, table in buf.tables():
         folder = f"keypoints/{partition_dir('camera', key)}" if key else "keypoints"
-        kp_files.append(write_table(table, task.staging, f"{folder}/{name}", task.settings))
+        kp_files.append(write_table(table, staging, f"{folder}/{name}", task.settings))
     result.written["keypoints"] = kp_files
     files_table = pa.Table.from_pydict(cols, schema=FILES_SCHEMA)
-    result.written["files"] = [
-        write_table(files_table, task.staging, f"files/{name}", task.settings)
-    ]
+    result.written["files"] = [write_table(files_table, staging, f"files/{name}", task.settings)]
     return result
 
 
-def _read(root: str, rel: str, max_bytes: int) -> bytes:
+class _PreviousParts:
+    """Keypoints Parquet files of the previous snapshot, opened once per shard."""
+
+    def __init__(self) -> None:
+        self._open: dict[str, tuple[pa.Table, dict[tuple[str, str], int]]] = {}
+
+    def landmarks(self, prev: PreviousFile, sf: SourceFile) -> Landmarks:
+        if prev.part not in self._open:
+            table = read_parquet(prev.part)
+            starts = np.arange(0, table.num_rows, NUM_LANDMARKS)
+            keys = zip(
+                table.column("datapoint").take(starts).to_pylist(),
+                table.column("camera").take(starts).to_pylist(),
+                strict=True,
+            )
+            self._open[prev.part] = (table, {k: int(s) for k, s in zip(keys, starts, strict=True)})
+        table, index = self._open[prev.part]
+        at = index.get((sf.datapoint, sf.camera))
+        if at is None:
+            msg = f"{prev.part} holds no rows of {sf.path}; rebuild with --full"
+            raise SnapshotError(msg)
+        rows = table.slice(at, NUM_LANDMARKS)
+        cols = {c: rows.column(c).to_numpy() for c in FLOAT_COLUMNS}
+        visible = rows.column("visible").to_pylist() if prev.has_visible else None
+        return Landmarks(prev.layout, prev.version, **cols, visible=visible)
+
+
+def read_parquet(path: str) -> pa.Table:
+    """Read a Parquet file from a local path or a URL."""
+    if not is_url(path):
+        return pq.read_table(path)
+    import fsspec
+
+    with fsspec.open(path, "rb") as fh:
+        return pq.read_table(fh)
+
+
+def _read(task: ShardTask, i: int, rel: str) -> bytes:
+    if task.data is not None:
+        item = task.data[i]
+        if isinstance(item, bytes):
+            return item
+        code = ErrorCode.TOO_LARGE if item.too_large else ErrorCode.UNREADABLE
+        what = "file too large" if item.too_large else "cannot read"
+        raise FormatError(code, rel, f"{what}: {item.reason}")
     try:
-        return read_file(root, rel, max_bytes)
+        return read_file(task.root, rel, task.max_file_bytes)
     except ValueError as exc:
         raise FormatError(ErrorCode.TOO_LARGE, rel, f"file too large: {exc}") from None
     except OSError as exc:
