@@ -91,7 +91,9 @@ def test_rejected_members_get_the_same_codes_as_files(small_dataset: Path, tmp_p
     assert tables(a) == tables(b)
 
 
-def test_links_inside_an_archive_are_rejected_not_followed(tmp_path: Path, small_dataset: Path) -> None:
+def test_links_inside_an_archive_are_rejected_not_followed(
+    tmp_path: Path, small_dataset: Path
+) -> None:
     archive = tmp_path / "links.tar"
     make_tar(small_dataset, archive, "w")
     with tarfile.open(archive, "a") as tf:
