@@ -19,6 +19,8 @@ from kpcompile.options import EXECUTORS
 from kpcompile.shard import ShardResult, ShardTask, compile_shard
 
 OnDone = Callable[[ShardResult, int], None]
+CONNECT_TIMEOUT = "30s"
+"""How long to keep trying to reach a Dask scheduler."""
 
 
 def run(
@@ -119,11 +121,11 @@ def run_dask(
                 n_workers=workers,
                 threads_per_worker=1,
                 processes=True,
-                dashboard_address=None,
+                dashboard_address=":0",
             )
             client = Client(cluster)  # type: ignore[no-untyped-call]
         else:
-            client = Client(scheduler, timeout="30s")  # type: ignore[no-untyped-call]
+            client = Client(scheduler, timeout=CONNECT_TIMEOUT)  # type: ignore[no-untyped-call]
     except OSError as exc:
         if cluster is not None:
             cluster.close()
