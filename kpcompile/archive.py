@@ -9,13 +9,15 @@ mtimes).
 * ``.zip`` has a central directory: it is listed without reading any member, and
   the workers open the archive themselves and read the members of their shard.
 * ``.tar`` and ``.tar.gz`` are read as a stream, once, in archive order (a gzip
-  stream cannot seek). Shards must hold files in sorted order and archive order is
-  whatever the archiver chose, so the keypoint members' bytes are kept in a spool
-  while streaming: in memory up to :data:`SPOOL_MEMORY`, in an anonymous temporary
-  file beyond it. Each shard's bytes then travel to its worker inside the task,
-  with at most ``2 x workers`` tasks in flight, so memory stays bounded; the
-  temporary disk space is the size of the keypoint members (other members, such
-  as images, are skipped without being stored).
+  stream cannot seek). Shards must hold files in sorted order (so that the result
+  equals the folder build) and archive order is whatever the archiver chose, so the
+  keypoint members' bytes are appended to a temporary *spool file* while streaming
+  (other members, such as images, are skipped without being stored); the spool
+  takes as much temporary disk space as the keypoint members and is deleted after
+  the build. Local workers read their shard's bytes from the spool by offset, so
+  memory does not grow with the archive; Dask workers, which may run on other
+  machines, receive the bytes inside their task, at most ``2 x threads`` tasks in
+  flight (memory: about ``4 x shard_files x`` file size).
 
 Links inside archives are not followed: a member named like a keypoint file that
 is a symbolic or hard link is rejected as ``unreadable``.
@@ -42,12 +44,10 @@ from kpcompile.sources import (
     ReadFailure,
     Source,
     SourceFile,
+    SpoolRef,
     is_url,
     select,
 )
-
-SPOOL_MEMORY = 64 * 1024 * 1024
-"""Bytes of tar members kept in memory before the spool moves to a temporary file."""
 
 _NAMES = frozenset({"face_dense_key_points.json", "dense_keypoints.json", "all_key_points.json"})
 _LINK_REASON = "a link inside an archive; links are not followed, extract the archive instead"
@@ -168,7 +168,9 @@ class TarSource(Source):
     """A ``.tar``/``.tar.gz`` archive streamed once; shards' bytes travel in their tasks."""
 
     def __init__(self, location: str, max_file_bytes: int) -> None:
-        self._spool: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY)  # noqa: SIM115
+        self._spool: IO[bytes] = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed by close()
+            prefix="kpcompile-spool-", suffix=".bin"
+        )
         self._where: dict[str, tuple[int, int] | ReadFailure] = {}
         try:
             entries = self._stream(location, max_file_bytes)
@@ -213,15 +215,18 @@ class TarSource(Source):
             self._where[rel] = (offset, len(data))
         return Entry(rel, member.size, mtime_ns)
 
-    def payload(self, files: Sequence[SourceFile]) -> Payload:
-        out: list[bytes | ReadFailure] = []
+    def payload(self, files: Sequence[SourceFile], *, local: bool = True) -> Payload:
+        self._spool.flush()
+        out: list[bytes | SpoolRef | ReadFailure] = []
         for sf in files:
             where = self._where[sf.path]
             if isinstance(where, ReadFailure):
                 out.append(where)
-                continue
-            self._spool.seek(where[0])
-            out.append(self._spool.read(where[1]))
+            elif local:
+                out.append(SpoolRef(self._spool.name, where[0], where[1]))
+            else:
+                self._spool.seek(where[0])
+                out.append(self._spool.read(where[1]))
         return tuple(out)
 
     def close(self) -> None:

@@ -127,7 +127,7 @@ def build(
         stage = snap.staging_dir(root, sid)
         try:
             prev = None if opts.full else load_previous(os.fspath(root), src.location, opts)
-            results, shards = _run(src, opts, str(stage), prev)
+            results, shards, linked = _run(src, opts, str(stage), prev)
             errors = sorted(e for r in results for e in r.errors)
             if len(errors) > opts.max_errors:
                 raise RejectedFilesError(errors, opts.max_errors)
@@ -157,7 +157,7 @@ def build(
         time.perf_counter() - started,
         base=prev.snapshot if prev is not None else None,
         shards=len(results),
-        reused_shards=sum(r.reused == len(shards[r.index]) and not r.parsed for r in results),
+        reused_shards=linked,
         parsed=sum(r.parsed for r in results),
         reused_files=sum(r.reused for r in results),
     )
@@ -165,7 +165,7 @@ def build(
 
 def _run(
     src: Source, opts: BuildOptions, stage: str, prev: Previous | None
-) -> tuple[list[ShardResult], list[list[SourceFile]]]:
+) -> tuple[list[ShardResult], list[list[SourceFile]], int]:
     shards = plan(src.files, opts)
     settings = ParquetSettings(opts.compression, opts.compression_level)
     show = opts.progress if opts.progress is not None else sys.stderr.isatty()
@@ -187,21 +187,36 @@ def _run(
                 opts.partition_by,
                 settings,
                 opts.max_file_bytes,
-                data=src.payload(shard),
+                data=src.payload(shard, local=opts.executor == "local"),
                 previous=previous_of(prev, shard),
             )
 
+    workers = opts.resolved_workers
+    if prev is not None and _to_read(shards, prev) <= opts.shard_files:
+        workers = 1  # less than one shard to read: starting worker processes costs more
     try:
         results = run(
             tasks(),
             lambda _r, n: bar.update(n),
             executor=opts.executor,
-            workers=opts.resolved_workers,
+            workers=workers,
             scheduler=opts.scheduler,
         )
     finally:
         bar.close()
-    return sorted(results + linked, key=lambda r: r.index), shards
+    return sorted(results + linked, key=lambda r: r.index), shards, len(linked)
+
+
+def _to_read(shards: list[list[SourceFile]], prev: Previous) -> int:
+    """Files an incremental build has to read: new or changed ones, in changed shards."""
+    count = 0
+    for shard in shards:
+        if shard_digest(shard) in prev.shards:
+            continue
+        for f in shard:
+            p = prev.files.get(f.path)
+            count += p is None or (p.size, p.mtime_ns) != (f.size, f.mtime_ns)
+    return count
 
 
 def _progress(total: int, show: bool) -> Any:

@@ -164,7 +164,7 @@ def _previous_files(
                 checksum=cols["checksum"][i],
                 layout=cols["layout"][i],
                 version=cols["version"][i],
-                has_visible=cols["visible"][i] is not None,
+                visible=cols["visible"][i],
                 part=join(base, f"{folder}/{name}"),
             )
     return out

@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 
 from kpcompile.errors import ErrorCode, FormatError, SnapshotError
 from kpcompile.parse import NUM_LANDMARKS, Landmarks, parse
-from kpcompile.sources import Payload, SourceFile, is_url, read_file
+from kpcompile.sources import Payload, SourceFile, SpoolRef, is_url, read_file
 from kpcompile.writer import (
     FILES_SCHEMA,
     FLOAT_COLUMNS,
@@ -66,7 +66,7 @@ class PreviousFile:
     checksum: str
     layout: str
     version: str | None
-    has_visible: bool
+    visible: int | None
     part: str
 
 
@@ -140,6 +140,7 @@ def _compile(task: ShardTask, staging: str) -> ShardResult:
         data: bytes | None = None
         prev = task.previous[i] if task.previous is not None else None
         checksum: str | None = None
+        visible_count: int | None = None
         try:
             if sf.duplicate_of is not None:
                 raise FormatError(
@@ -150,15 +151,18 @@ def _compile(task: ShardTask, staging: str) -> ShardResult:
                 )
             if prev is not None and (sf.size, sf.mtime_ns) == (prev.size, prev.mtime_ns):
                 lm, checksum = parts.landmarks(prev, sf), prev.checksum
+                visible_count = prev.visible
                 result.reused += 1
             else:
                 data = _read(task, i, sf.path)
                 checksum = f"crc32:{zlib.crc32(data):08x}"
                 if prev is not None and (len(data), checksum) == (prev.size, prev.checksum):
                     lm = parts.landmarks(prev, sf)
+                    visible_count = prev.visible
                     result.reused += 1
                 else:
                     lm = parse(data, sf.path)
+                    visible_count = lm.visible_count
                     result.parsed += 1
         except FormatError as exc:
             result.errors.append((sf.path, str(exc.code), str(exc)))
@@ -175,7 +179,7 @@ def _compile(task: ShardTask, staging: str) -> ShardResult:
         cols["layout"].append(lm.layout if lm is not None else None)
         cols["version"].append(lm.version if lm is not None else None)
         cols["landmarks"].append(NUM_LANDMARKS if lm is not None else None)
-        cols["visible"].append(lm.visible_count if lm is not None else None)
+        cols["visible"].append(visible_count)
         cols["bytes"].append(size)
         cols["mtime_ns"].append(sf.mtime_ns)
         cols["checksum"].append(checksum)
@@ -187,7 +191,7 @@ def _compile(task: ShardTask, staging: str) -> ShardResult:
         buf.add(key, sf.datapoint, sf.camera, lm)
         result.compiled += 1
         result.rows += NUM_LANDMARKS
-        result.visible += lm.visible_count or 0
+        result.visible += visible_count or 0
         result.layouts[lm.layout] += 1
         result.versions[lm.version or "none"] += 1
     name = f"part-{task.index:05d}.parquet"
@@ -224,7 +228,7 @@ class _PreviousParts:
             raise SnapshotError(msg)
         rows = table.slice(at, NUM_LANDMARKS)
         cols = {c: rows.column(c).to_numpy() for c in FLOAT_COLUMNS}
-        visible = rows.column("visible").to_pylist() if prev.has_visible else None
+        visible = rows.column("visible").to_pylist() if prev.visible is not None else None
         return Landmarks(prev.layout, prev.version, **cols, visible=visible)
 
 
@@ -243,6 +247,8 @@ def _read(task: ShardTask, i: int, rel: str) -> bytes:
         item = task.data[i]
         if isinstance(item, bytes):
             return item
+        if isinstance(item, SpoolRef):
+            return item.read()
         code = ErrorCode.TOO_LARGE if item.too_large else ErrorCode.UNREADABLE
         what = "file too large" if item.too_large else "cannot read"
         raise FormatError(code, rel, f"{what}: {item.reason}")
