@@ -1,11 +1,12 @@
 """Incremental builds: stable shard boundaries and reuse of the previous snapshot.
 
 Shard boundaries are *content-defined*: in output order, a file starts a new shard
-when a hash of its path says so (and the shard has at least ``shard_files / 2``
-files; a shard never exceeds ``2 x shard_files``). A boundary therefore depends on
-the paths around it, not on a file's position, so adding or removing files only
-changes the shards where that happens; every other shard holds exactly the same
-files as before.
+when a hash of its path is 0 modulo ``shard_files`` (and a shard that reaches
+``2 x shard_files`` files is cut there). Whether a file starts a shard depends on
+its path alone, not on its position, so adding or removing files only changes the
+shard where that happens (and, rarely, the next one after a size cut); every other
+shard holds exactly the same files as before. No minimum size: a minimum would make
+a boundary depend on the previous one, and one insertion could shift many.
 
 A build of the same source with the same options then
 
@@ -64,15 +65,11 @@ def chunk(ordered: Sequence[SourceFile], target: int) -> list[list[SourceFile]]:
     """
     if target <= 1:
         return [[f] for f in ordered]
-    low, high = max(1, target // 2), 2 * target
-    modulus = max(1, target - low)
+    high = 2 * target
     shards: list[list[SourceFile]] = []
     current: list[SourceFile] = []
     for f in ordered:
-        if current and (
-            len(current) >= high
-            or (len(current) >= low and zlib.crc32(f.path.encode()) % modulus == 0)
-        ):
+        if current and (len(current) >= high or zlib.crc32(f.path.encode()) % target == 0):
             shards.append(current)
             current = []
         current.append(f)

@@ -209,7 +209,7 @@ class _PreviousParts:
     """Keypoints Parquet files of the previous snapshot, opened once per shard."""
 
     def __init__(self) -> None:
-        self._open: dict[str, tuple[pa.Table, dict[tuple[str, str], int]]] = {}
+        self._open: dict[str, tuple[dict[str, Any], dict[tuple[str, str], int]]] = {}
 
     def landmarks(self, prev: PreviousFile, sf: SourceFile) -> Landmarks:
         if prev.part not in self._open:
@@ -220,16 +220,19 @@ class _PreviousParts:
                 table.column("camera").take(starts).to_pylist(),
                 strict=True,
             )
-            self._open[prev.part] = (table, {k: int(s) for k, s in zip(keys, starts, strict=True)})
-        table, index = self._open[prev.part]
+            # whole columns converted once; each file is then a slice of them
+            cols: dict[str, Any] = {c: table.column(c).to_numpy() for c in FLOAT_COLUMNS}
+            cols["visible"] = table.column("visible").to_pylist()
+            self._open[prev.part] = (cols, {k: int(s) for k, s in zip(keys, starts, strict=True)})
+        cols, index = self._open[prev.part]
         at = index.get((sf.datapoint, sf.camera))
         if at is None:
             msg = f"{prev.part} holds no rows of {sf.path}; rebuild with --full"
             raise SnapshotError(msg)
-        rows = table.slice(at, NUM_LANDMARKS)
-        cols = {c: rows.column(c).to_numpy() for c in FLOAT_COLUMNS}
-        visible = rows.column("visible").to_pylist() if prev.visible is not None else None
-        return Landmarks(prev.layout, prev.version, **cols, visible=visible)
+        end = at + NUM_LANDMARKS
+        floats = {c: cols[c][at:end] for c in FLOAT_COLUMNS}
+        visible = cols["visible"][at:end] if prev.visible is not None else None
+        return Landmarks(prev.layout, prev.version, **floats, visible=visible)
 
 
 def read_parquet(path: str) -> pa.Table:

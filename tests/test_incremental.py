@@ -61,7 +61,8 @@ def test_incremental_build_equals_a_full_rebuild(grown: tuple[Path, Path], tmp_p
     assert kpcompile.read(out).equals(kpcompile.read(tmp_path / "full"))
     # only the 8 new files and the changed one were parsed; the touched one was read, not parsed
     assert inc.parsed == 9
-    assert inc.reused_shards >= inc.shards // 2
+    # five edited places (two camera tails, changed, touched, deleted): the rest is linked
+    assert inc.reused_shards >= 1 and inc.shards - inc.reused_shards <= 6
     assert inc.discovered == 87 and inc.parsed + inc.reused_files == 87
 
 
@@ -100,11 +101,12 @@ def test_chunk_boundaries_are_local_to_an_insertion() -> None:
     files = [SourceFile(f"dp{i:05d}", "cam", f"dp{i:05d}/cam/x.json") for i in range(0, 4000, 2)]
     before = chunk(files, 64)
     sizes = [len(s) for s in before]
-    assert sum(sizes) == 2000 and max(sizes) <= 128 and min(sizes[:-1]) >= 32
-    inserted = sorted([*files, SourceFile("dp01001", "cam", "dp01001/cam/x.json")])
-    after = chunk(inserted, 64)
-    same = {tuple(s) for s in before} & {tuple(s) for s in after}
-    assert len(same) >= len(before) - 3  # only the shards around the insertion differ
+    assert sum(sizes) == 2000 and max(sizes) <= 128 and 20 <= len(before) <= 60
+    for at in ("dp01001", "dp03999", "dp00001"):  # middle, end, start
+        inserted = sorted([*files, SourceFile(at, "cam", f"{at}/cam/x.json")])
+        after = chunk(inserted, 64)
+        same = {tuple(s) for s in before} & {tuple(s) for s in after}
+        assert len(same) >= len(before) - 2  # only the shard around the insertion differs
 
 
 def test_snapshots_and_diff(grown: tuple[Path, Path], tmp_path: Path) -> None:
