@@ -32,7 +32,7 @@ from kpcompile.incremental import (
     shard_entry,
 )
 from kpcompile.options import BuildOptions
-from kpcompile.shard import ErrorRow, ShardResult, ShardTask, write_table_to
+from kpcompile.shard import ErrorRow, PreviousFile, ShardResult, ShardTask, write_table_to
 from kpcompile.sources import Source, SourceFile, open_source
 from kpcompile.writer import ERRORS_SCHEMA, SCHEMAS, ParquetSettings, WrittenFile
 
@@ -82,7 +82,7 @@ def plan(files: Sequence[SourceFile], options: BuildOptions) -> list[list[Source
         ordered = sorted(files, key=lambda f: (f.camera, f.datapoint, f.path))
     else:
         ordered = sorted(files)
-    return chunk(ordered, options.shard_files)
+    return chunk(ordered, options.shard_files, options.partition_by)
 
 
 def build(
@@ -127,7 +127,7 @@ def build(
         stage = snap.staging_dir(root, sid)
         try:
             prev = None if opts.full else load_previous(os.fspath(root), src.location, opts)
-            results, shards, linked = _run(src, opts, str(stage), prev)
+            results, shards, digests, linked = _run(src, opts, str(stage), prev)
             errors = sorted(e for r in results for e in r.errors)
             if len(errors) > opts.max_errors:
                 raise RejectedFilesError(errors, opts.max_errors)
@@ -139,7 +139,8 @@ def build(
             err_file = write_table_to(err_table, str(stage), "errors/part-00000.parquet", settings)
             manifest = _manifest(sid, created, src.location, files, results, err_file, opts)
             manifest["shards"] = [
-                shard_entry(r, shards[r.index], shard_digest(shards[r.index])) for r in results
+                shard_entry(r, shards[r.index], digests[r.index], opts.partition_by)
+                for r in results
             ]
             path = snap.publish(root, stage, sid, manifest)
         except BaseException:
@@ -165,16 +166,23 @@ def build(
 
 def _run(
     src: Source, opts: BuildOptions, stage: str, prev: Previous | None
-) -> tuple[list[ShardResult], list[list[SourceFile]], int]:
+) -> tuple[list[ShardResult], list[list[SourceFile]], list[str], int]:
     shards = plan(src.files, opts)
+    digests = [shard_digest(s) for s in shards]
     settings = ParquetSettings(opts.compression, opts.compression_level)
     show = opts.progress if opts.progress is not None else sys.stderr.isatty()
     bar = _progress(len(src.files), show)
     linked: list[ShardResult] = []
+    # previous rows of the files of changed shards (None: new file, or full build)
+    previous: dict[int, tuple[PreviousFile | None, ...] | None] = {}
+    if prev is not None:
+        for i, shard in enumerate(shards):
+            if digests[i] not in prev.shards:
+                previous[i] = previous_of(prev, shard, opts.partition_by)
 
     def tasks() -> Iterator[ShardTask]:
         for i, shard in enumerate(shards):
-            reused = reuse_shard(prev, shard_digest(shard), i, stage)
+            reused = reuse_shard(prev, digests[i], i, stage)
             if reused is not None:
                 linked.append(reused)
                 bar.update(len(shard))
@@ -188,11 +196,11 @@ def _run(
                 settings,
                 opts.max_file_bytes,
                 data=src.payload(shard, local=opts.executor == "local"),
-                previous=previous_of(prev, shard),
+                previous=previous.get(i),
             )
 
     workers = opts.resolved_workers
-    if prev is not None and _to_read(shards, prev) <= opts.shard_files:
+    if prev is not None and _to_read(shards, previous) <= opts.shard_files:
         workers = 1  # less than one shard to read: starting worker processes costs more
     try:
         results = run(
@@ -204,17 +212,17 @@ def _run(
         )
     finally:
         bar.close()
-    return sorted(results + linked, key=lambda r: r.index), shards, len(linked)
+    return sorted(results + linked, key=lambda r: r.index), shards, digests, len(linked)
 
 
-def _to_read(shards: list[list[SourceFile]], prev: Previous) -> int:
+def _to_read(
+    shards: list[list[SourceFile]], previous: dict[int, tuple[PreviousFile | None, ...] | None]
+) -> int:
     """Files an incremental build has to read: new or changed ones, in changed shards."""
     count = 0
-    for shard in shards:
-        if shard_digest(shard) in prev.shards:
-            continue
-        for f in shard:
-            p = prev.files.get(f.path)
+    for i, rows in previous.items():
+        for j, f in enumerate(shards[i]):
+            p = rows[j] if rows is not None else None
             count += p is None or (p.size, p.mtime_ns) != (f.size, f.mtime_ns)
     return count
 

@@ -34,7 +34,7 @@ import shutil
 import zlib
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from kpcompile import snapshot as snap
@@ -55,8 +55,13 @@ REUSE_OPTIONS: tuple[str, ...] = (
 """Options that must equal the previous snapshot's for it to be reused."""
 
 
-def chunk(ordered: Sequence[SourceFile], target: int) -> list[list[SourceFile]]:
+def chunk(
+    ordered: Sequence[SourceFile], target: int, partition: str = "none"
+) -> list[list[SourceFile]]:
     """Split files (in output order) into shards of ``target`` files on average.
+
+    With ``partition="camera"`` a shard also ends where the camera changes, so files
+    appended to one camera's run never change the next camera's first shard.
 
     Example:
         >>> files = [SourceFile(f"dp{i:03d}", "cam", f"dp{i:03d}/cam/x.json") for i in range(100)]
@@ -68,8 +73,13 @@ def chunk(ordered: Sequence[SourceFile], target: int) -> list[list[SourceFile]]:
     high = 2 * target
     shards: list[list[SourceFile]] = []
     current: list[SourceFile] = []
+    by_camera = partition == "camera"
     for f in ordered:
-        if current and (len(current) >= high or zlib.crc32(f.path.encode()) % target == 0):
+        if current and (
+            len(current) >= high
+            or zlib.crc32(f.path.encode()) % target == 0
+            or (by_camera and f.camera != current[-1].camera)
+        ):
             shards.append(current)
             current = []
         current.append(f)
@@ -87,15 +97,36 @@ def shard_digest(files: Sequence[SourceFile]) -> str:
     return h.hexdigest()
 
 
+def order_key(f: SourceFile, partition_by: str) -> list[str]:
+    """A file's place in output order (what shards are sorted by)."""
+    if partition_by == "camera":
+        return [f.camera, f.datapoint, f.path]
+    return [f.datapoint, f.camera, f.path]
+
+
 @dataclass(slots=True)
 class Previous:
-    """What a new build may reuse from the current snapshot of OUT."""
+    """What a new build may reuse from the current snapshot of OUT.
+
+    ``files`` is filled lazily: only the ``files`` Parquet files of previous shards
+    whose key range overlaps a changed shard are read.
+    """
 
     snapshot: str
     base: str
     shards: dict[str, dict[str, Any]]
-    files: dict[str, PreviousFile]
     written: dict[str, WrittenFile]
+    partition_by: str
+    files: dict[str, PreviousFile] = field(default_factory=dict)
+    loaded: set[int] = field(default_factory=set)
+
+    def load_overlapping(self, first: list[str], last: list[str]) -> None:
+        """Read the previous rows of every previous shard overlapping [first, last]."""
+        for entry in self.shards.values():
+            if entry["index"] in self.loaded or entry["last"] < first or entry["first"] > last:
+                continue
+            self.loaded.add(entry["index"])
+            self.files.update(_previous_files(self.base, entry, self.partition_by))
 
 
 def load_previous(out: str, source: str, opts: BuildOptions) -> Previous | None:
@@ -115,6 +146,7 @@ def load_previous(out: str, source: str, opts: BuildOptions) -> Previous | None:
         or manifest.get("tool", {}).get("version") != __version__
         or "shards" not in manifest
         or any(options.get(k) != getattr(opts, k) for k in REUSE_OPTIONS)
+        or any("first" not in s for s in manifest["shards"])
     ):
         return None
     base = snap.snapshot_location(out, sid)
@@ -124,16 +156,14 @@ def load_previous(out: str, source: str, opts: BuildOptions) -> Previous | None:
         for f in t["files"]
     }
     shards = {s["digest"]: s for s in manifest["shards"]}
-    return Previous(sid, base, shards, _previous_files(base, manifest, opts), written)
+    return Previous(sid, base, shards, written, opts.partition_by)
 
 
-def _previous_files(
-    base: str, manifest: dict[str, Any], opts: BuildOptions
-) -> dict[str, PreviousFile]:
+def _previous_files(base: str, shard: dict[str, Any], partition_by: str) -> dict[str, PreviousFile]:
     out: dict[str, PreviousFile] = {}
-    for entry in manifest["tables"]["files"]["files"]:
-        name = entry["path"].rsplit("/", 1)[-1]
-        table = read_parquet(join(base, entry["path"]))
+    for path in shard["outputs"].get("files", []):
+        name = path.rsplit("/", 1)[-1]
+        table = read_parquet(join(base, path))
         cols = table.select(
             [
                 "path",
@@ -152,7 +182,7 @@ def _previous_files(
                 continue  # rejected files are read again: they are few, and cheap to reject
             folder = (
                 f"keypoints/{partition_dir('camera', cols['camera'][i])}"
-                if opts.partition_by == "camera"
+                if partition_by == "camera"
                 else "keypoints"
             )
             out[path] = PreviousFile(
@@ -168,11 +198,12 @@ def _previous_files(
 
 
 def previous_of(
-    prev: Previous | None, files: Sequence[SourceFile]
+    prev: Previous | None, files: Sequence[SourceFile], partition_by: str
 ) -> tuple[PreviousFile | None, ...] | None:
     """Per file of a shard to recompile, its previous row (``None`` for new files)."""
-    if prev is None:
+    if prev is None or not files:
         return None
+    prev.load_overlapping(order_key(files[0], partition_by), order_key(files[-1], partition_by))
     found = tuple(prev.files.get(f.path) if f.duplicate_of is None else None for f in files)
     return found if any(p is not None for p in found) else None
 
@@ -217,11 +248,15 @@ def _link(src: str, dst: str) -> None:
         shutil.copyfile(src, dst)
 
 
-def shard_entry(result: ShardResult, files: Sequence[SourceFile], digest: str) -> dict[str, Any]:
+def shard_entry(
+    result: ShardResult, files: Sequence[SourceFile], digest: str, partition_by: str
+) -> dict[str, Any]:
     """The manifest's record of one shard, enough to reuse it without reading it."""
     return {
         "index": result.index,
         "digest": digest,
+        "first": order_key(files[0], partition_by),
+        "last": order_key(files[-1], partition_by),
         "files": len(files),
         "compiled": result.compiled,
         "rows": result.rows,
