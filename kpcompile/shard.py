@@ -24,10 +24,11 @@ from kpcompile.parse import NUM_LANDMARKS, Landmarks, parse
 from kpcompile.sources import Payload, SourceFile, SpoolRef, is_url, read_file
 from kpcompile.writer import (
     FILES_SCHEMA,
-    FLOAT_COLUMNS,
+    KEYPOINTS_SCHEMA,
     KeypointBuffer,
     ParquetSettings,
     WrittenFile,
+    keypoints_table,
     partition_dir,
     write_table,
 )
@@ -132,15 +133,15 @@ def write_table_to(
 
 def _compile(task: ShardTask, staging: str) -> ShardResult:
     result = ShardResult(task.index)
-    buf = KeypointBuffer()
+    rows = _Rows()
     cols: dict[str, list[Any]] = {name: [] for name in FILES_SCHEMA.names}
     parts = _PreviousParts()
     for i, sf in enumerate(task.files):
-        lm = None
+        lm: Landmarks | None = None
         data: bytes | None = None
         prev = task.previous[i] if task.previous is not None else None
+        reuse = False  # landmarks come from the previous snapshot, not from JSON
         checksum: str | None = None
-        visible_count: int | None = None
         try:
             if sf.duplicate_of is not None:
                 raise FormatError(
@@ -150,53 +151,54 @@ def _compile(task: ShardTask, staging: str) -> ShardResult:
                     "a camera folder may hold one landmark file",
                 )
             if prev is not None and (sf.size, sf.mtime_ns) == (prev.size, prev.mtime_ns):
-                lm, checksum = parts.landmarks(prev, sf), prev.checksum
-                visible_count = prev.visible
-                result.reused += 1
+                reuse, checksum = True, prev.checksum
             else:
                 data = _read(task, i, sf.path)
                 checksum = f"crc32:{zlib.crc32(data):08x}"
                 if prev is not None and (len(data), checksum) == (prev.size, prev.checksum):
-                    lm = parts.landmarks(prev, sf)
-                    visible_count = prev.visible
-                    result.reused += 1
+                    reuse = True
                 else:
                     lm = parse(data, sf.path)
-                    visible_count = lm.visible_count
-                    result.parsed += 1
         except FormatError as exc:
             result.errors.append((sf.path, str(exc.code), str(exc)))
-        if data is None and lm is not None and prev is not None:
+        key = sf.camera if task.partition_by == "camera" else ""
+        if reuse and prev is not None:
+            table, at = parts.rows(prev, sf)
+            rows.add_previous(key, table, at)
+            layout, version, visible_count = prev.layout, prev.version, prev.visible
             size: int | None = prev.size
-        elif data is not None:
-            size = len(data)
+            result.reused += 1
+        elif lm is not None:
+            rows.add(key, sf.datapoint, sf.camera, lm)
+            layout, version, visible_count = lm.layout, lm.version, lm.visible_count
+            size = len(data) if data is not None else None
+            result.parsed += 1
         else:
-            size = sf.size if sf.size >= 0 else None
+            size = len(data) if data is not None else (sf.size if sf.size >= 0 else None)
+        ok = reuse or lm is not None
         cols["path"].append(sf.path)
         cols["datapoint"].append(sf.datapoint)
         cols["camera"].append(sf.camera)
-        cols["status"].append("ok" if lm is not None else "rejected")
-        cols["layout"].append(lm.layout if lm is not None else None)
-        cols["version"].append(lm.version if lm is not None else None)
-        cols["landmarks"].append(NUM_LANDMARKS if lm is not None else None)
-        cols["visible"].append(visible_count)
+        cols["status"].append("ok" if ok else "rejected")
+        cols["layout"].append(layout if ok else None)
+        cols["version"].append(version if ok else None)
+        cols["landmarks"].append(NUM_LANDMARKS if ok else None)
+        cols["visible"].append(visible_count if ok else None)
         cols["bytes"].append(size)
         cols["mtime_ns"].append(sf.mtime_ns)
         cols["checksum"].append(checksum)
-        if data is not None or lm is not None:
+        if data is not None or ok:
             result.source_bytes += size or 0
-        if lm is None:
+        if not ok:
             continue
-        key = sf.camera if task.partition_by == "camera" else ""
-        buf.add(key, sf.datapoint, sf.camera, lm)
         result.compiled += 1
         result.rows += NUM_LANDMARKS
         result.visible += visible_count or 0
-        result.layouts[lm.layout] += 1
-        result.versions[lm.version or "none"] += 1
+        result.layouts[layout] += 1
+        result.versions[version or "none"] += 1
     name = f"part-{task.index:05d}.parquet"
     kp_files = []
-    for key, table in buf.tables():
+    for key, table in rows.tables():
         folder = f"keypoints/{partition_dir('camera', key)}" if key else "keypoints"
         kp_files.append(write_table(table, staging, f"{folder}/{name}", task.settings))
     result.written["keypoints"] = kp_files
@@ -205,34 +207,75 @@ def _compile(task: ShardTask, staging: str) -> ShardResult:
     return result
 
 
+class _Rows:
+    """A shard's keypoint rows per partition, in file order: parsed files' landmarks,
+    and runs of rows copied from the previous snapshot's Parquet (incremental builds).
+
+    Both end in one contiguous Arrow table per partition with the same values a full
+    build computes, so the Parquet bytes are the same.
+    """
+
+    def __init__(self) -> None:
+        self._parts: dict[str, list[Any]] = {}
+        self._fresh = KeypointBuffer()  # what a full build writes, untouched
+        self._mixed = False
+
+    def add(self, key: str, datapoint: str, camera: str, lm: Landmarks) -> None:
+        self._fresh.add(key, datapoint, camera, lm)
+        segs = self._parts.setdefault(key, [])
+        if not segs or not isinstance(segs[-1], list):
+            segs.append([])
+        segs[-1].append((datapoint, camera, lm))
+
+    def add_previous(self, key: str, table: pa.Table, at: int) -> None:
+        self._mixed = True
+        segs = self._parts.setdefault(key, [])
+        last = segs[-1] if segs else None
+        if isinstance(last, tuple) and last[0] is table and last[2] == at:
+            segs[-1] = (table, last[1], at + NUM_LANDMARKS)  # the next file of the same run
+        else:
+            segs.append((table, at, at + NUM_LANDMARKS))
+
+    def tables(self) -> list[tuple[str, pa.Table]]:
+        if not self._mixed:
+            return self._fresh.tables()
+        out = []
+        for key, segs in sorted(self._parts.items()):
+            pieces = [
+                keypoints_table(s)
+                if isinstance(s, list)
+                else pa.Table.from_arrays(
+                    s[0].slice(s[1], s[2] - s[1]).columns, schema=KEYPOINTS_SCHEMA
+                )
+                for s in segs
+            ]
+            out.append((key, pa.concat_tables(pieces).combine_chunks()))
+        return out
+
+
 class _PreviousParts:
     """Keypoints Parquet files of the previous snapshot, opened once per shard."""
 
     def __init__(self) -> None:
-        self._open: dict[str, tuple[dict[str, Any], dict[tuple[str, str], int]]] = {}
+        self._open: dict[str, tuple[pa.Table, dict[tuple[str, str], int]]] = {}
 
-    def landmarks(self, prev: PreviousFile, sf: SourceFile) -> Landmarks:
+    def rows(self, prev: PreviousFile, sf: SourceFile) -> tuple[pa.Table, int]:
+        """The previous part holding ``sf``'s rows, and the first row's offset."""
         if prev.part not in self._open:
-            table = read_parquet(prev.part)
+            table = read_parquet(prev.part).combine_chunks()
             starts = np.arange(0, table.num_rows, NUM_LANDMARKS)
             keys = zip(
                 table.column("datapoint").take(starts).to_pylist(),
                 table.column("camera").take(starts).to_pylist(),
                 strict=True,
             )
-            # whole columns converted once; each file is then a slice of them
-            cols: dict[str, Any] = {c: table.column(c).to_numpy() for c in FLOAT_COLUMNS}
-            cols["visible"] = table.column("visible").to_pylist()
-            self._open[prev.part] = (cols, {k: int(s) for k, s in zip(keys, starts, strict=True)})
-        cols, index = self._open[prev.part]
+            self._open[prev.part] = (table, {k: int(s) for k, s in zip(keys, starts, strict=True)})
+        table, index = self._open[prev.part]
         at = index.get((sf.datapoint, sf.camera))
         if at is None:
             msg = f"{prev.part} holds no rows of {sf.path}; rebuild with --full"
             raise SnapshotError(msg)
-        end = at + NUM_LANDMARKS
-        floats = {c: cols[c][at:end] for c in FLOAT_COLUMNS}
-        visible = cols["visible"][at:end] if prev.visible is not None else None
-        return Landmarks(prev.layout, prev.version, **floats, visible=visible)
+        return table, at
 
 
 def read_parquet(path: str) -> pa.Table:
