@@ -161,9 +161,9 @@ def load_previous(out: str, source: str, opts: BuildOptions) -> Previous | None:
 
 def _previous_files(base: str, shard: dict[str, Any], partition_by: str) -> dict[str, PreviousFile]:
     out: dict[str, PreviousFile] = {}
-    for path in shard["outputs"].get("files", []):
-        name = path.rsplit("/", 1)[-1]
-        table = read_parquet(join(base, path))
+    for part in shard["outputs"].get("files", []):
+        name = part.rsplit("/", 1)[-1]
+        table = read_parquet(join(base, part))
         cols = table.select(
             [
                 "path",

@@ -152,3 +152,16 @@ def test_cli_build_reports_reuse_and_full(small_dataset: Path, tmp_path: Path) -
     res = runner.invoke(cli, [*args, "--full", "--json"])
     data = json.loads(res.stdout)
     assert (data["base"], data["parsed"]) == (None, 8)
+
+
+def test_new_commands_have_help_with_an_example() -> None:
+    for command in ("snapshots", "diff"):
+        res = CliRunner().invoke(cli, [command, "-h"])
+        assert res.exit_code == 0 and "Example:" in res.stdout
+    res = CliRunner().invoke(cli, ["build", "-h"])
+    assert "--executor [local|dask]" in res.stdout and "--full" in res.stdout
+
+
+def test_snapshots_of_an_empty_output_is_an_output_error(tmp_path: Path) -> None:
+    res = CliRunner().invoke(cli, ["snapshots", str(tmp_path / "nothing")])
+    assert res.exit_code == 5 and "holds no snapshot" in res.stderr
