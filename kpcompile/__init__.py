@@ -41,6 +41,7 @@ if TYPE_CHECKING:
         visibility_rate,
     )
     from kpcompile.arrays import Tensors, iter_tensors, tensors
+    from kpcompile.history import diff, snapshots
     from kpcompile.plot import plot_face, plot_visibility
     from kpcompile.projection import project, reprojection_error
     from kpcompile.query import info, read, scan, sql, tables
@@ -64,6 +65,8 @@ _LAZY = {
     "reprojection_error": "kpcompile.projection",
     "plot_face": "kpcompile.plot",
     "plot_visibility": "kpcompile.plot",
+    "snapshots": "kpcompile.history",
+    "diff": "kpcompile.history",
 }
 
 __all__ = [
@@ -85,6 +88,7 @@ __all__ = [
     "__version__",
     "build",
     "compile_shard",
+    "diff",
     "discover",
     "filter_region",
     "inconsistent_3d",
@@ -100,6 +104,7 @@ __all__ = [
     "region_ids",
     "reprojection_error",
     "scan",
+    "snapshots",
     "sql",
     "tables",
     "tensors",

@@ -11,26 +11,34 @@ import os
 import sys
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from kpcompile import snapshot as snap
 from kpcompile._version import __version__
-from kpcompile.errors import OutputError, RejectedFilesError
-from kpcompile.executor import run_local
+from kpcompile.errors import OptionsError, OutputError, RejectedFilesError
+from kpcompile.executor import run
+from kpcompile.incremental import (
+    Previous,
+    chunk,
+    load_previous,
+    previous_of,
+    reuse_shard,
+    shard_digest,
+    shard_entry,
+)
 from kpcompile.options import BuildOptions
 from kpcompile.sets import SetsResult, compile_sets
-from kpcompile.shard import ErrorRow, ShardResult, ShardTask
-from kpcompile.sources import SourceFile, discover
+from kpcompile.shard import ErrorRow, PreviousFile, ShardResult, ShardTask, write_table_to
+from kpcompile.sources import Source, SourceFile, open_source
 from kpcompile.writer import (
     ERRORS_SCHEMA,
     SCHEMAS,
     ParquetSettings,
     WrittenFile,
     table_from_columns,
-    write_table,
 )
 
 
@@ -47,40 +55,39 @@ class BuildResult:
         rows: Rows of ``keypoints`` (468 per compiled file).
         errors: ``(path, code, message)`` of each rejected file.
         seconds: Wall time of the build.
+        base: The snapshot an incremental build reused, ``None`` for a full build.
+        shards: Shards of the snapshot.
+        reused_shards: Shards linked unchanged from ``base``.
+        parsed: Files parsed from JSON.
+        reused_files: Files whose landmarks came from ``base`` instead of their JSON.
     """
 
     snapshot_id: str
-    path: Path
+    path: Path | str
     discovered: int
     compiled: int
     rejected: int
     rows: int
     errors: list[ErrorRow]
     seconds: float
+    base: str | None = None
+    shards: int = 0
+    reused_shards: int = 0
+    parsed: int = 0
+    reused_files: int = 0
 
 
-def plan(
-    files: Sequence[SourceFile], options: BuildOptions, root: str, staging: str
-) -> list[ShardTask]:
-    """Split the files into shards in output order (by partition, then datapoint)."""
+def plan(files: Sequence[SourceFile], options: BuildOptions) -> list[list[SourceFile]]:
+    """Split the files into shards in output order (by partition, then datapoint).
+
+    Boundaries are content-defined (see :func:`kpcompile.incremental.chunk`), so a
+    grown dataset keeps most of its shards and an incremental build reuses them.
+    """
     if options.partition_by == "camera":
         ordered = sorted(files, key=lambda f: (f.camera, f.datapoint, f.path))
     else:
         ordered = sorted(files)
-    settings = ParquetSettings(options.compression, options.compression_level)
-    n = options.shard_files
-    return [
-        ShardTask(
-            i,
-            root,
-            tuple(ordered[s : s + n]),
-            staging,
-            options.partition_by,
-            settings,
-            options.max_file_bytes,
-        )
-        for i, s in enumerate(range(0, len(ordered), n))
-    ]
+    return chunk(ordered, options.shard_files, options.partition_by)
 
 
 def build(
@@ -93,9 +100,12 @@ def build(
     """Compile every keypoint file under ``source`` into a new snapshot in ``out``.
 
     Args:
-        source: Dataset folder.
-        out: Output folder; created if missing. Its current snapshot changes only
-            if the build succeeds.
+        source: Dataset folder, archive (``.tar``, ``.tar.gz``, ``.tgz``, ``.zip``)
+            or fsspec URL (``s3://bucket/prefix``, ``s3://bucket/dataset.tar.gz``).
+        out: Output folder or URL; created if missing. Its current snapshot changes
+            only if the build succeeds. When it holds a snapshot of the same source
+            built with the same options, unchanged shards and files are reused
+            (``full=True`` compiles everything again).
         options: Build options; keyword arguments override its fields
             (``workers=``, ``max_errors=``, ``partition_by=``, ...).
 
@@ -115,17 +125,17 @@ def build(
     """
     opts = BuildOptions.from_kwargs(options, kwargs)
     started = time.perf_counter()
-    files = discover(source)
-    root_src = os.path.abspath(os.fspath(source))
-    with snap.locked(out) as root:
+    with open_source(source, opts.max_file_bytes) as src, snap.locked(out) as root:
+        files = src.files
         # Timed under the lock, so ids sort in the order builds publish.
         created = dt.datetime.now(dt.UTC)
         sid = snap.new_snapshot_id(created)
         stage = snap.staging_dir(root, sid)
         try:
-            results = _run(files, opts, root_src, str(stage))
+            prev = None if opts.full else load_previous(os.fspath(root), src.location, opts)
+            results, shards, digests, linked = _run(src, opts, str(stage), prev)
             settings = ParquetSettings(opts.compression, opts.compression_level)
-            sets = _sets(root_src, files, str(stage), settings, opts)
+            sets = _sets(src, files, str(stage), settings, opts)
             errors = sorted([*(e for r in results for e in r.errors), *sets.errors])
             if len(errors) > opts.max_errors:
                 raise RejectedFilesError(errors, opts.max_errors)
@@ -133,8 +143,12 @@ def build(
                 {name: [e[k] for e in errors] for k, name in enumerate(ERRORS_SCHEMA.names)},
                 ERRORS_SCHEMA,
             )
-            err_file = write_table(err_table, str(stage), "errors/part-00000.parquet", settings)
-            manifest = _manifest(sid, created, root_src, files, results, err_file, opts, sets)
+            err_file = write_table_to(err_table, str(stage), "errors/part-00000.parquet", settings)
+            manifest = _manifest(sid, created, src.location, files, results, err_file, opts, sets)
+            manifest["shards"] = [
+                shard_entry(r, shards[r.index], digests[r.index], opts.partition_by)
+                for r in results
+            ]
             path = snap.publish(root, stage, sid, manifest)
         except OSError as exc:
             snap.discard(stage)
@@ -157,26 +171,87 @@ def build(
         counts["rows"],
         errors,
         time.perf_counter() - started,
+        base=prev.snapshot if prev is not None else None,
+        shards=len(results),
+        reused_shards=linked,
+        parsed=sum(r.parsed for r in results),
+        reused_files=sum(r.reused for r in results),
     )
 
 
-def _run(files: list[SourceFile], opts: BuildOptions, root: str, stage: str) -> list[ShardResult]:
-    tasks = plan(files, opts, root, stage)
+def _run(
+    src: Source, opts: BuildOptions, stage: str, prev: Previous | None
+) -> tuple[list[ShardResult], list[list[SourceFile]], list[str], int]:
+    shards = plan(src.files, opts)
+    digests = [shard_digest(s) for s in shards]
+    settings = ParquetSettings(opts.compression, opts.compression_level)
     show = opts.progress if opts.progress is not None else sys.stderr.isatty()
-    bar = _progress(len(files), show)
+    bar = _progress(len(src.files), show)
+    linked: list[ShardResult] = []
+    # previous rows of the files of changed shards (None: new file, or full build)
+    previous: dict[int, tuple[PreviousFile | None, ...] | None] = {}
+    if prev is not None:
+        for i, shard in enumerate(shards):
+            if digests[i] not in prev.shards:
+                previous[i] = previous_of(prev, shard, opts.partition_by)
+
+    def tasks() -> Iterator[ShardTask]:
+        for i, shard in enumerate(shards):
+            reused = reuse_shard(prev, digests[i], i, stage)
+            if reused is not None:
+                linked.append(reused)
+                bar.update(len(shard))
+                continue
+            yield ShardTask(
+                i,
+                src.root or src.location,
+                tuple(shard),
+                stage,
+                opts.partition_by,
+                settings,
+                opts.max_file_bytes,
+                data=src.payload(shard, local=opts.executor == "local"),
+                previous=previous.get(i),
+            )
+
+    workers = opts.resolved_workers
+    if prev is not None and _to_read(shards, previous) <= opts.shard_files:
+        workers = 1  # less than one shard to read: starting worker processes costs more
     try:
-        return run_local(tasks, opts.resolved_workers, lambda _r, n: bar.update(n))
+        results = run(
+            tasks(),
+            lambda _r, n: bar.update(n),
+            executor=opts.executor,
+            workers=workers,
+            scheduler=opts.scheduler,
+        )
     finally:
         bar.close()
+    return sorted(results + linked, key=lambda r: r.index), shards, digests, len(linked)
+
+
+def _to_read(
+    shards: list[list[SourceFile]], previous: dict[int, tuple[PreviousFile | None, ...] | None]
+) -> int:
+    """Files an incremental build has to read: new or changed ones, in changed shards."""
+    count = 0
+    for i, rows in previous.items():
+        for j, f in enumerate(shards[i]):
+            p = rows[j] if rows is not None else None
+            count += p is None or (p.size, p.mtime_ns) != (f.size, f.mtime_ns)
+    return count
 
 
 def _sets(
-    root: str, files: list[SourceFile], stage: str, settings: ParquetSettings, opts: BuildOptions
+    src: Source, files: list[SourceFile], stage: str, settings: ParquetSettings, opts: BuildOptions
 ) -> SetsResult:
     """The hook of ``--sets``: other keypoint sets and cameras, written into the same staging."""
     if not opts.sets:
         return SetsResult()
-    return compile_sets(root, files, stage, settings, opts.max_file_bytes)
+    if src.root is None or "://" in stage:
+        msg = "sets=True (--sets) needs a local source folder and a local output folder"
+        raise OptionsError(msg)
+    return compile_sets(src.root, files, stage, settings, opts.max_file_bytes)
 
 
 def _progress(total: int, show: bool) -> Any:

@@ -75,8 +75,8 @@ def cli() -> None:
 
 
 @cli.command()
-@click.argument("source", type=click.Path(file_okay=False, path_type=str))
-@click.argument("out", type=click.Path(file_okay=False, path_type=str))
+@click.argument("source")
+@click.argument("out")
 @click.option(
     "--workers",
     "-j",
@@ -122,6 +122,22 @@ def cli() -> None:
     is_flag=True,
     help="Also compile face.standard, head, ears and camera metadata into their own tables.",
 )
+@click.option(
+    "--full", is_flag=True, help="Compile every file again; do not reuse OUT's current snapshot."
+)
+@click.option(
+    "--executor",
+    type=click.Choice(["local", "dask"]),
+    default="local",
+    show_default=True,
+    help="Run shards in local processes or as Dask tasks.",
+)
+@click.option(
+    "--scheduler",
+    default=None,
+    metavar="ADDRESS",
+    help="Dask scheduler (tcp://host:8786) [default: a local cluster of --workers processes].",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @handle_errors
 def build(
@@ -134,16 +150,23 @@ def build(
     shard_files: int,
     progress: bool | None,
     sets: bool,
+    full: bool,
+    executor: str,
+    scheduler: str | None,
     as_json: bool,
 ) -> None:
     """Compile every keypoint file under SOURCE into a new snapshot in OUT.
 
-    The snapshot becomes OUT's current one only if the build succeeds; rejected
-    files are listed and, beyond --max-errors, fail the build.
+    SOURCE is a folder, a .tar/.tar.gz/.tgz/.zip archive or a URL (s3://bucket/prefix);
+    OUT a folder or a URL. The snapshot becomes OUT's current one only if the build
+    succeeds; rejected files are listed and, beyond --max-errors, fail the build.
+    When OUT's current snapshot was built from SOURCE with the same options, only
+    new and changed files are parsed (--full compiles everything).
 
     \b
     Example:
       kpcompile build dataset compiled --workers 2 --max-errors 10
+      kpcompile build dataset.tar.gz s3://bucket/compiled --executor dask
     """
     from kpcompile.build import build as run_build
 
@@ -157,6 +180,9 @@ def build(
         shard_files=shard_files,
         progress=progress,
         sets=sets,
+        full=full,
+        executor=executor,
+        scheduler=scheduler,
     )
     if as_json:
         click.echo(
@@ -169,6 +195,11 @@ def build(
                     "rejected": result.rejected,
                     "rows": result.rows,
                     "seconds": round(result.seconds, 3),
+                    "base": result.base,
+                    "shards": result.shards,
+                    "reused_shards": result.reused_shards,
+                    "parsed": result.parsed,
+                    "reused_files": result.reused_files,
                     "errors": [
                         dict(zip(("path", "code", "message"), e, strict=True))
                         for e in result.errors
@@ -184,10 +215,15 @@ def build(
         f"{result.compiled:,} compiled, {result.rejected:,} rejected, {result.rows:,} rows "
         f"in {result.seconds:.2f} s\n{result.path}"
     )
+    if result.base is not None:
+        click.echo(
+            f"incremental from {result.base}: {result.reused_shards:,} of {result.shards:,} "
+            f"shards reused, {result.parsed:,} files parsed, {result.reused_files:,} reused"
+        )
 
 
 @cli.command()
-@click.argument("out", type=click.Path(file_okay=False, path_type=str))
+@click.argument("out")
 @click.option("--snapshot", default=None, help="Snapshot id [default: the current one].")
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 @handle_errors
@@ -218,6 +254,63 @@ def info(out: str, snapshot: str | None, as_json: bool) -> None:
         f"output bytes {data['output_bytes']:,} ({ratio:.1f}x smaller)",
     ]
     click.echo("\n".join(lines))
+
+
+@cli.command()
+@click.argument("out")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@handle_errors
+def snapshots(out: str, as_json: bool) -> None:
+    """List the snapshots of OUT, oldest first; * marks the current one.
+
+    \b
+    Example:
+      kpcompile snapshots compiled
+    """
+    from kpcompile.history import snapshots as list_snapshots
+
+    rows = list_snapshots(out)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    click.echo(f"  {'snapshot':<26} {'created':<20} {'files':>9} {'rejected':>8} {'rows':>12}")
+    for r in rows:
+        mark = "*" if r["current"] else " "
+        click.echo(
+            f"{mark} {r['snapshot']:<26} {r['created_at']:<20} {r['files']:>9,} "
+            f"{r['rejected']:>8,} {r['rows']:>12,}"
+        )
+
+
+@cli.command()
+@click.argument("out")
+@click.argument("old")
+@click.argument("new")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@handle_errors
+def diff(out: str, old: str, new: str, as_json: bool) -> None:
+    """Say which datapoints (and cameras) were added, removed or changed from OLD to NEW.
+
+    OLD and NEW are snapshot ids of OUT (see `kpcompile snapshots`); a camera folder
+    changed when its file's path, checksum or status did.
+
+    \b
+    Example:
+      kpcompile diff compiled 20250101T120000Z-1a2b3c4d 20250102T093000Z-5e6f7a8b
+    """
+    from kpcompile.history import diff as diff_snapshots
+
+    d = diff_snapshots(out, old, new)
+    if as_json:
+        click.echo(json.dumps(d.to_dict(), indent=2))
+        return
+    for sign, keys in (("+", d.added), ("-", d.removed), ("~", d.changed)):
+        for datapoint, camera in keys:
+            click.echo(f"{sign} {datapoint} {camera}")
+    click.echo(
+        f"{len(d.added):,} added, {len(d.removed):,} removed, {len(d.changed):,} changed, "
+        f"{d.unchanged:,} unchanged (datapoint, camera) from {old} to {new}"
+    )
 
 
 @cli.command()

@@ -1,4 +1,4 @@
-"""Run shard tasks: in this process, or in a pool of worker processes.
+"""Run shard tasks: in this process, in a pool of worker processes, or on a Dask cluster.
 
 Workers are forked from the coordinating process when that is safe (no polars
 loaded: its thread pool does not survive a fork), so they start at once with every
@@ -6,7 +6,8 @@ module already imported; otherwise they come from a ``forkserver``, which then
 re-imports the caller's ``__main__`` module: scripts calling :func:`kpcompile.build`
 with several workers need the usual ``if __name__ == "__main__":`` guard. At most
 ``2 x workers`` tasks are in flight, so memory stays bounded however many shards a
-build has.
+build has. The Dask executor takes tasks lazily from an iterator with the same
+bound (tasks of a streamed archive carry their files' bytes there).
 
 A worker that dies (killed, out of memory) breaks the pool: every shard that was
 in flight is then retried in a new pool, after its partial outputs are removed.
@@ -29,17 +30,39 @@ import select
 import sys
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
+from typing import Any
 
-from kpcompile.errors import KpcompileError
+from kpcompile.errors import KpcompileError, OptionsError
+from kpcompile.options import EXECUTORS
 from kpcompile.shard import ShardResult, ShardTask, compile_shard, remove_outputs
 
 MAX_ATTEMPTS = 3
 """How many times a shard runs at most when worker processes die under it."""
 
 log = logging.getLogger("kpcompile")
+OnDone = Callable[[ShardResult, int], None]
+CONNECT_TIMEOUT = "30s"
+"""How long to keep trying to reach a Dask scheduler."""
+
+
+def run(
+    tasks: Iterable[ShardTask],
+    on_done: OnDone,
+    *,
+    executor: str = "local",
+    workers: int = 1,
+    scheduler: str | None = None,
+) -> list[ShardResult]:
+    """Run tasks with the named executor; results sorted by shard index."""
+    if executor == "local":
+        return run_local(list(tasks), workers, on_done)
+    if executor == "dask":
+        return run_dask(tasks, on_done, scheduler=scheduler, workers=workers)
+    msg = f"executor must be one of {', '.join(EXECUTORS)}; got {executor!r}"
+    raise OptionsError(msg)
 
 
 def run_local(
@@ -226,3 +249,86 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def run_dask(
+    tasks: Iterable[ShardTask],
+    on_done: OnDone,
+    *,
+    scheduler: str | None = None,
+    workers: int = 1,
+) -> list[ShardResult]:
+    """Run :func:`~kpcompile.shard.compile_shard` as Dask tasks.
+
+    Args:
+        tasks: Shard tasks; taken lazily, at most twice the cluster's threads in flight.
+        on_done: Called with each result and its file count, in completion order.
+        scheduler: Address of a running scheduler (``tcp://host:8786``); ``None``
+            starts a local cluster of ``workers`` processes for this build.
+        workers: Worker processes of the local cluster.
+
+    Raises:
+        OptionsError: ``dask.distributed`` is not installed (``pip install kpcompile[dask]``).
+        KpcompileError: The scheduler cannot be reached, or a worker died.
+
+    Example:
+        >>> run_dask(tasks, lambda r, n: None, scheduler="tcp://10.0.0.5:8786")  # doctest: +SKIP
+    """
+    try:
+        from distributed import Client, LocalCluster, as_completed
+    except ImportError:
+        msg = "executor 'dask' needs dask.distributed: pip install 'kpcompile[dask]'"
+        raise OptionsError(msg) from None
+    cluster: Any = None
+    try:
+        if scheduler is None:
+            cluster = LocalCluster(  # type: ignore[no-untyped-call]
+                n_workers=workers,
+                threads_per_worker=1,
+                processes=True,
+                dashboard_address=":0",
+            )
+            client = Client(cluster)  # type: ignore[no-untyped-call]
+        else:
+            client = Client(scheduler, timeout=CONNECT_TIMEOUT)  # type: ignore[no-untyped-call]
+    except OSError as exc:
+        if cluster is not None:
+            cluster.close()
+        msg = f"cannot reach the Dask scheduler {scheduler!r}: {exc}"
+        raise KpcompileError(msg) from None
+    try:
+        return _submit_all(client, as_completed, tasks, on_done)
+    finally:
+        client.close()  # type: ignore[no-untyped-call]
+        if cluster is not None:
+            cluster.close()
+
+
+def _submit_all(
+    client: Any, as_completed: Any, tasks: Iterable[ShardTask], on_done: OnDone
+) -> list[ShardResult]:
+    from distributed import KilledWorker
+
+    threads = sum(client.nthreads().values()) or 1
+    window = 2 * threads
+    sizes: dict[int, int] = {}
+    results: list[ShardResult] = []
+    running = as_completed()
+
+    def finish(future: Any) -> None:
+        try:
+            r: ShardResult = future.result()
+        except KilledWorker as exc:
+            msg = f"a Dask worker died running a shard ({exc}); nothing was published"
+            raise KpcompileError(msg) from None
+        on_done(r, sizes.pop(r.index))
+        results.append(r)
+
+    for t in tasks:
+        sizes[t.index] = len(t.files)
+        running.add(client.submit(compile_shard, t, pure=False))
+        while running.count() >= window:
+            finish(next(running))
+    for future in running:
+        finish(future)
+    return sorted(results, key=lambda r: r.index)

@@ -10,6 +10,7 @@ from kpcompile.errors import OptionsError
 
 PARTITION_KEYS: tuple[str, ...] = ("camera", "none")
 COMPRESSIONS: tuple[str, ...] = ("zstd", "snappy", "lz4", "gzip", "none")
+EXECUTORS: tuple[str, ...] = ("local", "dask")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -25,14 +26,19 @@ class BuildOptions:
             ``"none"`` writes one folder.
         compression: Parquet codec for every table.
         compression_level: Codec level, ``None`` for the codec's default.
-        shard_files: Source files per shard (one worker task, one Parquet file per
-            partition). Fixed, not derived from ``workers``, so the output does not
-            depend on the worker count.
+        shard_files: Source files per shard on average (one worker task, one
+            Parquet file per partition; between half and twice this many, with
+            content-defined boundaries so incremental builds reuse shards). Not
+            derived from ``workers``, so the output does not depend on the worker count.
         max_file_bytes: Larger source files are rejected as ``too_large``
             without being read; bounds each worker's memory.
         progress: Show a progress bar; ``None`` shows it when stderr is a terminal.
         sets: Also compile the other keypoint sets and camera metadata into the
             ``face_standard``, ``head``, ``ears`` and ``cameras`` tables (:mod:`kpcompile.sets`).
+        full: Compile every file again instead of reusing OUT's current snapshot
+            where the source is unchanged (see :mod:`kpcompile.incremental`).
+        executor: ``"local"`` (this machine's processes) or ``"dask"``.
+        scheduler: Dask scheduler address; ``None`` starts a local Dask cluster.
 
     Example:
         >>> BuildOptions(workers=2, max_errors=10)
@@ -48,6 +54,9 @@ class BuildOptions:
     max_file_bytes: int = 64 * 1024 * 1024
     progress: bool | None = None
     sets: bool = False
+    full: bool = False
+    executor: str = "local"
+    scheduler: str | None = None
 
     def __post_init__(self) -> None:
         if self.workers is not None and self.workers < 1:
@@ -65,6 +74,9 @@ class BuildOptions:
             raise OptionsError(msg)
         if self.shard_files < 1:
             msg = f"shard_files must be at least 1, got {self.shard_files}"
+            raise OptionsError(msg)
+        if self.executor not in EXECUTORS:
+            msg = f"executor must be one of {', '.join(EXECUTORS)}; got {self.executor!r}"
             raise OptionsError(msg)
         if self.max_file_bytes < 1:
             msg = f"max_file_bytes must be at least 1, got {self.max_file_bytes}"

@@ -43,7 +43,23 @@ def scan(
     schema = pl.DataFrame(_schema(table).empty_table()).schema
     if not files:
         return pl.LazyFrame(schema=schema)
+    if "://" in os.fspath(out):
+        return _scan_url(files, table)
     return pl.scan_parquet(files, hive_partitioning=False, schema=schema)
+
+
+def _scan_url(files: list[str], table: str) -> pl.LazyFrame:
+    """Scan Parquet files on object storage through fsspec (credentials from the environment)."""
+    import fsspec
+    import pyarrow.dataset as ds
+    from pyarrow.fs import FSSpecHandler, PyFileSystem
+
+    fs, _ = fsspec.core.url_to_fs(files[0])
+    paths = [fsspec.core.url_to_fs(f)[1] for f in files]
+    dataset = ds.dataset(
+        paths, schema=_schema(table), format="parquet", filesystem=PyFileSystem(FSSpecHandler(fs))
+    )
+    return pl.scan_pyarrow_dataset(dataset)
 
 
 def read(
@@ -185,7 +201,7 @@ def info(out: str | os.PathLike[str], *, snapshot: str | None = None) -> dict[st
     counts = m["counts"]
     return {
         "snapshot": m["snapshot"],
-        "path": str(snap.snapshot_path(out, m["snapshot"])),
+        "path": snap.snapshot_location(out, m["snapshot"]),
         "created_at": m["created_at"],
         "source": m["source"]["path"],
         "files": counts["files"],

@@ -31,6 +31,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from kpcompile import objstore
 from kpcompile.errors import OutputError, SnapshotError
 
 CURRENT = "CURRENT"
@@ -57,9 +58,19 @@ def new_snapshot_id(now: dt.datetime | None = None) -> str:
     return f"{now:%Y%m%dT%H%M%S}Z-{fraction:04x}{secrets.token_hex(2)}"
 
 
+def _url(out: str | os.PathLike[str]) -> str | None:
+    """``out`` as a URL when it is one (object storage, see :mod:`kpcompile.objstore`)."""
+    text = os.fspath(out)
+    return text if "://" in text else None
+
+
 @contextlib.contextmanager
 def locked(out: str | os.PathLike[str]) -> Iterator[Path]:
     """Create ``out`` if needed and hold its build lock; clean stale staging folders."""
+    if url := _url(out):
+        objstore.check_writable(url)
+        yield url  # type: ignore[misc]  # object stores have no lock (see objstore)
+        return
     root = Path(out)
     try:
         root.mkdir(parents=True, exist_ok=True)
@@ -85,6 +96,8 @@ def locked(out: str | os.PathLike[str]) -> Iterator[Path]:
 
 def staging_dir(root: Path, snapshot_id: str) -> Path:
     """Create and return the staging folder of a build."""
+    if url := _url(root):
+        return objstore.snapshot_url(url, snapshot_id)  # type: ignore[return-value]
     path = root / STAGING / snapshot_id
     try:
         path.mkdir(parents=True)
@@ -96,6 +109,8 @@ def staging_dir(root: Path, snapshot_id: str) -> Path:
 
 def publish(root: Path, staging: Path, snapshot_id: str, manifest: dict[str, Any]) -> Path:
     """Write the manifest, move the staged snapshot into place and make it current."""
+    if url := _url(root):
+        return objstore.publish(url, str(staging), snapshot_id, manifest)  # type: ignore[return-value]
     _write_durably(staging / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     _fsync_tree(staging)
     final = root / SNAPSHOTS / snapshot_id
@@ -112,6 +127,9 @@ def publish(root: Path, staging: Path, snapshot_id: str, manifest: dict[str, Any
 
 def discard(staging: Path) -> None:
     """Remove a staging folder after a failed build."""
+    if url := _url(staging):
+        objstore.discard(url)
+        return
     shutil.rmtree(staging, ignore_errors=True)
 
 
@@ -121,6 +139,8 @@ def current_id(out: str | os.PathLike[str]) -> str:
     Raises:
         OutputError: ``out`` holds no published snapshot.
     """
+    if url := _url(out):
+        return objstore.current_id(url)
     try:
         text = (Path(out) / CURRENT).read_text(encoding="utf-8").strip()
     except FileNotFoundError:
@@ -145,6 +165,8 @@ def snapshot_path(out: str | os.PathLike[str], snapshot: str | None = None) -> P
 
 def list_snapshots(out: str | os.PathLike[str]) -> list[str]:
     """Ids of every published snapshot in ``out``, oldest first."""
+    if url := _url(out):
+        return objstore.list_snapshots(url)
     folder = Path(out) / SNAPSHOTS
     if not folder.is_dir():
         return []
@@ -153,6 +175,8 @@ def list_snapshots(out: str | os.PathLike[str]) -> list[str]:
 
 def read_manifest(out: str | os.PathLike[str], snapshot: str | None = None) -> dict[str, Any]:
     """The manifest of a snapshot (default: the current one) as a dict."""
+    if url := _url(out):
+        return objstore.read_manifest(url, snapshot or objstore.current_id(url))
     path = snapshot_path(out, snapshot) / MANIFEST
     try:
         manifest: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
@@ -163,14 +187,23 @@ def read_manifest(out: str | os.PathLike[str], snapshot: str | None = None) -> d
 
 
 def table_files(out: str | os.PathLike[str], table: str, snapshot: str | None = None) -> list[str]:
-    """Absolute paths of a table's Parquet files, from the manifest (never a glob)."""
-    base = snapshot_path(out, snapshot)
-    manifest = read_manifest(out, base.name)
+    """Absolute paths (or URLs) of a table's Parquet files, from the manifest (never a glob)."""
+    base = snapshot_location(out, snapshot)
+    manifest = read_manifest(out, base.rstrip("/").rsplit("/", 1)[-1])
     tables = manifest["tables"]
     if table not in tables:
         msg = f"unknown table {table!r}; tables in this snapshot: {', '.join(sorted(tables))}"
         raise SnapshotError(msg)
-    return [str(base / f["path"]) for f in tables[table]["files"]]
+    return [os.path.join(base, f["path"]) for f in tables[table]["files"]]
+
+
+def snapshot_location(out: str | os.PathLike[str], snapshot: str | None = None) -> str:
+    """Folder (or URL, on object storage) of a snapshot, default the current one."""
+    if url := _url(out):
+        sid = snapshot or objstore.current_id(url)
+        objstore.read_manifest(url, sid)  # fails, naming the available ones, if missing
+        return objstore.snapshot_url(url, sid)
+    return str(snapshot_path(out, snapshot))
 
 
 def _write_durably(path: Path, text: str) -> None:

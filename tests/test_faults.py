@@ -154,13 +154,13 @@ def test_unreadable_source_files_are_rejected_by_name(
 
     monkeypatch.setattr(shard_mod, "read_file", read_file)
     with pytest.raises(RejectedFilesError) as info:
-        kpcompile.build(source, out, workers=1)
+        kpcompile.build(source, out, workers=1, full=True)  # full: no reuse of the prior snapshot
     assert info.value.errors == [
         (denied, "unreadable", f"{denied}: cannot read: Permission denied"),
         (broken, "unreadable", f"{broken}: cannot read: Input/output error"),
     ]
     _intact(out, sid)
-    r = kpcompile.build(source, out, workers=1, max_errors=2)
+    r = kpcompile.build(source, out, workers=1, max_errors=2, full=True)
     assert (r.compiled, r.rejected, r.rows) == (6, 2, 6 * 468)
 
 
@@ -176,7 +176,7 @@ def test_a_file_deleted_after_discovery(
         return real(task)
 
     monkeypatch.setattr("kpcompile.executor.compile_shard", compile_shard)
-    r = kpcompile.build(source, out, workers=1, max_errors=1)
+    r = kpcompile.build(source, out, workers=1, max_errors=1, full=True)
     assert r.errors == [(victim, "unreadable", f"{victim}: cannot read: No such file or directory")]
 
 

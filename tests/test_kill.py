@@ -102,6 +102,7 @@ def _cmd(source: Path, out: Path) -> list[str]:
         "--shard-files",
         str(SHARD_FILES),
         "--no-progress",
+        "--full",  # the same source again would otherwise reuse every shard, with no work to kill
     ]
 
 
@@ -140,7 +141,7 @@ def _check_promises(out: Path, previous: str, corpus: Corpus) -> str:
 
 
 def _rerun(out: Path, corpus: Corpus) -> str:
-    r = kpcompile.build(corpus.source, out, workers=1, shard_files=SHARD_FILES)
+    r = kpcompile.build(corpus.source, out, workers=1, shard_files=SHARD_FILES, full=True)
     assert list((out / snap.STAGING).iterdir()) == []
     assert not list(out.glob(".CURRENT.*"))
     assert snap.read_manifest(out)["tables"] == corpus.tables
