@@ -21,6 +21,12 @@ from hypothesis import strategies as st
 
 from kpcompile import ErrorCode, FormatError, parse
 
+# Documents are ~100 kB; hypothesis warns when it renders such an input's repr (for
+# its own reporting), which is noise here, not a finding.
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:Generating overly large repr:hypothesis.errors.HypothesisWarning"
+)
+
 LAYOUTS = ("faces", "in_cabin", "legacy", "documented")
 PATH = "dp/cam/key_points/face_dense_key_points.json"
 
