@@ -134,7 +134,9 @@ def build(
         try:
             prev = None if opts.full else load_previous(os.fspath(root), src.location, opts)
             results, shards, digests, linked = _run(src, opts, str(stage), prev)
-            settings = ParquetSettings(opts.compression, opts.compression_level)
+            settings = ParquetSettings(
+                opts.compression, opts.compression_level, opts.row_group_files
+            )
             sets = _sets(src, files, str(stage), settings, opts)
             errors = sorted([*(e for r in results for e in r.errors), *sets.errors])
             if len(errors) > opts.max_errors:
@@ -184,7 +186,7 @@ def _run(
 ) -> tuple[list[ShardResult], list[list[SourceFile]], list[str], int]:
     shards = plan(src.files, opts)
     digests = [shard_digest(s) for s in shards]
-    settings = ParquetSettings(opts.compression, opts.compression_level)
+    settings = _settings(opts)
     show = opts.progress if opts.progress is not None else sys.stderr.isatty()
     bar = _progress(len(src.files), show)
     linked: list[ShardResult] = []
@@ -252,6 +254,10 @@ def _sets(
         msg = "sets=True (--sets) needs a local source folder and a local output folder"
         raise OptionsError(msg)
     return compile_sets(src.root, files, stage, settings, opts.max_file_bytes)
+
+
+def _settings(opts: BuildOptions) -> ParquetSettings:
+    return ParquetSettings(opts.compression, opts.compression_level, opts.row_group_files)
 
 
 def _progress(total: int, show: bool) -> Any:

@@ -113,6 +113,13 @@ def cli() -> None:
     help="Source files per shard (one Parquet file per partition).",
 )
 @click.option(
+    "--row-group-files",
+    type=click.IntRange(min=1),
+    default=256,
+    show_default=True,
+    help="Source files per Parquet row group (x 468 rows); bounds workers' memory.",
+)
+@click.option(
     "--progress/--no-progress",
     default=None,
     help="Progress bar [default: when stderr is a terminal].",
@@ -148,6 +155,7 @@ def build(
     partition_by: str,
     compression: str,
     shard_files: int,
+    row_group_files: int,
     progress: bool | None,
     sets: bool,
     full: bool,
@@ -178,6 +186,7 @@ def build(
         partition_by=partition_by,
         compression=compression,
         shard_files=shard_files,
+        row_group_files=row_group_files,
         progress=progress,
         sets=sets,
         full=full,

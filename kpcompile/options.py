@@ -30,6 +30,9 @@ class BuildOptions:
             Parquet file per partition; between half and twice this many, with
             content-defined boundaries so incremental builds reuse shards). Not
             derived from ``workers``, so the output does not depend on the worker count.
+        row_group_files: Source files per Parquet row group of ``keypoints``
+            (x 468 rows). Workers write a row group at a time, so this, not the
+            shard size, bounds their memory.
         max_file_bytes: Larger source files are rejected as ``too_large``
             without being read; bounds each worker's memory.
         progress: Show a progress bar; ``None`` shows it when stderr is a terminal.
@@ -51,6 +54,7 @@ class BuildOptions:
     compression: str = "zstd"
     compression_level: int | None = None
     shard_files: int = 512
+    row_group_files: int = 256
     max_file_bytes: int = 64 * 1024 * 1024
     progress: bool | None = None
     sets: bool = False
@@ -71,6 +75,9 @@ class BuildOptions:
             raise OptionsError(msg)
         if self.compression not in COMPRESSIONS:
             msg = f"compression must be one of {', '.join(COMPRESSIONS)}; got {self.compression!r}"
+            raise OptionsError(msg)
+        if self.row_group_files < 1:
+            msg = f"row_group_files must be at least 1, got {self.row_group_files}"
             raise OptionsError(msg)
         if self.shard_files < 1:
             msg = f"shard_files must be at least 1, got {self.shard_files}"

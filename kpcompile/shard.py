@@ -25,8 +25,8 @@ from kpcompile.sources import Payload, SourceFile, SpoolRef, is_url, read_file
 from kpcompile.writer import (
     FILES_SCHEMA,
     KEYPOINTS_SCHEMA,
-    KeypointBuffer,
     ParquetSettings,
+    PartWriter,
     WrittenFile,
     keypoints_table,
     partition_dir,
@@ -134,7 +134,7 @@ def write_table_to(
 
 def _compile(task: ShardTask, staging: str) -> ShardResult:
     result = ShardResult(task.index)
-    rows = _Rows()
+    rows = _Rows(staging, part_name(task.index), task.settings)
     cols: dict[str, list[Any]] = {name: [] for name in FILES_SCHEMA.names}
     parts = _PreviousParts()
     for i, sf in enumerate(task.files):
@@ -198,11 +198,7 @@ def _compile(task: ShardTask, staging: str) -> ShardResult:
         result.layouts[layout] += 1
         result.versions[version or "none"] += 1
     name = part_name(task.index)
-    kp_files = []
-    for key, table in rows.tables():
-        folder = f"keypoints/{partition_dir('camera', key)}" if key else "keypoints"
-        kp_files.append(write_table(table, staging, f"{folder}/{name}", task.settings))
-    result.written["keypoints"] = kp_files
+    result.written["keypoints"] = rows.close()
     files_table = table_from_columns(cols, FILES_SCHEMA)
     result.written["files"] = [write_table(files_table, staging, f"files/{name}", task.settings)]
     return result
@@ -231,49 +227,67 @@ def remove_outputs(task: ShardTask) -> int:
 
 
 class _Rows:
-    """A shard's keypoint rows per partition, in file order: parsed files' landmarks,
-    and runs of rows copied from the previous snapshot's Parquet (incremental builds).
+    """A shard's keypoint rows per partition, in file order, written a row group at a time.
 
-    Both end in one contiguous Arrow table per partition with the same values a full
-    build computes, so the Parquet bytes are the same.
+    Rows are parsed files' landmarks, or runs of rows copied from the previous
+    snapshot's Parquet (incremental builds). Every ``row_group_files`` files of a
+    partition become one row group with the values a full build computes, at the
+    same boundaries, so the Parquet bytes are the same either way.
     """
 
-    def __init__(self) -> None:
-        self._parts: dict[str, list[Any]] = {}
-        self._fresh = KeypointBuffer()  # what a full build writes, untouched
-        self._mixed = False
+    def __init__(self, staging: str, name: str, settings: ParquetSettings) -> None:
+        self._staging, self._name, self._settings = staging, name, settings
+        self._pending: dict[str, list[Any]] = {}
+        self._count: dict[str, int] = {}
+        self._writers: dict[str, PartWriter] = {}
 
     def add(self, key: str, datapoint: str, camera: str, lm: Landmarks) -> None:
-        self._fresh.add(key, datapoint, camera, lm)
-        segs = self._parts.setdefault(key, [])
+        segs = self._pending.setdefault(key, [])
         if not segs or not isinstance(segs[-1], list):
             segs.append([])
         segs[-1].append((datapoint, camera, lm))
+        self._added(key)
 
     def add_previous(self, key: str, table: pa.Table, at: int) -> None:
-        self._mixed = True
-        segs = self._parts.setdefault(key, [])
+        segs = self._pending.setdefault(key, [])
         last = segs[-1] if segs else None
         if isinstance(last, tuple) and last[0] is table and last[2] == at:
             segs[-1] = (table, last[1], at + NUM_LANDMARKS)  # the next file of the same run
         else:
             segs.append((table, at, at + NUM_LANDMARKS))
+        self._added(key)
 
-    def tables(self) -> list[tuple[str, pa.Table]]:
-        if not self._mixed:
-            return self._fresh.tables()
-        out = []
-        for key, segs in sorted(self._parts.items()):
-            pieces = [
-                keypoints_table(s)
-                if isinstance(s, list)
-                else pa.Table.from_arrays(
-                    s[0].slice(s[1], s[2] - s[1]).columns, schema=KEYPOINTS_SCHEMA
-                )
-                for s in segs
-            ]
-            out.append((key, pa.concat_tables(pieces).combine_chunks()))
-        return out
+    def _added(self, key: str) -> None:
+        self._count[key] = self._count.get(key, 0) + 1
+        if self._count[key] >= self._settings.row_group_files:
+            self._flush(key)
+
+    def _flush(self, key: str) -> None:
+        segs = self._pending.pop(key, [])
+        self._count[key] = 0
+        if not segs:
+            return
+        pieces = [
+            keypoints_table(s)
+            if isinstance(s, list)
+            else pa.Table.from_arrays(
+                s[0].slice(s[1], s[2] - s[1]).columns, schema=KEYPOINTS_SCHEMA
+            )
+            for s in segs
+        ]
+        table = pieces[0] if len(pieces) == 1 else pa.concat_tables(pieces).combine_chunks()
+        if key not in self._writers:
+            folder = f"keypoints/{partition_dir('camera', key)}" if key else "keypoints"
+            self._writers[key] = PartWriter(
+                self._staging, f"{folder}/{self._name}", self._settings, KEYPOINTS_SCHEMA
+            )
+        self._writers[key].write(table)
+
+    def close(self) -> list[WrittenFile]:
+        """Write what is left and finish every partition's file, in partition order."""
+        for key in sorted(self._pending):
+            self._flush(key)
+        return [self._writers[key].close() for key in sorted(self._writers)]
 
 
 class _PreviousParts:

@@ -12,7 +12,7 @@ import hashlib
 import os
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -124,6 +124,8 @@ class ParquetSettings:
 
     compression: str = "zstd"
     compression_level: int | None = None
+    row_group_files: int = 256
+    """Source files per row group of ``keypoints`` (468 rows each)."""
 
 
 def partition_dir(key: str, value: str) -> str:
@@ -180,37 +182,57 @@ def _string_column(values: list[str | None]) -> pa.Array:
 def write_table(
     table: pa.Table, snapshot_dir: str, rel: str, settings: ParquetSettings
 ) -> WrittenFile:
-    """Write ``table`` to ``snapshot_dir/rel`` and return its size and SHA-256.
+    """Write ``table`` to ``snapshot_dir/rel`` as one row group; return its size and SHA-256."""
+    part = PartWriter(snapshot_dir, rel, settings, table.schema)
+    part.write(table)
+    return part.close()
+
+
+class PartWriter:
+    """One Parquet file, written a row group at a time.
 
     The file is written under a temporary name (``<rel>.tmp``, which no
-    ``*.parquet`` glob matches) and renamed once complete, so an interrupted write
-    never leaves a partial file under the final name.
+    ``*.parquet`` glob matches) and renamed by :meth:`close`, so an interrupted
+    write never leaves a partial file under the final name. Writing row group by
+    row group keeps a worker's memory to one row group, whatever the shard size.
     """
-    dest = os.path.join(snapshot_dir, rel)
-    tmp = dest + ".tmp"
-    os.makedirs(os.path.dirname(dest), exist_ok=True)
-    compression = None if settings.compression == "none" else settings.compression
-    string_cols = [
-        f.name
-        for f in table.schema
-        if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)
-    ]
-    float_cols = [f.name for f in table.schema if pa.types.is_floating(f.type)]
-    pq.write_table(
-        table,
-        tmp,
-        compression=compression,
-        compression_level=settings.compression_level,
-        use_dictionary=string_cols,
-        column_encoding=dict.fromkeys(float_cols, "BYTE_STREAM_SPLIT") or None,
-        row_group_size=max(1, table.num_rows),
-        write_statistics=True,
-        # Readers take the types from Parquet's own logical types: dictionary-encoded
-        # strings read back as plain strings.
-        store_schema=False,
-    )
-    os.replace(tmp, dest)
-    return WrittenFile(rel, table.num_rows, os.path.getsize(dest), _sha256(dest))
+
+    def __init__(
+        self, snapshot_dir: str, rel: str, settings: ParquetSettings, schema: pa.Schema
+    ) -> None:
+        self.rel = rel
+        self.dest = os.path.join(snapshot_dir, rel)
+        self.tmp = self.dest + ".tmp"
+        self.rows = 0
+        os.makedirs(os.path.dirname(self.dest), exist_ok=True)
+        compression = None if settings.compression == "none" else settings.compression
+        strings = [f.name for f in schema if pa.types.is_string(f.type)]
+        floats = [f.name for f in schema if pa.types.is_floating(f.type)]
+        self.schema = schema
+        self._writer = pq.ParquetWriter(
+            self.tmp,
+            schema,
+            compression=compression,
+            compression_level=settings.compression_level,
+            use_dictionary=strings,
+            column_encoding=dict.fromkeys(floats, "BYTE_STREAM_SPLIT") or None,
+            write_statistics=True,
+            # Readers take the types from Parquet's own logical types.
+            store_schema=False,
+        )
+
+    def write(self, table: pa.Table) -> None:
+        """Append ``table`` as one row group."""
+        if not table.schema.equals(self.schema):
+            table = table.cast(self.schema)
+        self._writer.write_table(table, row_group_size=max(1, table.num_rows))
+        self.rows += table.num_rows
+
+    def close(self) -> WrittenFile:
+        """Finish the file, give it its final name, return its size and SHA-256."""
+        self._writer.close()
+        os.replace(self.tmp, self.dest)
+        return WrittenFile(self.rel, self.rows, os.path.getsize(self.dest), _sha256(self.dest))
 
 
 def _sha256(path: str) -> str:
@@ -219,20 +241,6 @@ def _sha256(path: str) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
-
-
-@dataclass(slots=True)
-class KeypointBuffer:
-    """Landmarks of one shard, in arrival order, grouped by partition value."""
-
-    parts: dict[str, list[tuple[str, str, Landmarks]]] = field(default_factory=dict)
-
-    def add(self, partition: str, datapoint: str, camera: str, lm: Landmarks) -> None:
-        self.parts.setdefault(partition, []).append((datapoint, camera, lm))
-
-    def tables(self) -> list[tuple[str, pa.Table]]:
-        """One table per partition value, in order of the value."""
-        return [(key, keypoints_table(rows)) for key, rows in sorted(self.parts.items())]
 
 
 def keypoints_table(rows: Sequence[tuple[str, str, Landmarks]]) -> pa.Table:

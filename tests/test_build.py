@@ -195,3 +195,18 @@ def test_a_build_does_not_import_pandas_or_polars(small_dataset: Path, tmp_path:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_row_groups_bound_what_a_worker_holds(mixed_dataset: Path, tmp_path: Path) -> None:
+    one = kpcompile.build(mixed_dataset, tmp_path / "one", workers=1, shard_files=100)
+    many = kpcompile.build(
+        mixed_dataset, tmp_path / "many", workers=2, shard_files=100, row_group_files=3
+    )
+    groups = [
+        pq.ParquetFile(p).metadata.row_group(i).num_rows
+        for p in sorted((many.path / "keypoints").rglob("*.parquet"))
+        for i in range(pq.ParquetFile(p).metadata.num_row_groups)
+    ]
+    assert max(groups) == 3 * 468 and sum(groups) == 24 * 468 and len(groups) == 8
+    assert kpcompile.read(tmp_path / "many").equals(kpcompile.read(tmp_path / "one"))
+    assert one.rows == many.rows
