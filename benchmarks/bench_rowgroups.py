@@ -1,10 +1,10 @@
 """Which row-group size serves the query benchmarks best.
 
-A snapshot has one row group per Parquet file: ``--shard-files`` source files per
-shard, split by camera partition. This builds the same dataset with several shard
-sizes and times the query benchmark's four polars queries on each.
+Workers write ``keypoints`` a row group of ``--row-group-files`` source files at a
+time. This builds the same dataset with several row-group sizes and times the query
+benchmark's four polars queries on each, plus the build itself.
 
-Usage: python -m benchmarks.bench_rowgroups [--files 8000] [--shards 64 256 1024 4096]
+Usage: python -m benchmarks.bench_rowgroups [--files 8000] [--groups 32 128 256 512 1024]
 """
 
 from __future__ import annotations
@@ -56,28 +56,29 @@ def _queries(out: Path, target: str, repeat: int) -> dict[str, float]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--files", type=int, default=8000)
-    ap.add_argument("--shards", type=int, nargs="+", default=[64, 256, 1024, 4096])
+    ap.add_argument("--groups", type=int, nargs="+", default=[32, 128, 256, 512, 1024])
     ap.add_argument("--repeat", type=int, default=5)
     args = ap.parse_args()
     src = dataset(args.files)
     rows = []
-    for shard_files in args.shards:
-        out = DATA / f"rowgroups-{shard_files}"
+    for group_files in args.groups:
+        out = DATA / f"rowgroups-{group_files}"
         shutil.rmtree(out, ignore_errors=True)
-        kpcompile.build(src, out, shard_files=shard_files, workers=2)
+        built = kpcompile.build(src, out, shard_files=1024, row_group_files=group_files, workers=2)
         paths = snap.table_files(out, "keypoints")
         groups = sum(pq.ParquetFile(p).metadata.num_row_groups for p in paths)
         n_rows = kpcompile.info(out)["rows"]
         target = kpcompile.read(out, "files")["datapoint"][args.files // 3]
         timings = _queries(out, target, args.repeat)
-        rows.append([shard_files, n_rows // groups, groups, *timings.values()])
+        rows.append([group_files, n_rows // groups, groups, built.seconds, *timings.values()])
         shutil.rmtree(out, ignore_errors=True)
     print(
         table(
             [
-                "shard files",
+                "files/group",
                 "rows/group",
                 "groups",
+                "build s",
                 "visibility s",
                 "lips mean s",
                 "lookup s",
@@ -94,9 +95,10 @@ def main() -> None:
                 dict(
                     zip(
                         [
-                            "shard_files",
+                            "row_group_files",
                             "rows_per_group",
                             "groups",
+                            "build_s",
                             "visibility_s",
                             "lips_mean_s",
                             "lookup_s",

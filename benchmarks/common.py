@@ -173,7 +173,7 @@ def table(headers: list[str], rows: list[list[Any]]) -> str:
 
 def _fmt(v: Any) -> str:
     if isinstance(v, float):
-        return f"{v:,.2f}"
+        return f"{v:.4f}" if abs(v) < 1 else f"{v:,.2f}"
     if isinstance(v, int):
         return f"{v:,}"
     return str(v)
