@@ -13,6 +13,12 @@ import sys
 BENCHMARKS: list[tuple[str, list[str], list[str]]] = [
     ("benchmarks.bench_build", [], ["--sizes", "2000", "--repeat", "1"]),
     ("benchmarks.bench_query", [], ["--files", "2000", "--repeat", "1"]),
+    (
+        "benchmarks.bench_rowgroups",
+        [],
+        ["--files", "1000", "--groups", "64", "256", "--repeat", "1"],
+    ),
+    ("benchmarks.bench_incremental", [], ["--datapoints", "500"]),
 ]
 
 

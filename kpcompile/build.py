@@ -12,14 +12,15 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from kpcompile import snapshot as snap
 from kpcompile._version import __version__
-from kpcompile.errors import OptionsError, OutputError, RejectedFilesError
-from kpcompile.executor import run
+from kpcompile.errors import KpcompileError, OptionsError, OutputError, RejectedFilesError
+from kpcompile.executor import prestart, run
 from kpcompile.incremental import (
     Previous,
     chunk,
@@ -125,6 +126,22 @@ def build(
     """
     opts = BuildOptions.from_kwargs(options, kwargs)
     started = time.perf_counter()
+    # Workers forked now, before the file lists exist, do not carry them (see prestart).
+    pool = prestart(opts.resolved_workers) if opts.executor == "local" else None
+    try:
+        return _build(source, out, opts, started, pool)
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+
+
+def _build(
+    source: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    opts: BuildOptions,
+    started: float,
+    pool: ProcessPoolExecutor | None,
+) -> BuildResult:
     with open_source(source, opts.max_file_bytes) as src, snap.locked(out) as root:
         files = src.files
         # Timed under the lock, so ids sort in the order builds publish.
@@ -133,7 +150,7 @@ def build(
         stage = snap.staging_dir(root, sid)
         try:
             prev = None if opts.full else load_previous(os.fspath(root), src.location, opts)
-            results, shards, digests, linked = _run(src, opts, str(stage), prev)
+            results, shards, digests, linked = _run(src, opts, str(stage), prev, pool)
             settings = ParquetSettings(
                 opts.compression, opts.compression_level, opts.row_group_files
             )
@@ -182,7 +199,11 @@ def build(
 
 
 def _run(
-    src: Source, opts: BuildOptions, stage: str, prev: Previous | None
+    src: Source,
+    opts: BuildOptions,
+    stage: str,
+    prev: Previous | None,
+    pool: ProcessPoolExecutor | None = None,
 ) -> tuple[list[ShardResult], list[list[SourceFile]], list[str], int]:
     shards = plan(src.files, opts)
     digests = [shard_digest(s) for s in shards]
@@ -226,10 +247,17 @@ def _run(
             executor=opts.executor,
             workers=workers,
             scheduler=opts.scheduler,
+            pool=pool,
         )
     finally:
         bar.close()
-    return sorted(results + linked, key=lambda r: r.index), shards, digests, len(linked)
+    done = sorted(results + linked, key=lambda r: r.index)
+    if [r.index for r in done] != list(range(len(shards))):
+        # never publish a snapshot missing a shard, whatever an executor returned
+        missing = sorted(set(range(len(shards))) - {r.index for r in done})
+        msg = f"shards {missing[:10]} produced no result; nothing was published"
+        raise KpcompileError(msg)
+    return done, shards, digests, len(linked)
 
 
 def _to_read(

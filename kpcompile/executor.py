@@ -22,6 +22,7 @@ process behind.
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import multiprocessing
 import multiprocessing.context
@@ -55,18 +56,55 @@ def run(
     executor: str = "local",
     workers: int = 1,
     scheduler: str | None = None,
+    pool: ProcessPoolExecutor | None = None,
 ) -> list[ShardResult]:
-    """Run tasks with the named executor; results sorted by shard index."""
+    """Run tasks with the named executor; results sorted by shard index.
+
+    ``pool``: workers started by :func:`prestart`, used (and shut down) by the local executor.
+    """
     if executor == "local":
-        return run_local(list(tasks), workers, on_done)
+        return run_local(list(tasks), workers, on_done, pool=pool)
+    if pool is not None:
+        pool.shutdown()
     if executor == "dask":
         return run_dask(tasks, on_done, scheduler=scheduler, workers=workers)
     msg = f"executor must be one of {', '.join(EXECUTORS)}; got {executor!r}"
     raise OptionsError(msg)
 
 
+def prestart(workers: int) -> ProcessPoolExecutor | None:
+    """Fork the worker processes now, before the build lists its files.
+
+    Forked workers share the coordinator's memory pages and copy those they write
+    to; forked before discovery, they do not inherit the file lists at all, so their
+    memory does not grow with the dataset. ``None`` when workers are not forked
+    (one worker, or polars loaded: see the module docstring).
+    """
+    if workers < 2 or _context().get_start_method() != "fork":
+        return None
+    pool = ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=_context(),
+        initializer=_exit_with,
+        initargs=(os.getpid(),),
+    )
+    try:
+        pool.submit(int).result()  # with fork, the first submit starts every worker
+    except (BrokenProcessPool, OSError):
+        # a worker died already (killed, out of memory): the build starts its own pool later
+        log.warning("a worker process died before any shard was sent; starting new workers")
+        _kill_workers(pool)
+        pool.shutdown(wait=False, cancel_futures=True)
+        return None
+    return pool
+
+
 def run_local(
-    tasks: Sequence[ShardTask], workers: int, on_done: Callable[[ShardResult, int], None]
+    tasks: Sequence[ShardTask],
+    workers: int,
+    on_done: Callable[[ShardResult, int], None],
+    *,
+    pool: ProcessPoolExecutor | None = None,
 ) -> list[ShardResult]:
     """Run tasks in this process (``workers == 1``) or a process pool, in bounded memory.
 
@@ -85,17 +123,26 @@ def run_local(
 
     results: list[ShardResult] = []
     if workers == 1 or len(tasks) <= 1:
+        if pool is not None:
+            pool.shutdown()
         for t in tasks:
             done(compile_shard(t))
         return results
     attempts: Counter[int] = Counter()
     todo = list(tasks)
     while todo:
-        lost = _run_pool(todo, workers, done)
-        if not lost:
+        lost = _run_pool(todo, workers, done, pool)
+        pool = None  # a retry starts a new pool
+        finished = {r.index for r in results}
+        todo = [t for t in tasks if t.index not in finished]
+        if not todo:
             break
-        attempts.update(t.index for t in lost)
-        worst = max(lost, key=lambda t: (attempts[t.index], -t.index))
+        # A pool can break before it took any task (a worker killed while idle):
+        # nothing was lost then, but the rest must still run; count it against the
+        # first task left so repeated deaths still end the build.
+        blamed = lost or todo[:1]
+        attempts.update(t.index for t in blamed)
+        worst = max(blamed, key=lambda t: (attempts[t.index], -t.index))
         if attempts[worst.index] >= MAX_ATTEMPTS:
             msg = (
                 f"worker processes died {attempts[worst.index]} times while compiling shard "
@@ -103,21 +150,21 @@ def run_local(
                 "nothing was published"
             )
             raise KpcompileError(msg)
-        lost_ids = {t.index for t in lost}
         log.warning(
             "a worker process died; retrying shard%s %s",
-            "s" if len(lost) > 1 else "",
-            ", ".join(str(i) for i in sorted(lost_ids)),
+            "s" if len(blamed) > 1 else "",
+            ", ".join(str(t.index) for t in sorted(blamed, key=lambda t: t.index)),
         )
-        for t in lost:
+        for t in todo:  # whatever an unfinished attempt may have written
             remove_outputs(t)
-        finished = {r.index for r in results}
-        todo = [t for t in tasks if t.index not in finished]
     return sorted(results, key=lambda r: r.index)
 
 
 def _run_pool(
-    tasks: Sequence[ShardTask], workers: int, done: Callable[[ShardResult], None]
+    tasks: Sequence[ShardTask],
+    workers: int,
+    done: Callable[[ShardResult], None],
+    pool: ProcessPoolExecutor | None = None,
 ) -> list[ShardTask]:
     """Run ``tasks`` in one pool; return the tasks in flight when a worker died.
 
@@ -126,6 +173,24 @@ def _run_pool(
     returns, every worker of the pool has exited, so no attempt is still writing.
     """
     ctx = _context()
+    # Forked workers share the coordinator's pages until they write to them, and the
+    # garbage collector writes to every object it visits: freezing what exists now
+    # keeps the workers from copying the coordinator's file lists (measured: -40 MiB
+    # at 20,000 files, 2 workers).
+    gc.freeze()
+    try:
+        return _run_pool_frozen(tasks, workers, done, ctx, pool)
+    finally:
+        gc.unfreeze()
+
+
+def _run_pool_frozen(
+    tasks: Sequence[ShardTask],
+    workers: int,
+    done: Callable[[ShardResult], None],
+    ctx: multiprocessing.context.BaseContext,
+    started: ProcessPoolExecutor | None,
+) -> list[ShardTask]:
     pending: dict[Future[ShardResult], ShardTask] = {}
     lost: list[ShardTask] = []
     window = workers * 2
@@ -144,7 +209,7 @@ def _run_pool(
             else:
                 done(f.result())
 
-    with ProcessPoolExecutor(
+    with started or ProcessPoolExecutor(
         max_workers=min(workers, len(tasks)),
         mp_context=ctx,
         initializer=_exit_with,
