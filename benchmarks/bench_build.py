@@ -124,7 +124,7 @@ def main() -> None:
     ap.add_argument("--no-pandas", action="store_true")
     args = ap.parse_args()
     results = [
-        measure(n, args.workers, args.repeat if n <= 5000 else 1, not args.no_pandas)
+        measure(n, args.workers, args.repeat if n <= 5000 else 2, not args.no_pandas)
         for n in args.sizes
     ]
     size = samples_size()

@@ -301,11 +301,9 @@ class _PreviousParts:
         if prev.part not in self._open:
             table = read_parquet(prev.part).combine_chunks()
             starts = np.arange(0, table.num_rows, NUM_LANDMARKS)
-            keys = zip(
-                table.column("datapoint").take(starts).to_pylist(),
-                table.column("camera").take(starts).to_pylist(),
-                strict=True,
-            )
+            # scalar access, not .take(): pyarrow.compute would import pandas (0.15 s)
+            dps, cams = table.column("datapoint"), table.column("camera")
+            keys = [(dps[int(i)].as_py(), cams[int(i)].as_py()) for i in starts]
             self._open[prev.part] = (table, {k: int(s) for k, s in zip(keys, starts, strict=True)})
         table, index = self._open[prev.part]
         at = index.get((sf.datapoint, sf.camera))
@@ -318,11 +316,13 @@ class _PreviousParts:
 def read_parquet(path: str) -> pa.Table:
     """Read a Parquet file from a local path or a URL."""
     if not is_url(path):
-        return pq.read_table(path)
+        # ParquetFile, not read_table: the latter imports pyarrow.dataset and, with
+        # it, pandas (0.25 s of an incremental build)
+        return pq.ParquetFile(path).read()
     import fsspec
 
     with fsspec.open(path, "rb") as fh:
-        return pq.read_table(fh)
+        return pq.ParquetFile(fh).read()
 
 
 def _read(task: ShardTask, i: int, rel: str) -> bytes:
