@@ -20,7 +20,7 @@ from typing import Any
 from kpcompile import snapshot as snap
 from kpcompile._version import __version__
 from kpcompile.errors import KpcompileError, OptionsError, OutputError, RejectedFilesError
-from kpcompile.executor import prestart, run
+from kpcompile.executor import prestart, release, run
 from kpcompile.incremental import (
     Previous,
     chunk,
@@ -131,8 +131,7 @@ def build(
     try:
         return _build(source, out, opts, started, pool)
     finally:
-        if pool is not None:
-            pool.shutdown(cancel_futures=True)
+        release(pool)
 
 
 def _build(

@@ -64,12 +64,31 @@ def run(
     """
     if executor == "local":
         return run_local(list(tasks), workers, on_done, pool=pool)
-    if pool is not None:
-        pool.shutdown()
+    release(pool)
     if executor == "dask":
         return run_dask(tasks, on_done, scheduler=scheduler, workers=workers)
     msg = f"executor must be one of {', '.join(EXECUTORS)}; got {executor!r}"
     raise OptionsError(msg)
+
+
+def release(pool: ProcessPoolExecutor | None) -> None:
+    """Shut a pool down (see :func:`_shutdown`); ``None`` is fine."""
+    if pool is not None:
+        _shutdown(pool)
+
+
+def _shutdown(pool: ProcessPoolExecutor) -> None:
+    """Shut a pool down and wait for it, killing its workers if it breaks meanwhile.
+
+    A broken pool joins its remaining workers, which wait forever if the dead one
+    held the task queue's lock; the wait is polled instead, and the workers killed.
+    """
+    thread = getattr(pool, "_executor_manager_thread", None)  # private: defensive
+    pool.shutdown(wait=False, cancel_futures=True)
+    while thread is not None and thread.is_alive():
+        thread.join(0.2)
+        if getattr(pool, "_broken", False):
+            _kill_workers(pool)
 
 
 def prestart(workers: int) -> ProcessPoolExecutor | None:
@@ -89,7 +108,9 @@ def prestart(workers: int) -> ProcessPoolExecutor | None:
         initargs=(os.getpid(),),
     )
     try:
-        pool.submit(int).result()  # with fork, the first submit starts every worker
+        future = pool.submit(int)  # with fork, the first submit starts every worker
+        _remember(pool)
+        future.result()
     except (BrokenProcessPool, OSError):
         # a worker died already (killed, out of memory): the build starts its own pool later
         log.warning("a worker process died before any shard was sent; starting new workers")
@@ -123,8 +144,7 @@ def run_local(
 
     results: list[ShardResult] = []
     if workers == 1 or len(tasks) <= 1:
-        if pool is not None:
-            pool.shutdown()
+        release(pool)
         for t in tasks:
             done(compile_shard(t))
         return results
@@ -209,18 +229,22 @@ def _run_pool_frozen(
             else:
                 done(f.result())
 
-    with started or ProcessPoolExecutor(
+    pool = started or ProcessPoolExecutor(
         max_workers=min(workers, len(tasks)),
         mp_context=ctx,
         initializer=_exit_with,
         initargs=(os.getpid(),),
-    ) as pool:
+    )
+    try:
         queue: Iterator[ShardTask] = iter(tasks)
         submit_error: Exception | None = None  # kept for the debug log
+        broken = False
         for t in queue:
             try:
                 pending[pool.submit(compile_shard, t)] = t
+                _remember(pool)
             except BrokenProcessPool:
+                broken = True  # a worker died before this submit, maybe while idle
                 break
             except (OSError, ValueError) as exc:
                 # Starting a worker for this task failed: it raced with the pool
@@ -234,8 +258,10 @@ def _run_pool_frozen(
                     break
         while pending:
             collect(_settle(pool, pending))
-        if lost:
+        if lost or broken or getattr(pool, "_broken", False):
             _kill_workers(pool)
+    finally:
+        _shutdown(pool)
     if submit_error is not None:
         log.debug("could not start a worker process: %s", submit_error)
     return sorted(lost, key=lambda t: t.index)
@@ -274,10 +300,23 @@ def _kill_workers(pool: ProcessPoolExecutor) -> None:
     forever. No submit follows this call, so killing the workers it knows ends
     the wait (``_processes`` is private, hence the defensive access).
     """
-    processes = getattr(pool, "_processes", None) or {}
-    for proc in list(processes.values()):
+    _remember(pool)
+    for proc in list(pool.__dict__.get("_kp_workers", ())):
         with contextlib.suppress(OSError, ValueError, AttributeError):
             proc.kill()
+
+
+def _remember(pool: ProcessPoolExecutor) -> None:
+    """Note the pool's worker processes while it still lists them.
+
+    A worker killed while holding the task queue's lock leaves the others blocked
+    on it; a broken pool then joins them forever, and by that time it has already
+    dropped them from ``_processes``: remembering them lets :func:`_kill_workers`
+    end the wait.
+    """
+    known = pool.__dict__.setdefault("_kp_workers", set())
+    processes = getattr(pool, "_processes", None) or {}
+    known.update(processes.values())
 
 
 def _exit_with(coordinator: int) -> None:

@@ -57,15 +57,18 @@ def _alive(pid: int) -> bool:
 
 def _workers(main: int) -> list[int]:
     """Pool workers of a build: forked from it (the CLI's case), or from its forkserver."""
-    kids = _children(main)
-    for c in kids:
+    forked = []
+    for c in _children(main):
         try:
             with open(f"/proc/{c}/cmdline", "rb") as fh:
-                if b"forkserver" in fh.read():
-                    return _children(c)
+                cmdline = fh.read()
         except OSError:
             continue
-    return kids
+        if b"forkserver" in cmdline:
+            return _children(c)
+        if b"resource_tracker" not in cmdline:  # multiprocessing's helper, not a worker
+            forked.append(c)
+    return forked
 
 
 def _wait_gone(pids: list[int], timeout: float = 10.0) -> list[int]:
