@@ -84,10 +84,16 @@ def _shutdown(pool: ProcessPoolExecutor) -> None:
     held the task queue's lock; the wait is polled instead, and the workers killed.
     """
     thread = getattr(pool, "_executor_manager_thread", None)  # private: defensive
+    _remember(pool)
     pool.shutdown(wait=False, cancel_futures=True)
+    waited = 0.0
     while thread is not None and thread.is_alive():
         thread.join(0.2)
-        if getattr(pool, "_broken", False):
+        waited += 0.2
+        # A worker killed during shutdown does not mark the pool broken, but can
+        # leave the others blocked on the queue's lock all the same.
+        died = any((p.exitcode or 0) < 0 for p in pool.__dict__.get("_kp_workers", ()))
+        if died or waited > 30 or getattr(pool, "_broken", False):
             _kill_workers(pool)
 
 
