@@ -63,7 +63,9 @@ class _LegacyDoc(msgspec.Struct, gc=False):
 
 _OBJECT = msgspec.json.Decoder(_ObjectDoc)
 _LEGACY = msgspec.json.Decoder(_LegacyDoc)
-_DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError)
+# msgspec raises UnicodeDecodeError for invalid UTF-8 in a dict key (found by the fuzz
+# test): any failure defers to the careful path, which names it.
+_DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, ValueError)
 
 
 def parse_fast(data: bytes) -> Landmarks | None:

@@ -105,6 +105,12 @@ BAD: list[tuple[str, bytes, ErrorCode, str]] = [
         ErrorCode.INVALID_ENCODING,
         "not valid UTF-8 at byte 27",
     ),
+    (
+        "bad utf-8 in a key",
+        json.dumps(_doc()).encode().replace(b'"2": {', b'"\xb2": {', 1),
+        ErrorCode.INVALID_ENCODING,
+        "not valid UTF-8",
+    ),
     ("truncated", json.dumps(_doc()).encode()[:5000], ErrorCode.INVALID_JSON, "invalid JSON"),
     ("syntax", b'{"version": "2.0.0",}', ErrorCode.INVALID_JSON, "invalid JSON"),
     (
