@@ -150,9 +150,7 @@ def _build(
         try:
             prev = None if opts.full else load_previous(os.fspath(root), src.location, opts)
             results, shards, digests, linked = _run(src, opts, str(stage), prev, pool)
-            settings = ParquetSettings(
-                opts.compression, opts.compression_level, opts.row_group_files
-            )
+            settings = _settings(opts)
             sets = _sets(src, files, str(stage), settings, opts)
             errors = sorted([*(e for r in results for e in r.errors), *sets.errors])
             if len(errors) > opts.max_errors:

@@ -165,7 +165,12 @@ def _plain(cols: np.ndarray[Any, Any], data: bytes, keys: int) -> bool:
     """
     if not np.abs(cols).max() < _MAX_EXACT:
         return False
-    return int(np.count_nonzero(np.frombuffer(data, dtype=np.uint8) == _COLON)) == keys
+    return count_colons(data) == keys
+
+
+def count_colons(data: bytes) -> int:
+    """Number of ``:`` bytes (vectorised; ``bytes.count`` is several times slower)."""
+    return int(np.count_nonzero(np.frombuffer(data, dtype=np.uint8) == _COLON))
 
 
 def _visibility(vis: list[Any], absent: int) -> tuple[BoolArray | None, BoolArray | None]:

@@ -54,7 +54,6 @@ _MAX_EXACT_INT = 2**53
 _BIG = float(2**63)
 _BIG_INT_LITERAL = re.compile(rb"(?<![\d.eE+-])-?\d{19,}(?![\d.eE])")
 _BOM = b"\xef\xbb\xbf"
-_COLON = ord(":")
 
 
 def parse(data: bytes, path: str) -> Landmarks:
@@ -141,11 +140,6 @@ def _loc(msg: str) -> str:
     return m.group(0) if m else msg
 
 
-def count_colons(data: bytes) -> int:
-    """Number of ``:`` bytes (vectorised; ``bytes.count`` is several times slower)."""
-    return int(np.count_nonzero(np.frombuffer(data, dtype=np.uint8) == _COLON))
-
-
 def _has_duplicate_keys(data: bytes) -> str | None:
     """Return a description of the first repeated key, or ``None`` (slow; error path)."""
     found: list[str] = []
@@ -170,7 +164,7 @@ def _has_duplicate_keys(data: bytes) -> str | None:
 def _check_duplicates(data: bytes, path: str, expected_keys: int) -> None:
     # A cheap guard: the number of colons equals the number of object keys when no
     # string holds one. Only a mismatch pays for the exact check.
-    if count_colons(data) == expected_keys:
+    if fastparse.count_colons(data) == expected_keys:
         return
     dup = _has_duplicate_keys(data)
     if dup is not None:
