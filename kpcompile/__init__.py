@@ -14,7 +14,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from kpcompile._version import __version__
-from kpcompile.build import BuildResult, build
 from kpcompile.errors import (
     ErrorCode,
     FormatError,
@@ -27,12 +26,13 @@ from kpcompile.errors import (
     SourceError,
 )
 from kpcompile.options import BuildOptions
-from kpcompile.parse import SUPPORTED_VERSIONS, Landmarks, parse
-from kpcompile.shard import compile_shard
-from kpcompile.sources import SourceFile, discover
+from kpcompile.parsing import SUPPORTED_VERSIONS, Landmarks, parse
+from kpcompile.pipeline import BuildResult, build
+from kpcompile.store.history import Info, SnapshotDiff, SnapshotSummary, diff, info, snapshots
+from kpcompile.store.retention import GcResult, gc
 
 if TYPE_CHECKING:
-    from kpcompile.analytics import (
+    from kpcompile.query.analytics import (
         filter_region,
         inconsistent_3d,
         landmark_stats,
@@ -40,33 +40,32 @@ if TYPE_CHECKING:
         region_ids,
         visibility_rate,
     )
-    from kpcompile.arrays import Tensors, iter_tensors, tensors
-    from kpcompile.history import diff, snapshots
-    from kpcompile.plot import plot_face, plot_visibility
-    from kpcompile.projection import project, reprojection_error
-    from kpcompile.query import info, read, scan, sql, tables
+    from kpcompile.query.plot import plot_face, plot_visibility
+    from kpcompile.query.projection import project, reprojection_error
+    from kpcompile.query.scan import read, scan, sql, tables
+    from kpcompile.query.tensors import Tensors, iter_tensors, tensors
+    from kpcompile.store.verify import Verification, verify
 
 _LAZY = {
-    "scan": "kpcompile.query",
-    "read": "kpcompile.query",
-    "info": "kpcompile.query",
-    "sql": "kpcompile.query",
-    "tables": "kpcompile.query",
-    "region_ids": "kpcompile.analytics",
-    "filter_region": "kpcompile.analytics",
-    "landmark_stats": "kpcompile.analytics",
-    "visibility_rate": "kpcompile.analytics",
-    "nme": "kpcompile.analytics",
-    "inconsistent_3d": "kpcompile.analytics",
-    "Tensors": "kpcompile.arrays",
-    "tensors": "kpcompile.arrays",
-    "iter_tensors": "kpcompile.arrays",
-    "project": "kpcompile.projection",
-    "reprojection_error": "kpcompile.projection",
-    "plot_face": "kpcompile.plot",
-    "plot_visibility": "kpcompile.plot",
-    "snapshots": "kpcompile.history",
-    "diff": "kpcompile.history",
+    "verify": "kpcompile.store.verify",
+    "Verification": "kpcompile.store.verify",
+    "scan": "kpcompile.query.scan",
+    "read": "kpcompile.query.scan",
+    "sql": "kpcompile.query.scan",
+    "tables": "kpcompile.query.scan",
+    "region_ids": "kpcompile.query.analytics",
+    "filter_region": "kpcompile.query.analytics",
+    "landmark_stats": "kpcompile.query.analytics",
+    "visibility_rate": "kpcompile.query.analytics",
+    "nme": "kpcompile.query.analytics",
+    "inconsistent_3d": "kpcompile.query.analytics",
+    "Tensors": "kpcompile.query.tensors",
+    "tensors": "kpcompile.query.tensors",
+    "iter_tensors": "kpcompile.query.tensors",
+    "project": "kpcompile.query.projection",
+    "reprojection_error": "kpcompile.query.projection",
+    "plot_face": "kpcompile.query.plot",
+    "plot_visibility": "kpcompile.query.plot",
 }
 
 __all__ = [
@@ -75,22 +74,25 @@ __all__ = [
     "BuildResult",
     "ErrorCode",
     "FormatError",
+    "GcResult",
+    "Info",
     "KpcompileError",
     "Landmarks",
     "OptionsError",
     "OutputError",
     "QueryError",
     "RejectedFilesError",
+    "SnapshotDiff",
     "SnapshotError",
+    "SnapshotSummary",
     "SourceError",
-    "SourceFile",
     "Tensors",
+    "Verification",
     "__version__",
     "build",
-    "compile_shard",
     "diff",
-    "discover",
     "filter_region",
+    "gc",
     "inconsistent_3d",
     "info",
     "iter_tensors",
@@ -108,6 +110,7 @@ __all__ = [
     "sql",
     "tables",
     "tensors",
+    "verify",
     "visibility_rate",
 ]
 

@@ -11,7 +11,32 @@ raises :class:`FormatError` for one file, and the build records it as a row of t
 
 from __future__ import annotations
 
-from enum import StrEnum
+from collections.abc import Sequence
+from enum import IntEnum, StrEnum
+
+
+class ExitCode(IntEnum):
+    """The exit codes of the ``kpcompile`` command; see :data:`EXIT_CODE_MEANINGS`."""
+
+    OK = 0
+    BUG = 1
+    USAGE = 2
+    REJECTED = 3
+    SOURCE = 4
+    OUTPUT = 5
+    VERIFY_FAILED = 6
+
+
+EXIT_CODE_MEANINGS: dict[ExitCode, str] = {
+    ExitCode.OK: "success",
+    ExitCode.BUG: "unexpected failure: a bug, reported with its traceback",
+    ExitCode.USAGE: "usage error: unknown option, invalid value, or an invalid query",
+    ExitCode.REJECTED: "more files rejected than `--max-errors`; nothing was published",
+    ExitCode.SOURCE: "source error: SOURCE missing, unreadable, or holding no keypoint file",
+    ExitCode.OUTPUT: "output error: OUT unusable, busy, holding no snapshot, or not writable",
+    ExitCode.VERIFY_FAILED: "`verify` found a difference (each one is printed)",
+}
+"""What each exit code means (the CLI reference's table is generated from this)."""
 
 
 class ErrorCode(StrEnum):
@@ -56,25 +81,25 @@ class ErrorCode(StrEnum):
 class KpcompileError(Exception):
     """Base class of every error kpcompile raises on purpose."""
 
-    exit_code = 1
+    exit_code = ExitCode.BUG
 
 
 class OptionsError(KpcompileError, ValueError):
     """An option has an invalid value (the message names the option and valid values)."""
 
-    exit_code = 2
+    exit_code = ExitCode.USAGE
 
 
 class SourceError(KpcompileError):
     """The source cannot be used: missing, unreadable, or holding no keypoint file."""
 
-    exit_code = 4
+    exit_code = ExitCode.SOURCE
 
 
 class OutputError(KpcompileError):
     """The output folder cannot be used or written, or holds no snapshot."""
 
-    exit_code = 5
+    exit_code = ExitCode.OUTPUT
 
 
 class SnapshotError(OutputError):
@@ -84,7 +109,7 @@ class SnapshotError(OutputError):
 class QueryError(KpcompileError, ValueError):
     """A query over a snapshot is invalid (bad SQL, unknown column or region)."""
 
-    exit_code = 2
+    exit_code = ExitCode.USAGE
 
 
 class FormatError(KpcompileError):
@@ -102,6 +127,9 @@ class FormatError(KpcompileError):
         self.reason = reason
         super().__init__(f"{path}: {reason}")
 
+    def __reduce__(self) -> tuple[type[FormatError], tuple[ErrorCode, str, str]]:
+        return (FormatError, (self.code, self.path, self.reason))
+
 
 class RejectedFilesError(KpcompileError):
     """More files were rejected than ``max_errors`` allows; nothing was published.
@@ -111,10 +139,10 @@ class RejectedFilesError(KpcompileError):
         max_errors: The budget that was exceeded.
     """
 
-    exit_code = 3
+    exit_code = ExitCode.REJECTED
 
-    def __init__(self, errors: list[tuple[str, str, str]], max_errors: int) -> None:
-        self.errors = errors
+    def __init__(self, errors: Sequence[tuple[str, str, str]], max_errors: int) -> None:
+        self.errors = list(errors)
         self.max_errors = max_errors
         n = len(errors)
         super().__init__(

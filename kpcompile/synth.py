@@ -24,7 +24,7 @@ import numpy as np
 import numpy.typing as npt
 
 from kpcompile.errors import OptionsError
-from kpcompile.landmarks import CANONICAL_FACE
+from kpcompile.query.landmarks import CANONICAL_FACE
 
 SYNTH_LAYOUTS: tuple[str, ...] = ("faces", "in_cabin", "legacy", "documented", "mixed")
 IN_CABIN_CAMERAS = (
@@ -51,6 +51,7 @@ class SynthResult:
     landmark_files: int
     files: int
     bytes: int
+    root: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,7 +115,7 @@ def synth(
                 counts[1] += 1
                 counts[2] += len(data)
             counts[0] += 1
-    return SynthResult(*counts)
+    return SynthResult(counts[0], counts[1], counts[2], os.fspath(out))
 
 
 def _plan(n: int, layout: str) -> Iterator[tuple[int, str, str]]:

@@ -15,9 +15,9 @@ import pytest
 
 import kpcompile
 from kpcompile import ErrorCode
+from kpcompile.store.verify import verify
 from kpcompile.synth import synth
-from kpcompile.verify import verify
-from tests.test_parse import BAD, _doc
+from tests.parsing.test_parse import BAD, _doc
 
 DENSE = "key_points/face_dense_key_points.json"
 HUNDRED_MB = 100 * 1000 * 1000

@@ -1,0 +1,77 @@
+"""Split discovered files into shards, with boundaries that survive a growing dataset.
+
+Shard boundaries are *content-defined*: in output order, a file starts a new shard
+when a hash of its path is 0 modulo ``shard_files`` (and a shard that reaches
+``2 x shard_files`` files is cut there). Whether a file starts a shard depends on
+its path alone, not on its position, so adding or removing files only changes the
+shard where that happens (and, rarely, the next one after a size cut); every other
+shard holds exactly the same files as before, and an incremental build reuses it
+(:mod:`kpcompile.compile.incremental`). No minimum size: a minimum would make a
+boundary depend on the previous one, and one insertion could shift many.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import zlib
+from collections.abc import Sequence
+
+from kpcompile.ingest import SourceFile
+
+
+def plan(
+    files: Sequence[SourceFile], shard_files: int, partition_by: str
+) -> list[list[SourceFile]]:
+    """Split the files into shards in output order (by partition, then datapoint).
+
+    Example:
+        >>> files = [SourceFile(f"dp{i:03d}", "cam", f"dp{i:03d}/cam/x.json") for i in range(100)]
+        >>> sum(len(s) for s in plan(files, 10, "camera"))
+        100
+    """
+    ordered = sorted(files, key=lambda f: order_key(f, partition_by))
+    return chunk(ordered, shard_files, partition_by)
+
+
+def chunk(
+    ordered: Sequence[SourceFile], target: int, partition: str = "none"
+) -> list[list[SourceFile]]:
+    """Split files (in output order) into shards of ``target`` files on average.
+
+    With ``partition="camera"`` a shard also ends where the camera changes, so files
+    appended to one camera's run never change the next camera's first shard.
+    """
+    if target <= 1:
+        return [[f] for f in ordered]
+    high = 2 * target
+    shards: list[list[SourceFile]] = []
+    current: list[SourceFile] = []
+    by_camera = partition == "camera"
+    for f in ordered:
+        if current and (
+            len(current) >= high
+            or zlib.crc32(f.path.encode()) % target == 0
+            or (by_camera and f.camera != current[-1].camera)
+        ):
+            shards.append(current)
+            current = []
+        current.append(f)
+    if current:
+        shards.append(current)
+    return shards
+
+
+def shard_digest(files: Sequence[SourceFile]) -> str:
+    """Identity of a shard's input: every file's names, size, mtime and duplicate marker."""
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f"{f.datapoint}\0{f.camera}\0{f.path}\0{f.size}\0{f.mtime_ns}\0".encode())
+        h.update(f"{f.duplicate_of}\n".encode())
+    return h.hexdigest()
+
+
+def order_key(f: SourceFile, partition_by: str) -> list[str]:
+    """A file's place in output order (what shards are sorted by)."""
+    if partition_by == "camera":
+        return [f.camera, f.datapoint, f.path]
+    return [f.datapoint, f.camera, f.path]

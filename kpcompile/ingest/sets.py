@@ -1,0 +1,90 @@
+"""Which files of a camera folder hold the other keypoint sets and its camera (``--sets``).
+
+=================  ==========================================================  ============
+table              source (first one found)                                    ``part``
+=================  ==========================================================  ============
+``face_standard``  ``key_points/face_standard_key_points.json`` (``face.standard``,  null
+                   68 points, ids ``"01".."68"`` or ``"1".."68"``), else the
+                   early export's ``standard_keypoints.json`` (three maps), else
+                   ``key_points/all_key_points.json`` (``face.standard``)
+``head``           ``key_points/head_key_points.json`` (``head.<part>["1"..]``),  ``top``,
+                   else ``all_key_points.json`` (``head``)                      ``left``, ...
+``ears``           ``key_points/ears_key_points.json`` (``ears.<part>["0"..]``),  ``left``,
+                   else ``all_key_points.json`` (``ear``)                       ``right``
+``cameras``        ``camera_metadata.json`` beside ``key_points/``               --
+=================  ==========================================================  ============
+
+Only camera folders that hold a landmark file (:mod:`kpcompile.ingest.discover`)
+are looked at; a missing set file is not an error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from kpcompile.ingest.discover import FALLBACK_NAME, KEYPOINT_DIR, SourceFile, camera_folder
+
+CAMERA_METADATA = "camera_metadata.json"
+# table -> (file in key_points/, key of its document, key of the same set in all_key_points.json)
+_SET_FILES: dict[str, tuple[str, str, str]] = {
+    "face_standard": ("face_standard_key_points.json", "face.standard", "face.standard"),
+    "head": ("head_key_points.json", "head", "head"),
+    "ears": ("ears_key_points.json", "ears", "ear"),
+}
+_LEGACY_STANDARD = "standard_keypoints.json"
+SET_NAMES: frozenset[str] = frozenset(
+    {*(v[0] for v in _SET_FILES.values()), _LEGACY_STANDARD, FALLBACK_NAME, CAMERA_METADATA}
+)
+"""Base names of every file the ``--sets`` tables are read from."""
+
+
+@dataclass(frozen=True, slots=True)
+class SetSource:
+    """Where one table's rows for one camera folder come from.
+
+    ``key`` is where the set sits in the document (``face.standard``, ``head``,
+    ``ears``, ``ear``, ``legacy`` for the early export's maps, ``""`` for a camera).
+    """
+
+    table: str
+    datapoint: str
+    camera: str
+    path: str
+    key: str
+
+
+def discover_sets(listed: Iterable[str], files: Sequence[SourceFile]) -> list[SetSource]:
+    """The set files of every camera folder of ``files``, among the ``listed`` paths; sorted.
+
+    Example:
+        >>> f = SourceFile("dp", "cam", "dp/cam/key_points/face_dense_key_points.json")
+        >>> [s.table for s in discover_sets(["dp/cam/camera_metadata.json"], [f])]
+        ['cameras']
+    """
+    exists = set(listed)
+    found: list[SetSource] = []
+    seen: set[str] = set()
+    for sf in files:
+        folder = camera_folder(sf.path)
+        if folder in seen:
+            continue
+        seen.add(folder)
+        kp = _join(folder, KEYPOINT_DIR)
+        for table, (name, key, all_key) in _SET_FILES.items():
+            candidates = [(_join(kp, name), key)]
+            if table == "face_standard":
+                candidates.append((_join(folder, _LEGACY_STANDARD), "legacy"))
+            candidates.append((_join(kp, FALLBACK_NAME), all_key))
+            rel, k = next(((r, k) for r, k in candidates if r in exists), ("", ""))
+            if rel:
+                found.append(SetSource(table, sf.datapoint, sf.camera, rel, k))
+        meta = _join(folder, CAMERA_METADATA)
+        if meta in exists:
+            found.append(SetSource("cameras", sf.datapoint, sf.camera, meta, ""))
+    found.sort(key=lambda s: (s.table, s.datapoint, s.camera, s.path))
+    return found
+
+
+def _join(folder: str, name: str) -> str:
+    return f"{folder}/{name}" if folder else name

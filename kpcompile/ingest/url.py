@@ -1,0 +1,89 @@
+"""A dataset under a URL: an object-store prefix (``s3://bucket/dataset``) or any fsspec URL.
+
+Credentials and endpoint come from the environment (``AWS_ACCESS_KEY_ID``,
+``AWS_ENDPOINT_URL``, ...), as the client library reads them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+from pathlib import PurePosixPath
+from typing import Any
+
+from kpcompile.errors import FormatError, SourceError
+from kpcompile.ingest.base import Entry, Source, too_large, unreadable
+
+
+def filesystem(url: str) -> tuple[Any, str]:
+    """The fsspec filesystem of ``url`` and the path within it (no trailing slash)."""
+    import fsspec
+
+    fs, path = fsspec.core.url_to_fs(url)
+    return fs, str(path).rstrip("/")
+
+
+class UrlSource(Source):
+    """Files under an fsspec URL, listed with one recursive listing."""
+
+    kind = "url"
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url, PurePosixPath(url.rstrip("/")).name)
+        try:
+            fs, self._path = filesystem(url)
+            if not fs.isdir(self._path):
+                what = "does not exist" if not fs.exists(self._path) else "is not a folder"
+                msg = f"source {url!r} {what}"
+                raise SourceError(msg)
+        except SourceError:
+            raise
+        except Exception as exc:
+            msg = f"cannot list source {url!r}: {type(exc).__name__}: {exc}"
+            raise SourceError(msg) from None
+
+    def list(self, names: frozenset[str]) -> Iterable[Entry]:
+        try:
+            fs, path = filesystem(self.location)
+            listing = fs.find(path, detail=True, withdirs=False)
+        except Exception as exc:
+            msg = f"cannot list source {self.location!r}: {type(exc).__name__}: {exc}"
+            raise SourceError(msg) from None
+        for name, meta in listing.items():
+            rel = name[len(path) :].lstrip("/")
+            if rel.rsplit("/", 1)[-1] not in names:
+                continue
+            size = int(meta.get("size") or 0) if meta.get("type", "file") == "file" else -1
+            yield Entry(rel, size, mtime_ns(meta))
+
+    def read(self, rel: str, max_bytes: int) -> bytes:
+        import fsspec
+
+        try:
+            with fsspec.open(f"{self.location.rstrip('/')}/{rel}", "rb") as fh:
+                size = fh.size
+                if size is not None and size > max_bytes:
+                    raise too_large(rel, size, max_bytes)
+                data: bytes = fh.read(max_bytes + 1)
+        except FormatError:
+            raise
+        except OSError as exc:
+            raise unreadable(rel, exc.strerror or str(exc)) from None
+        except Exception as exc:  # a client library's own error type
+            raise unreadable(rel, f"{type(exc).__name__}: {exc}") from None
+        if len(data) > max_bytes:
+            raise too_large(rel, len(data), max_bytes)
+        return data
+
+
+def mtime_ns(meta: dict[str, Any]) -> int:
+    """Modification time from an fsspec listing, whatever the backend calls it."""
+    for key in ("LastModified", "last_modified", "mtime", "created"):
+        value = meta.get(key)
+        if isinstance(value, dt.datetime):
+            if value.tzinfo is None:
+                value = value.replace(tzinfo=dt.UTC)
+            return int(value.timestamp()) * 1_000_000_000 + value.microsecond * 1000
+        if isinstance(value, int | float):
+            return int(value * 1_000_000_000)
+    return 0

@@ -1,0 +1,368 @@
+"""The whole pipeline in one call: ingest → parse → compile → publish.
+
+:func:`build` opens the source (:mod:`kpcompile.ingest`) and the store
+(:mod:`kpcompile.store`), plans shards and runs the workers
+(:mod:`kpcompile.compile`), checks the error budget and publishes. The
+coordinating process only lists files, hands out shards and assembles the
+manifest; workers write the Parquet files.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from kpcompile._version import __version__
+from kpcompile.compile.executor import prestart, release, run
+from kpcompile.compile.incremental import Previous, previous_of, reuse_shard, shard_record
+from kpcompile.compile.plan import plan, shard_digest
+from kpcompile.compile.sets import SetsResult, compile_sets
+from kpcompile.compile.stage import Stage
+from kpcompile.compile.worker import PreviousFile, ShardResult, ShardTask
+from kpcompile.compile.writer import ParquetSettings, table_from_columns, write_table
+from kpcompile.errors import KpcompileError, OutputError, RejectedFilesError
+from kpcompile.ingest import Source, SourceFile, open_source
+from kpcompile.ingest.discover import LANDMARK_NAMES, select
+from kpcompile.ingest.sets import SET_NAMES, discover_sets
+from kpcompile.manifest import (
+    FORMAT,
+    Column,
+    Counts,
+    ErrorRow,
+    FileEntry,
+    Manifest,
+    SourceInfo,
+    TableEntry,
+    Tool,
+)
+from kpcompile.options import BuildOptions, recorded
+from kpcompile.schema import ERRORS_SCHEMA, SCHEMAS
+from kpcompile.store import Store, open_store
+from kpcompile.store.base import new_snapshot_id
+
+
+@dataclass(frozen=True, slots=True)
+class BuildResult:
+    """The outcome of a published build.
+
+    Attributes:
+        snapshot_id: Id of the new current snapshot.
+        path: Its folder (or URL).
+        discovered: Source files found.
+        compiled: Files whose landmarks are in ``keypoints``.
+        rejected: Files listed in ``errors``.
+        rows: Rows of ``keypoints`` (468 per compiled file).
+        errors: ``(path, code, message)`` of each rejected file.
+        seconds: Wall time of the build.
+        base: The snapshot an incremental build reused, ``None`` for a full build.
+        shards: Shards of the snapshot.
+        reused_shards: Shards linked unchanged from ``base``.
+        parsed: Files parsed from JSON.
+        reused_files: Files whose landmarks came from ``base`` instead of their JSON.
+    """
+
+    snapshot_id: str
+    path: str
+    discovered: int
+    compiled: int
+    rejected: int
+    rows: int
+    errors: list[ErrorRow]
+    seconds: float
+    base: str | None = None
+    shards: int = 0
+    reused_shards: int = 0
+    parsed: int = 0
+    reused_files: int = 0
+
+
+@dataclass(slots=True)
+class _Run:
+    """What the workers produced: one result per shard, with its input."""
+
+    results: list[ShardResult]
+    shards: list[list[SourceFile]]
+    digests: list[str]
+    linked: int
+    base: str | None = None
+    sets: SetsResult = field(default_factory=SetsResult)
+
+
+def build(
+    source: str | os.PathLike[str],
+    out: str | os.PathLike[str] | Store,
+    *,
+    options: BuildOptions | None = None,
+    **kwargs: Any,
+) -> BuildResult:
+    """Compile every keypoint file under ``source`` into a new snapshot in ``out``.
+
+    Args:
+        source: Dataset folder, archive (``.tar``, ``.tar.gz``, ``.tgz``, ``.zip``)
+            or URL (``s3://bucket/prefix``, ``s3://bucket/dataset.tar.gz``).
+        out: Output folder or URL; created if missing. Its current snapshot changes
+            only if the build succeeds. When it holds a snapshot of the same source
+            built with the same output options, unchanged shards and files are
+            reused (``full=True`` compiles everything again).
+        options: Build options; keyword arguments override its fields
+            (``workers=``, ``max_errors=``, ``partition_by=``, ...).
+
+    Returns:
+        What was published.
+
+    Raises:
+        OptionsError: An option has an invalid value.
+        SourceError: The source is missing, unreadable or holds no keypoint file.
+        RejectedFilesError: More files were rejected than ``max_errors``.
+        OutputError: ``out`` cannot be written or another build holds it.
+
+    Example:
+        >>> import kpcompile
+        >>> r = kpcompile.build("dataset", "compiled", workers=2)  # doctest: +SKIP
+        >>> r.rows == 468 * r.compiled  # doctest: +SKIP
+        True
+    """
+    opts = BuildOptions.from_kwargs(options, kwargs)
+    started = time.perf_counter()
+    # Workers forked now, before the file lists exist, do not carry them (see prestart).
+    pool = prestart(opts.resolved_workers) if opts.executor == "local" else None
+    try:
+        return _build(source, open_store(out), opts, started, pool)
+    finally:
+        release(pool)
+
+
+def _build(
+    source: str | os.PathLike[str], store: Store, opts: BuildOptions, started: float, pool: Any
+) -> BuildResult:
+    names = LANDMARK_NAMES | SET_NAMES if opts.sets else LANDMARK_NAMES
+    with open_source(source, max_file_bytes=opts.max_file_bytes, names=names) as src:
+        listing = list(src.list(names))
+        files = select(listing, src.name, src.location)
+        with store.lock():
+            # Timed under the lock, so ids sort in the order builds publish.
+            created = dt.datetime.now(dt.UTC)
+            stage = store.stage(new_snapshot_id(created))
+            try:
+                run_ = _compile(src, files, listing, store, stage, opts, pool)
+                manifest = _publishable(run_, src, files, stage, opts, created)
+                path = store.publish(stage, manifest)
+            except OSError as exc:
+                store.discard(stage)
+                where = f" ({exc.filename})" if exc.filename else ""
+                msg = (
+                    f"cannot write the snapshot in {store.location!r}: "
+                    f"{exc.strerror or exc}{where}; nothing was published"
+                )
+                raise OutputError(msg) from exc
+            except BaseException:
+                store.discard(stage)
+                raise
+    return _result(manifest, path, run_, started)
+
+
+def _compile(
+    src: Source,
+    files: list[SourceFile],
+    listing: list[Any],
+    store: Store,
+    stage: Stage,
+    opts: BuildOptions,
+    pool: Any,
+) -> _Run:
+    prev = None if opts.full else _previous(store, src, opts, stage)
+    run_ = _run(src, files, opts, stage, prev, pool)
+    if opts.sets:
+        found = discover_sets((e.path for e in listing), files)
+        settings = ParquetSettings.of(opts)
+        run_.sets = compile_sets(src, found, stage, settings, opts.max_file_bytes)
+    return run_
+
+
+def _previous(store: Store, src: Source, opts: BuildOptions, stage: Stage) -> Previous | None:
+    """The current snapshot of the store, if an incremental build may reuse it."""
+    try:
+        manifest = store.manifest()
+    except KpcompileError:
+        return None
+    return Previous.of(manifest, src.location, opts, stage)
+
+
+def _run(
+    src: Source,
+    files: list[SourceFile],
+    opts: BuildOptions,
+    stage: Stage,
+    prev: Previous | None,
+    pool: Any,
+) -> _Run:
+    shards = plan(files, opts.shard_files, opts.partition_by)
+    digests = [shard_digest(s) for s in shards]
+    settings = ParquetSettings.of(opts)
+    bar = _progress(len(files), opts.progress)
+    linked: list[ShardResult] = []
+    # previous rows of the files of changed shards (None: new file, or full build)
+    previous: dict[int, tuple[PreviousFile | None, ...] | None] = {}
+    if prev is not None:
+        for i, shard in enumerate(shards):
+            if digests[i] not in prev.shards:
+                previous[i] = previous_of(prev, shard, opts.partition_by)
+    local = opts.executor == "local"
+
+    def tasks() -> Iterator[ShardTask]:
+        for i, shard in enumerate(shards):
+            reused = reuse_shard(prev, digests[i], i, stage)
+            if reused is not None:
+                linked.append(reused)
+                bar.update(len(shard))
+                continue
+            portable = src.portable([f.path for f in shard], local=local)
+            yield ShardTask(
+                i, tuple(shard), portable, stage, opts.partition_by, settings,
+                opts.max_file_bytes, previous=previous.get(i),
+            )  # fmt: skip
+
+    workers = opts.resolved_workers
+    if prev is not None and _to_read(shards, previous) <= opts.shard_files:
+        workers = 1  # less than one shard to read: starting worker processes costs more
+    try:
+        results = run(
+            tasks(),
+            lambda _r, n: bar.update(n),
+            executor=opts.executor,
+            workers=workers,
+            scheduler=opts.scheduler,
+            pool=pool,
+        )
+    finally:
+        bar.close()
+    done = sorted(results + linked, key=lambda r: r.index)
+    if [r.index for r in done] != list(range(len(shards))):
+        # never publish a snapshot missing a shard, whatever an executor returned
+        missing = sorted(set(range(len(shards))) - {r.index for r in done})
+        msg = f"shards {missing[:10]} produced no result; nothing was published"
+        raise KpcompileError(msg)
+    return _Run(done, shards, digests, len(linked), prev.snapshot if prev is not None else None)
+
+
+def _to_read(
+    shards: list[list[SourceFile]], previous: dict[int, tuple[PreviousFile | None, ...] | None]
+) -> int:
+    """Files an incremental build has to read: new or changed ones, in changed shards."""
+    count = 0
+    for i, rows in previous.items():
+        for j, f in enumerate(shards[i]):
+            p = rows[j] if rows is not None else None
+            count += p is None or (p.size, p.mtime_ns) != (f.size, f.mtime_ns)
+    return count
+
+
+def _progress(total: int, show: bool | None) -> Any:
+    from tqdm import tqdm
+
+    visible = show if show is not None else sys.stderr.isatty()
+    return tqdm(total=total, unit="file", disable=not visible, file=sys.stderr, dynamic_ncols=True)
+
+
+def _publishable(
+    run_: _Run,
+    src: Source,
+    files: list[SourceFile],
+    stage: Stage,
+    opts: BuildOptions,
+    created: dt.datetime,
+) -> Manifest:
+    """Check the error budget, write the errors table, and assemble the manifest."""
+    errors = sorted([*(e for r in run_.results for e in r.errors), *run_.sets.errors])
+    if len(errors) > opts.max_errors:
+        raise RejectedFilesError(errors, opts.max_errors)
+    columns = {name: [e[k] for e in errors] for k, name in enumerate(ERRORS_SCHEMA.names)}
+    with stage.writing() as folder:
+        table = table_from_columns(columns, ERRORS_SCHEMA)
+        err_file = write_table(table, folder, "errors/part-00000.parquet", ParquetSettings.of(opts))
+    return _manifest(run_, src, files, err_file, opts, stage.snapshot, created)
+
+
+def _manifest(
+    run_: _Run,
+    src: Source,
+    files: list[SourceFile],
+    err_file: FileEntry,
+    opts: BuildOptions,
+    sid: str,
+    created: dt.datetime,
+) -> Manifest:
+    results = run_.results
+    layouts: Counter[str] = Counter()
+    versions: Counter[str] = Counter()
+    written: dict[str, list[FileEntry]] = {"keypoints": [], "files": [], "errors": [err_file]}
+    for r in results:
+        layouts.update(r.layouts)
+        versions.update(r.versions)
+        for table, items in r.written.items():
+            written[table].extend(items)
+    written.update(run_.sets.written)
+    tables = {name: _table(name, items, opts) for name, items in written.items()}
+    counts = Counts(
+        files=len(files),
+        compiled=sum(r.compiled for r in results),
+        rejected=sum(len(r.errors) for r in results),
+        rows=sum(r.rows for r in results),
+        visible=sum(r.visible for r in results),
+        sets_rejected=len(run_.sets.errors),
+    )
+    source_bytes = sum(r.source_bytes for r in results) + run_.sets.source_bytes
+    return Manifest(
+        format=FORMAT,
+        snapshot=sid,
+        created_at=created.isoformat(timespec="seconds").replace("+00:00", "Z"),
+        tool=Tool("kpcompile", __version__),
+        source=SourceInfo(src.location, len(files), source_bytes),
+        options=recorded(opts),
+        counts=counts,
+        layouts=dict(sorted(layouts.items())),
+        versions=dict(sorted(versions.items())),
+        output_bytes=sum(t.bytes for t in tables.values()),
+        tables=tables,
+        shards=[
+            shard_record(r, run_.shards[r.index], run_.digests[r.index], opts.partition_by)
+            for r in results
+        ],
+    )
+
+
+def _table(name: str, items: list[FileEntry], opts: BuildOptions) -> TableEntry:
+    items = sorted(items, key=lambda w: w.path)
+    return TableEntry(
+        rows=sum(w.rows for w in items),
+        bytes=sum(w.bytes for w in items),
+        partition_by=opts.partition_by if name == "keypoints" else "none",
+        schema=[Column(f.name, str(f.type), f.nullable) for f in SCHEMAS[name]],
+        files=items,
+    )
+
+
+def _result(manifest: Manifest, path: str, run_: _Run, started: float) -> BuildResult:
+    c = manifest.counts
+    errors = sorted([*(e for r in run_.results for e in r.errors), *run_.sets.errors])
+    return BuildResult(
+        manifest.snapshot,
+        path,
+        c.files,
+        c.compiled,
+        c.rejected,
+        c.rows,
+        errors,
+        time.perf_counter() - started,
+        base=run_.base,
+        shards=len(run_.results),
+        reused_shards=run_.linked,
+        parsed=sum(r.parsed for r in run_.results),
+        reused_files=sum(r.reused for r in run_.results),
+    )

@@ -1,0 +1,9 @@
+"""Query, the last stage: read snapshots with polars, SQL, tensors and pictures.
+
+:mod:`~kpcompile.query.scan` (``scan``, ``read``, ``sql``), analytics over
+landmarks (:mod:`~kpcompile.query.analytics`), tensors for feature pipelines
+(:mod:`~kpcompile.query.tensors`), camera projection
+(:mod:`~kpcompile.query.projection`), pictures (:mod:`~kpcompile.query.plot`) and
+the MediaPipe landmark metadata (:mod:`~kpcompile.query.landmarks`). Nothing here
+is imported by a build: this package imports polars.
+"""

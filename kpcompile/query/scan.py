@@ -1,0 +1,173 @@
+"""Read compiled snapshots with polars: ``scan_*`` is lazy, ``read_*`` is eager.
+
+Readers resolve ``CURRENT`` once and then read only the files the snapshot's
+manifest lists, so a build publishing meanwhile never mixes two snapshots.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Literal, overload
+
+import polars as pl
+
+from kpcompile.errors import QueryError
+from kpcompile.schema import SCHEMAS
+from kpcompile.store import Store, open_store
+
+TABLES: tuple[str, ...] = tuple(SCHEMAS)
+Out = str | os.PathLike[str] | Store
+RESULT_FORMATS: tuple[str, ...] = ("table", "csv", "json", "parquet")
+
+
+def scan(out: Out, table: str = "keypoints", *, snapshot: str | None = None) -> pl.LazyFrame:
+    """Lazily scan a table of a snapshot (default: the current one).
+
+    Args:
+        out: Output folder or URL of ``kpcompile build``.
+        table: ``keypoints``, ``files``, ``errors``, or with ``--sets`` builds
+            ``face_standard``, ``head``, ``ears``, ``cameras``.
+        snapshot: A snapshot id; ``None`` for the current snapshot.
+
+    Example:
+        >>> import kpcompile, polars as pl
+        >>> (kpcompile.scan("compiled")
+        ...     .group_by("kp_id").agg(pl.col("visible").mean())
+        ...     .collect())  # doctest: +SKIP
+    """
+    store = open_store(out)
+    manifest = store.manifest(snapshot)
+    rels = [f.path for f in manifest.table(table).files]
+    if not rels:
+        return pl.LazyFrame(schema=pl.DataFrame(SCHEMAS[table].empty_table()).schema)
+    return store.scan_parquet(manifest.snapshot, table, rels)
+
+
+def table_uris(out: Out, table: str = "keypoints", *, snapshot: str | None = None) -> list[str]:
+    """Paths (or URLs) of a table's Parquet files, from the snapshot's manifest (never a glob)."""
+    store = open_store(out)
+    manifest = store.manifest(snapshot)
+    return [store.uri(manifest.snapshot, f.path) for f in manifest.table(table).files]
+
+
+def read(out: Out, table: str = "keypoints", *, snapshot: str | None = None) -> pl.DataFrame:
+    """Eager :func:`scan`."""
+    return scan(out, table, snapshot=snapshot).collect()
+
+
+def tables(out: Out, *, snapshot: str | None = None) -> list[str]:
+    """Names of the tables a snapshot holds (from its manifest).
+
+    Example:
+        >>> kpcompile.tables("compiled")  # doctest: +SKIP
+        ['errors', 'files', 'keypoints']
+    """
+    return sorted(open_store(out).manifest(snapshot).tables)
+
+
+@overload
+def sql(
+    out: Out,
+    query: str,
+    *,
+    eager: Literal[True] = ...,
+    snapshot: str | None = None,
+) -> pl.DataFrame: ...
+
+
+@overload
+def sql(
+    out: Out,
+    query: str,
+    *,
+    eager: Literal[False],
+    snapshot: str | None = None,
+) -> pl.LazyFrame: ...
+
+
+def sql(
+    out: Out,
+    query: str,
+    *,
+    eager: bool = True,
+    snapshot: str | None = None,
+) -> pl.DataFrame | pl.LazyFrame:
+    """Run SQL over every table of a snapshot (polars ``SQLContext``).
+
+    Each table of the snapshot is registered under its name (``keypoints``,
+    ``files``, ``errors``, and with ``--sets`` ``face_standard``, ``head``,
+    ``ears``, ``cameras``). ``CURRENT`` is read once, so all tables come from the
+    same snapshot even if a build publishes meanwhile.
+
+    Args:
+        out: Output folder of ``kpcompile build``.
+        query: A polars SQL query.
+        eager: Return a DataFrame (default) or a LazyFrame.
+        snapshot: A snapshot id; ``None`` for the current snapshot.
+
+    Raises:
+        QueryError: The query is not valid SQL for these tables.
+
+    Example:
+        >>> kpcompile.sql("compiled", "SELECT camera, avg(visible::int) AS rate "
+        ...               "FROM keypoints GROUP BY camera")  # doctest: +SKIP
+    """
+    store = open_store(out)
+    manifest = store.manifest(snapshot)
+    frames = {
+        name: scan(store, name, snapshot=manifest.snapshot) for name in sorted(manifest.tables)
+    }
+    ctx = pl.SQLContext(frames)
+    try:
+        lf = ctx.execute(query, eager=False)
+        return lf.collect() if eager else lf
+    except (pl.exceptions.SQLInterfaceError, pl.exceptions.SQLSyntaxError) as exc:
+        msg = f"invalid query: {exc}"
+        raise QueryError(msg) from None
+    except (pl.exceptions.ColumnNotFoundError, pl.exceptions.InvalidOperationError) as exc:
+        msg = f"query failed: {str(exc).splitlines()[0]}"
+        raise QueryError(msg) from None
+
+
+def write_result(
+    out: Out,
+    query: str,
+    *,
+    fmt: str = "table",
+    output: str | os.PathLike[str] | None = None,
+    snapshot: str | None = None,
+) -> str | None:
+    """Run :func:`sql` and render the result as ``table``, ``csv``, ``json`` or ``parquet``.
+
+    Writes to ``output`` when given (required for ``parquet``) and returns None;
+    otherwise returns the text. ``json`` is a list of row objects.
+
+    Example:
+        >>> print(write_result("compiled", "SELECT count(*) AS n FROM files", fmt="csv"))
+        ... # doctest: +SKIP
+        n
+        24
+    """
+    if fmt not in RESULT_FORMATS:
+        msg = f"format must be one of {', '.join(RESULT_FORMATS)}; got {fmt!r}"
+        raise QueryError(msg)
+    df = sql(out, query, snapshot=snapshot)
+    if fmt == "parquet":
+        if output is None:
+            msg = "the parquet format needs an output file (-o FILE)"
+            raise QueryError(msg)
+        df.write_parquet(os.fspath(output))
+        return None
+    if fmt == "csv":
+        text = df.write_csv()
+    elif fmt == "json":
+        text = json.dumps(df.to_dicts(), indent=2, default=str)
+    else:
+        with pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_width_chars=200, fmt_str_lengths=80):
+            text = str(df)
+    if output is not None:
+        with open(output, "w", encoding="utf-8") as fh:
+            fh.write(text if text.endswith("\n") else text + "\n")
+        return None
+    return text.rstrip("\n")

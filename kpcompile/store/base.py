@@ -1,0 +1,146 @@
+"""The one interface of the snapshot store, whatever holds it (a folder, an object store).
+
+An output ``OUT`` holds snapshots, each published whole and never modified::
+
+    OUT/
+      CURRENT                          id of the current snapshot, one line
+      snapshots/<id>/manifest.json     what the snapshot holds, with checksums
+      snapshots/<id>/keypoints/camera=<name>/part-00000.parquet
+      snapshots/<id>/files/part-00000.parquet
+      snapshots/<id>/errors/part-00000.parquet
+
+A reader that reads ``CURRENT`` once and then only files of that snapshot sees
+either the old snapshot or the new one, complete. Every command holds a
+:class:`Store` and never asks where it lives; :func:`kpcompile.store.open_store`
+is the one place that does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import secrets
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from kpcompile.compile.stage import Stage
+from kpcompile.errors import OutputError, SnapshotError
+from kpcompile.manifest import Manifest
+
+if TYPE_CHECKING:
+    import polars as pl
+
+CURRENT = "CURRENT"
+SNAPSHOTS = "snapshots"
+
+
+def new_snapshot_id(now: dt.datetime | None = None) -> str:
+    """A new id: UTC time of the build, then 8 hex digits against collisions.
+
+    The first 4 hex digits are the fraction of the second (in 1/65536 s), the last
+    4 are random, so ids of builds published one after the other sort in that
+    order even within one second.
+
+    Example:
+        >>> new_snapshot_id(dt.datetime(2024, 5, 1, 12, 0, 0, 500000))[:21]
+        '20240501T120000Z-8000'
+    """
+    now = now or dt.datetime.now(dt.UTC)
+    fraction = now.microsecond * 65536 // 1_000_000
+    return f"{now:%Y%m%dT%H%M%S}Z-{fraction:04x}{secrets.token_hex(2)}"
+
+
+class Store(ABC):
+    """The snapshots of one output location.
+
+    Attributes:
+        location: The output folder or URL, as given.
+    """
+
+    def __init__(self, location: str) -> None:
+        self.location = location
+
+    # --- reading ------------------------------------------------------------------------
+
+    @abstractmethod
+    def current_id(self) -> str:
+        """The id in ``CURRENT``.
+
+        Raises:
+            OutputError: The store holds no published snapshot.
+        """
+
+    @abstractmethod
+    def list_snapshots(self) -> list[str]:
+        """Ids of every published (manifest present) snapshot, oldest first."""
+
+    @abstractmethod
+    def read_bytes(self, snapshot: str, rel: str) -> bytes:
+        """The bytes of one file of a snapshot; ``OSError`` if it cannot be read."""
+
+    @abstractmethod
+    def files(self, snapshot: str) -> list[str]:
+        """Every file under a snapshot's folder, relative to it, sorted."""
+
+    @abstractmethod
+    def uri(self, snapshot: str, rel: str = "") -> str:
+        """Where a snapshot's file (or, with ``rel=""``, its folder) is, for other engines."""
+
+    @abstractmethod
+    def read_manifest(self, snapshot: str) -> Manifest:
+        """A snapshot's manifest.
+
+        Raises:
+            SnapshotError: No such snapshot (the message names the available ones),
+                or its manifest cannot be read.
+        """
+
+    def manifest(self, snapshot: str | None = None) -> Manifest:
+        """The manifest of ``snapshot``, default the current one."""
+        return self.read_manifest(snapshot or self.current_id())
+
+    def missing(self, snapshot: str) -> SnapshotError:
+        """The error for a snapshot id that is not in the store."""
+        available = ", ".join(self.list_snapshots()[-5:]) or "none"
+        msg = f"no snapshot {snapshot!r} in {self.location!r}; available: {available}"
+        return SnapshotError(msg)
+
+    def no_snapshot(self) -> OutputError:
+        """The error for a store that holds no snapshot at all."""
+        msg = (
+            f"{self.location!r} holds no snapshot; "
+            f"build one with `kpcompile build SOURCE {self.location}`"
+        )
+        return OutputError(msg)
+
+    @abstractmethod
+    def scan_parquet(self, snapshot: str, table: str, rels: list[str]) -> pl.LazyFrame:
+        """A polars scan of some of a table's Parquet files, read the fastest way there is."""
+
+    # --- writing ------------------------------------------------------------------------
+
+    @abstractmethod
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the right to write (create the output if needed; fail if another build has it)."""
+
+    @abstractmethod
+    def stage(self, snapshot: str) -> Stage:
+        """A staging area for new snapshot ``snapshot``."""
+
+    @abstractmethod
+    def publish(self, stage: Stage, manifest: Manifest) -> str:
+        """Write the manifest, make the staged snapshot current; return where it is."""
+
+    @abstractmethod
+    def discard(self, stage: Stage) -> None:
+        """Remove what a failed build staged."""
+
+    @abstractmethod
+    def remove(self, snapshot: str) -> int:
+        """Remove a published snapshot (never the current one); return the bytes freed."""
+
+    @abstractmethod
+    def size(self, snapshot: str) -> int:
+        """Bytes that removing ``snapshot`` would free (files shared by no other snapshot)."""

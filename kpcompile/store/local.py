@@ -1,0 +1,218 @@
+"""The snapshot store in a local folder: staging, fsync, atomic rename, a lock.
+
+A build writes everything under ``OUT/.staging/<id>``, fsyncs it, renames the
+folder to ``snapshots/<id>`` and then replaces ``CURRENT`` with ``os.replace``
+(atomic on POSIX). ``OUT/.lock`` is held (``flock``) by the build or ``gc``
+writing to OUT; holding it, any staging folder left over is from a build that
+died, and is removed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import shutil
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from kpcompile import manifest as mf
+from kpcompile.compile.stage import Stage
+from kpcompile.errors import OutputError, SnapshotError
+from kpcompile.schema import SCHEMAS
+from kpcompile.store.base import CURRENT, SNAPSHOTS, Store
+
+if TYPE_CHECKING:
+    import polars as pl
+    import pyarrow as pa
+
+STAGING = ".staging"
+LOCK = ".lock"
+
+
+class LocalStage(Stage):
+    """A snapshot being written in ``OUT/.staging/<id>``."""
+
+    def __init__(self, root: str, snapshot: str) -> None:
+        super().__init__(snapshot)
+        self.root = root
+        self.path = os.path.join(root, STAGING, snapshot)
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[str]:
+        yield self.path
+
+    def remove_named(self, name: str, tables: Sequence[str]) -> int:
+        removed = 0
+        for table in tables:
+            for folder, _, names in os.walk(os.path.join(self.path, table)):
+                for n in names:
+                    if n == name or n.startswith(name + "."):
+                        os.remove(os.path.join(folder, n))
+                        removed += 1
+        return removed
+
+    def link(self, snapshot: str, old: str, new: str) -> None:
+        src = os.path.join(self.root, SNAPSHOTS, snapshot, old)
+        dst = os.path.join(self.path, new)
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+        try:
+            os.link(src, dst)
+        except OSError:  # a filesystem without hard links
+            shutil.copyfile(src, dst)
+
+    def read_table(self, snapshot: str, rel: str) -> pa.Table:
+        import pyarrow.parquet as pq
+
+        # ParquetFile, not read_table: the latter imports pyarrow.dataset and, with
+        # it, pandas (0.25 s of an incremental build)
+        return pq.ParquetFile(os.path.join(self.root, SNAPSHOTS, snapshot, rel)).read()
+
+
+class LocalStore(Store):
+    """Snapshots in a local folder."""
+
+    def __init__(self, location: str | os.PathLike[str]) -> None:
+        super().__init__(os.fspath(location))
+        self.root = Path(location)
+
+    def _dir(self, snapshot: str) -> Path:
+        return self.root / SNAPSHOTS / snapshot
+
+    def current_id(self) -> str:
+        try:
+            return (self.root / CURRENT).read_text(encoding="utf-8").strip()
+        except FileNotFoundError:
+            raise self.no_snapshot() from None
+        except OSError as exc:
+            msg = f"cannot read {str(self.root / CURRENT)!r}: {exc.strerror or exc}"
+            raise OutputError(msg) from None
+
+    def list_snapshots(self) -> list[str]:
+        folder = self.root / SNAPSHOTS
+        if not folder.is_dir():
+            return []
+        return sorted(p.name for p in folder.iterdir() if (p / mf.FILE_NAME).is_file())
+
+    def read_manifest(self, snapshot: str) -> mf.Manifest:
+        path = self._dir(snapshot) / mf.FILE_NAME
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise self.missing(snapshot) from None
+        except OSError as exc:
+            msg = f"cannot read manifest {str(path)!r}: {exc.strerror or exc}"
+            raise SnapshotError(msg) from None
+        return mf.decode(data, repr(str(path)))
+
+    def read_bytes(self, snapshot: str, rel: str) -> bytes:
+        return (self._dir(snapshot) / rel).read_bytes()
+
+    def files(self, snapshot: str) -> list[str]:
+        base = self._dir(snapshot)
+        return sorted(p.relative_to(base).as_posix() for p in base.rglob("*") if p.is_file())
+
+    def uri(self, snapshot: str, rel: str = "") -> str:
+        return str(self._dir(snapshot) / rel) if rel else str(self._dir(snapshot))
+
+    def scan_parquet(self, snapshot: str, table: str, rels: list[str]) -> pl.LazyFrame:
+        import polars as pl
+
+        paths = [self.uri(snapshot, r) for r in rels]
+        schema = pl.DataFrame(SCHEMAS[table].empty_table()).schema
+        return pl.scan_parquet(paths, hive_partitioning=False, schema=schema)
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            fh = open(self.root / LOCK, "a+b")  # noqa: SIM115 - held for the with-block
+        except OSError as exc:
+            msg = f"cannot use output folder {self.location!r}: {exc.strerror or exc}"
+            raise OutputError(msg) from None
+        try:
+            try:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                msg = f"another build is writing to {self.location!r}; wait for it to finish"
+                raise OutputError(msg) from None
+            # Holding the lock, every staging folder is a leftover of a build that died,
+            # and so is a temporary CURRENT (a build killed just before replacing it).
+            shutil.rmtree(self.root / STAGING, ignore_errors=True)
+            for tmp in self.root.glob(f".{CURRENT}.*.tmp"):
+                tmp.unlink(missing_ok=True)
+            yield
+        finally:
+            fh.close()
+
+    def stage(self, snapshot: str) -> LocalStage:
+        stage = LocalStage(os.fspath(self.root), snapshot)
+        try:
+            os.makedirs(stage.path)
+        except OSError as exc:
+            msg = f"cannot create staging folder {stage.path!r}: {exc.strerror or exc}"
+            raise OutputError(msg) from None
+        return stage
+
+    def publish(self, stage: Stage, manifest: mf.Manifest) -> str:
+        assert isinstance(stage, LocalStage)
+        staging = Path(stage.path)
+        _write_durably(staging / mf.FILE_NAME, mf.encode(manifest))
+        _fsync_tree(staging)
+        final = self._dir(stage.snapshot)
+        final.parent.mkdir(exist_ok=True)
+        os.rename(staging, final)
+        _fsync_dir(final.parent)
+        _fsync_dir(staging.parent)
+        tmp = self.root / f".{CURRENT}.{stage.snapshot}.tmp"
+        _write_durably(tmp, (stage.snapshot + "\n").encode())
+        os.replace(tmp, self.root / CURRENT)
+        _fsync_dir(self.root)
+        return str(final)
+
+    def discard(self, stage: Stage) -> None:
+        assert isinstance(stage, LocalStage)
+        shutil.rmtree(stage.path, ignore_errors=True)
+
+    def size(self, snapshot: str) -> int:
+        return sum(p.stat().st_size for p in self._dir(snapshot).rglob("*") if p.is_file())
+
+    def remove(self, snapshot: str) -> int:
+        folder = self._dir(snapshot)
+        trash = self.root / STAGING / f"gc-{snapshot}"
+        freed = self.size(snapshot)
+        try:
+            trash.parent.mkdir(exist_ok=True)
+            os.rename(folder, trash)  # one atomic step: never half-deleted under snapshots/
+            shutil.rmtree(trash)
+        except OSError as exc:
+            msg = f"cannot remove snapshot {str(folder)!r}: {exc.strerror or exc}"
+            raise OutputError(msg) from None
+        return freed
+
+
+def _write_durably(path: Path, data: bytes) -> None:
+    with open(path, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(root: Path) -> None:
+    for folder, _, names in os.walk(root):
+        for name in names:
+            fd = os.open(os.path.join(folder, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        _fsync_dir(Path(folder))

@@ -1,0 +1,237 @@
+"""Promise 2, I/O faults: a full disk, a failing write, rename or fsync, an unreadable
+source file or folder, a symlink loop, a folder (or FIFO) named like a keypoint file:
+a clear error, and the previous snapshot stays current and intact.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import subprocess
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import pytest
+
+import kpcompile
+from kpcompile import ErrorCode, OutputError, RejectedFilesError, SourceError
+from kpcompile.compile import worker as shard_mod
+from kpcompile.ingest import folder
+from kpcompile.store import local, open_store
+from kpcompile.store.verify import verify
+from kpcompile.synth import synth
+
+DENSE = "key_points/face_dense_key_points.json"
+
+
+@pytest.fixture
+def prior(small_dataset: Path, tmp_path: Path) -> tuple[Path, Path, str]:
+    out = tmp_path / "out"
+    return small_dataset, out, kpcompile.build(small_dataset, out, workers=1).snapshot_id
+
+
+def _intact(out: Path, sid: str) -> None:
+    """The previous snapshot is current and sound, and nothing else is visible."""
+    assert open_store(out).current_id() == sid
+    assert open_store(out).list_snapshots() == [sid]
+    assert sorted(p.name for p in (out / "snapshots").iterdir()) == [sid]
+    assert verify(out).ok
+    assert list((out / ".staging").iterdir()) == []
+    assert kpcompile.scan(out).collect().height == 8 * 468
+
+
+def _enospc(*args: Any, **kwargs: Any) -> Any:
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def _failing_when(real: Callable[..., Any], test: Callable[..., bool], err: int) -> Any:
+    def f(*args: Any, **kwargs: Any) -> Any:
+        if test(*args):
+            raise OSError(err, os.strerror(err), str(args[0]))
+        return real(*args, **kwargs)
+
+    return f
+
+
+FAULTS: dict[str, Callable[[pytest.MonkeyPatch], None]] = {
+    "parquet write, disk full": lambda m: m.setattr(pq.ParquetWriter, "write_table", _enospc),
+    "manifest write, disk full": lambda m: m.setattr(local, "_write_durably", _enospc),
+    "fsync fails": lambda m: m.setattr(
+        os, "fsync", _failing_when(os.fsync, lambda *a: True, errno.EIO)
+    ),
+    "rename of the snapshot folder fails": lambda m: m.setattr(
+        os, "rename", _failing_when(os.rename, lambda *a: True, errno.EXDEV)
+    ),
+    "replace of a part file fails": lambda m: m.setattr(
+        os,
+        "replace",
+        _failing_when(os.replace, lambda src, *a: str(src).endswith(".tmp"), errno.EACCES),
+    ),
+}
+
+
+@pytest.mark.parametrize("fault", sorted(FAULTS))
+def test_write_faults_keep_the_previous_snapshot(
+    prior: tuple[Path, Path, str], monkeypatch: pytest.MonkeyPatch, fault: str
+) -> None:
+    source, out, sid = prior
+    with monkeypatch.context() as m:
+        FAULTS[fault](m)
+        with pytest.raises(
+            OutputError, match=r"cannot write the snapshot in .*; nothing was published"
+        ):
+            kpcompile.build(source, out, workers=1)
+    _intact(out, sid)
+    kpcompile.build(source, out, workers=1)  # and a rerun succeeds
+
+
+def test_replacing_current_fails(
+    prior: tuple[Path, Path, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source, out, sid = prior
+    real = os.replace
+    monkeypatch.setattr(
+        os, "replace", _failing_when(real, lambda s, d: Path(d).name == "CURRENT", errno.EIO)
+    )
+    with pytest.raises(OutputError, match="Input/output error"):
+        kpcompile.build(source, out, workers=1)
+    assert open_store(out).current_id() == sid
+    # the complete new snapshot was renamed into place but never became current:
+    # it is listed (and sound) but readers following CURRENT never see it
+    assert len(open_store(out).list_snapshots()) == 2
+    assert all(verify(out, snapshot=s).ok for s in open_store(out).list_snapshots())
+    monkeypatch.setattr(os, "replace", real)
+    kpcompile.build(source, out, workers=1)
+    assert not list(out.glob(".CURRENT.*"))
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real 400 KiB tmpfs (needs mount privileges; skipped otherwise)."""
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    res = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=400k", "tmpfs", str(mnt)],
+        capture_output=True,
+        check=False,
+    )
+    if res.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here: " + res.stderr.decode().strip())
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_really_full_disk(
+    tiny_disk: Path, small_dataset: Path, tmp_path: Path, workers: int
+) -> None:
+    big = tmp_path / "big"
+    synth(big, datapoints=40, cameras=2, layout="faces", seed=1, extras=False)
+    sid = kpcompile.build(small_dataset, tiny_disk, workers=1).snapshot_id
+    with pytest.raises(OutputError, match="No space left on device"):
+        kpcompile.build(big, tiny_disk, workers=workers, shard_files=10)
+    _intact(tiny_disk, sid)
+
+
+def test_unreadable_source_files_are_rejected_by_name(
+    prior: tuple[Path, Path, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source, out, sid = prior
+    denied = f"datapoint_00001/camera_00/{DENSE}"
+    broken = f"datapoint_00002/camera_01/{DENSE}"
+    real = folder.read_local
+
+    def read_local(full: str, rel: str, max_bytes: int) -> bytes:
+        if rel == denied:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+        if rel == broken:
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        return real(full, rel, max_bytes)
+
+    monkeypatch.setattr(folder, "read_local", read_local)
+    with pytest.raises(RejectedFilesError) as info:
+        kpcompile.build(source, out, workers=1, full=True)  # full: no reuse of the prior snapshot
+    assert info.value.errors == [
+        (denied, "unreadable", f"{denied}: cannot read: Permission denied"),
+        (broken, "unreadable", f"{broken}: cannot read: Input/output error"),
+    ]
+    _intact(out, sid)
+    r = kpcompile.build(source, out, workers=1, max_errors=2, full=True)
+    assert (r.compiled, r.rejected, r.rows) == (6, 2, 6 * 468)
+
+
+def test_a_file_deleted_after_discovery(
+    prior: tuple[Path, Path, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source, out, _ = prior
+    victim = f"datapoint_00003/camera_00/{DENSE}"
+    real = shard_mod.compile_shard
+
+    def compile_shard(task: shard_mod.ShardTask) -> shard_mod.ShardResult:
+        (source / victim).unlink(missing_ok=True)
+        return real(task)
+
+    monkeypatch.setattr("kpcompile.compile.executor.compile_shard", compile_shard)
+    r = kpcompile.build(source, out, workers=1, max_errors=1, full=True)
+    assert r.errors == [(victim, "unreadable", f"{victim}: cannot read: No such file or directory")]
+
+
+def test_an_unreadable_folder_fails_the_build_by_name(
+    prior: tuple[Path, Path, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source, out, sid = prior
+    real = os.scandir
+    bad = str(source / "datapoint_00002")
+
+    def scandir(path: Any = ".") -> Any:
+        if str(path) == bad:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), bad)
+        return real(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    with pytest.raises(
+        SourceError, match="cannot list folder 'datapoint_00002': Permission denied"
+    ):
+        kpcompile.build(source, out, workers=1)
+    _intact(out, sid)
+
+
+def test_symlink_loops_folders_and_fifos_named_like_keypoint_files(
+    prior: tuple[Path, Path, str],
+) -> None:
+    source, out, sid = prior
+    (source / "datapoint_00001" / "loop").symlink_to(source)
+    (source / "datapoint_00002" / "self").symlink_to("self")
+    folder = source / "datapoint_00009" / "camera_00" / "key_points" / "face_dense_key_points.json"
+    folder.mkdir(parents=True)
+    fifo = source / "datapoint_00010" / "camera_00" / "key_points" / "face_dense_key_points.json"
+    fifo.parent.mkdir(parents=True)
+    os.mkfifo(fifo)
+    result: list[Any] = []
+
+    def run() -> None:
+        try:
+            result.append(kpcompile.build(source, out, workers=1))
+        except Exception as exc:
+            result.append(exc)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(60)
+    assert not t.is_alive(), "the build hangs"
+    exc = result[0]
+    assert isinstance(exc, RejectedFilesError)
+    assert [(p, c) for p, c, _ in exc.errors] == [
+        (folder.relative_to(source).as_posix(), ErrorCode.UNREADABLE),
+        (fifo.relative_to(source).as_posix(), ErrorCode.UNREADABLE),
+    ]
+    assert exc.errors[0][2].endswith("cannot read: is a folder, not a file")
+    assert exc.errors[1][2].endswith("cannot read: not a regular file but a FIFO")
+    _intact(out, sid)
+    r = kpcompile.build(source, out, workers=1, max_errors=2)
+    assert (r.discovered, r.compiled, r.rejected) == (10, 8, 2)  # nothing counted twice

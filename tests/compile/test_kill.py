@@ -1,0 +1,301 @@
+"""Promise 1, kill anywhere: SIGKILL real builds (main process or one worker) at random moments.
+
+Afterwards the previous snapshot is still current and fully readable, no partial
+snapshot is visible, no process of the killed build is left, leftovers are
+cleaned by the next build, and a rerun succeeds. A killed worker's shard is
+retried, so the published snapshot is byte-identical to an undisturbed build.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import kpcompile
+from kpcompile.store import open_store
+from kpcompile.store.verify import verify
+from kpcompile.synth import synth
+
+SHARD_FILES = 8
+
+
+def _children(pid: int) -> list[int]:
+    out: list[int] = []
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/children") as fh:
+                out += [int(x) for x in fh.read().split()]
+    except OSError:
+        pass
+    return out
+
+
+def _descendants(pid: int) -> list[int]:
+    out = []
+    for c in _children(pid):
+        out += [c, *_descendants(c)]
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _workers(main: int) -> list[int]:
+    """Pool workers of a build: forked from it (the CLI's case), or from its forkserver."""
+    forked = []
+    for c in _children(main):
+        try:
+            with open(f"/proc/{c}/cmdline", "rb") as fh:
+                cmdline = fh.read()
+        except OSError:
+            continue
+        if b"forkserver" in cmdline:
+            return _children(c)
+        if b"resource_tracker" not in cmdline:  # multiprocessing's helper, not a worker
+            forked.append(c)
+    return forked
+
+
+def _wait_gone(pids: list[int], timeout: float = 10.0) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        left = [p for p in pids if _alive(p)]
+        if not left:
+            return []
+        time.sleep(0.01)
+    left = [p for p in pids if _alive(p)]
+    for p in left:  # processes this test started; do not leak them
+        os.kill(p, signal.SIGKILL)
+    return left
+
+
+@dataclass
+class Corpus:
+    source: Path
+    tables: dict[str, Any]  # the reference manifest's tables (paths, rows, sha256)
+    seconds: float  # how long an undisturbed build takes here
+    work_seconds: float  # of which workers exist
+
+
+def _cmd(source: Path, out: Path) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "kpcompile",
+        "build",
+        str(source),
+        str(out),
+        "--workers",
+        "2",
+        "--shard-files",
+        str(SHARD_FILES),
+        "--no-progress",
+        "--full",  # the same source again would otherwise reuse every shard, with no work to kill
+    ]
+
+
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Corpus:
+    base = tmp_path_factory.mktemp("kill")
+    source = base / "dataset"
+    synth(source, datapoints=60, cameras=2, layout="mixed", seed=11, extras=False)
+    out = base / "reference"
+    started = time.perf_counter()
+    proc = subprocess.Popen(_cmd(source, out), stdout=subprocess.DEVNULL)
+    while not _workers(proc.pid) and proc.poll() is None:
+        time.sleep(0.002)
+    working = time.perf_counter()
+    assert proc.wait() == 0
+    ended = time.perf_counter()
+    return Corpus(
+        source, open_store(out).manifest().tables, ended - started, max(0.05, ended - working)
+    )
+
+
+def _check_promises(out: Path, previous: str, corpus: Corpus) -> str:
+    """What holds after any kill; returns the current snapshot id."""
+    current = open_store(out).current_id()
+    published = open_store(out).list_snapshots()
+    assert previous in published
+    # no partial snapshot is visible: every folder under snapshots/ is complete and sound
+    for entry in (out / "snapshots").iterdir():
+        assert entry.name in published, f"snapshot folder without a manifest: {entry}"
+        report = verify(out, snapshot=entry.name)
+        assert report.ok, report.problems
+        assert open_store(out).read_manifest(entry.name).tables == corpus.tables
+    assert current == previous or current == published[-1]
+    assert kpcompile.scan(out).select("kp_id").collect().height == 120 * 468
+    return current
+
+
+def _rerun(out: Path, corpus: Corpus) -> str:
+    r = kpcompile.build(corpus.source, out, workers=1, shard_files=SHARD_FILES, full=True)
+    assert list((out / ".staging").iterdir()) == []
+    assert not list(out.glob(".CURRENT.*"))
+    assert open_store(out).manifest().tables == corpus.tables
+    return r.snapshot_id
+
+
+def _kill_main_trials(corpus: Corpus, out: Path, trials: int, seed: int) -> dict[str, int]:
+    rng = random.Random(seed)
+    previous = _rerun(out, corpus)
+    seen = {"published before the kill": 0, "killed before publishing": 0}
+    for _ in range(trials):
+        proc = subprocess.Popen(
+            _cmd(corpus.source, out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        deadline = time.monotonic() + rng.uniform(0, corpus.seconds * 1.1)
+        family: set[int] = set()
+        while time.monotonic() < deadline and proc.poll() is None:
+            family.update(_descendants(proc.pid))
+            time.sleep(0.005)
+        family.update(_descendants(proc.pid))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        assert _wait_gone(sorted(family)) == [], "processes of the killed build outlived it"
+        current = _check_promises(out, previous, corpus)
+        seen[
+            "published before the kill" if current != previous else "killed before publishing"
+        ] += 1
+        previous = _rerun(out, corpus)
+    return seen
+
+
+def _kill_worker_trials(corpus: Corpus, out: Path, trials: int, seed: int) -> dict[str, int]:
+    rng = random.Random(seed)
+    previous = _rerun(out, corpus)
+    seen = {"retried": 0, "worker killed after its work": 0}
+    for _ in range(trials):
+        proc = subprocess.Popen(
+            _cmd(corpus.source, out), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        workers: list[int] = []
+        while not workers and proc.poll() is None:
+            workers = _workers(proc.pid)
+            time.sleep(0.002)
+        time.sleep(rng.uniform(0, corpus.work_seconds * 0.7))
+        workers = _workers(proc.pid)
+        if workers:
+            os.kill(rng.choice(workers), signal.SIGKILL)
+        try:
+            _, err = proc.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            family = [proc.pid, *_descendants(proc.pid)]
+            for pid in family:  # processes this test started
+                os.kill(pid, signal.SIGKILL)
+            proc.communicate()
+            pytest.fail("the build hangs after a worker was killed")
+        # one dead worker is retried: the build succeeds with exactly the reference files
+        assert proc.returncode == 0, err.decode()
+        current = _check_promises(out, previous, corpus)
+        assert current != previous and current == open_store(out).list_snapshots()[-1]
+        assert list((out / ".staging").iterdir()) == []
+        seen["retried" if b"retrying shard" in err else "worker killed after its work"] += 1
+        previous = current
+    return seen
+
+
+def test_kill_the_build_at_random_moments(corpus: Corpus, tmp_path: Path, trials: Any) -> None:
+    seen = _kill_main_trials(corpus, tmp_path / "out", trials=6, seed=1)
+    trials(6, "SIGKILLs of the main process " + json.dumps(seen))
+
+
+def test_kill_a_worker_at_random_moments(corpus: Corpus, tmp_path: Path, trials: Any) -> None:
+    # A random kill can land after a worker's last shard (builds are fast), so run
+    # rounds of 5 until one kill landed mid-shard, at most 4 rounds.
+    seen: dict[str, int] = {}
+    for round_ in range(4):
+        got = _kill_worker_trials(corpus, tmp_path / f"out{round_}", trials=5, seed=2 + round_)
+        seen = {k: seen.get(k, 0) + v for k, v in got.items()}
+        if seen["retried"]:
+            break
+    trials(sum(seen.values()), "SIGKILLs of one worker " + json.dumps(seen))
+    assert seen["retried"] >= 1, "no kill landed while a shard was running"
+
+
+@pytest.mark.slow
+def test_kill_the_build_many_times(corpus: Corpus, tmp_path: Path, trials: Any) -> None:
+    seen = _kill_main_trials(corpus, tmp_path / "out", trials=60, seed=3)
+    trials(60, "SIGKILLs of the main process " + json.dumps(seen))
+
+
+@pytest.mark.slow
+def test_kill_a_worker_many_times(corpus: Corpus, tmp_path: Path, trials: Any) -> None:
+    seen = _kill_worker_trials(corpus, tmp_path / "out", trials=40, seed=4)
+    trials(40, "SIGKILLs of one worker " + json.dumps(seen))
+
+
+# A build that dies at each step of writing and publishing (os._exit, which like
+# SIGKILL runs no cleanup) covers the short publish window that random kills rarely hit.
+_STEP_DRIVER = """
+import os, sys
+import kpcompile
+from kpcompile.store import open_store, local
+stop, count = int(sys.argv[3]), [0]
+def step(f):
+    def g(*a, **k):
+        if count[0] == stop:
+            os._exit(137)
+        count[0] += 1
+        return f(*a, **k)
+    return g
+for name in ("_write_durably", "_fsync_tree", "_fsync_dir"):
+    setattr(local, name, step(getattr(local, name)))
+os.rename, os.replace = step(os.rename), step(os.replace)
+kpcompile.build(sys.argv[1], sys.argv[2], workers=1, shard_files=4, progress=False)
+print(count[0])
+"""
+
+
+def test_die_at_every_step_of_writing_and_publishing(tmp_path: Path, trials: Any) -> None:
+    source = tmp_path / "dataset"
+    synth(source, datapoints=5, cameras=2, layout="faces", seed=5, extras=False)
+    out = tmp_path / "out"
+    kpcompile.build(source, out, workers=1, shard_files=4)
+    tables = open_store(out).manifest().tables
+
+    def run(stop: int) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-c", _STEP_DRIVER, str(source), str(out), str(stop)],
+            capture_output=True,
+            text=True,
+        )
+
+    steps = int(run(10**6).stdout)  # how many steps an undisturbed build takes
+    assert steps > 10
+    published = 0
+    for stop in range(steps):
+        previous = open_store(out).current_id()
+        res = run(stop)
+        assert res.returncode == 137, res.stderr
+        current = open_store(out).current_id()
+        # every snapshot folder is complete and sound; CURRENT is the old one or the new one
+        assert (
+            sorted(p.name for p in (out / "snapshots").iterdir())
+            == open_store(out).list_snapshots()
+        )
+        for sid in open_store(out).list_snapshots():
+            assert verify(out, snapshot=sid).ok
+            assert open_store(out).read_manifest(sid).tables == tables
+        assert current in (previous, open_store(out).list_snapshots()[-1])
+        published += current != previous
+        # the next build cleans every leftover and succeeds
+        kpcompile.build(source, out, workers=1, shard_files=4)
+        assert list((out / ".staging").iterdir()) == [] and not list(out.glob(".CURRENT.*"))
+    assert published == 1  # only a death after replacing CURRENT (its final fsync) published
+    trials(steps, "builds stopped dead at each write/fsync/rename step")

@@ -1,0 +1,133 @@
+"""Object storage: SOURCE and OUT as s3:// URLs, against a real S3 server on loopback.
+
+The server is moto's standalone server (``ThreadedMotoServer``), spoken to over HTTP
+by s3fs; credentials and endpoint come from AWS_* environment variables, as in
+production. Builds here use ``workers=1``: local worker processes come from a
+forkserver that may have started before these variables were set.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import tarfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+import kpcompile
+from kpcompile.cli import cli
+from kpcompile.store import open_store
+from tests.helpers import manifest_dict
+
+moto_server = pytest.importorskip("moto.server")
+pytest.importorskip("s3fs")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="module")
+def s3() -> Iterator[Any]:
+    """A bucket on a real S3-compatible server on 127.0.0.1; yields an s3fs filesystem."""
+    import fsspec
+
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AWS_ACCESS_KEY_ID", "testing")
+        mp.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+        mp.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        mp.setenv("AWS_ENDPOINT_URL", f"http://{host}:{port}")
+        fsspec.config.conf.pop("s3", None)
+        fs = fsspec.filesystem("s3", skip_instance_cache=True)
+        fs.mkdir("bucket")
+        try:
+            yield fs
+        finally:
+            fsspec.filesystem("s3").clear_instance_cache()
+            server.stop()
+
+
+def manifest(out: str | Path) -> dict[str, Any]:
+    return manifest_dict(out)
+
+
+def test_local_source_to_s3_out_equals_local_out(
+    s3: Any, mixed_dataset: Path, tmp_path: Path
+) -> None:
+    local = kpcompile.build(mixed_dataset, tmp_path / "out", workers=1, shard_files=5)
+    r = kpcompile.build(mixed_dataset, "s3://bucket/t1/compiled", workers=1, shard_files=5)
+    assert r.path == f"s3://bucket/t1/compiled/snapshots/{r.snapshot_id}"
+    m = manifest("s3://bucket/t1/compiled")
+    assert m["tables"] == manifest(tmp_path / "out")["tables"]  # same bytes (SHA-256)
+    for table in m["tables"].values():  # the uploaded objects are the files the manifest lists
+        for f in table["files"]:
+            assert (
+                s3.size(f"bucket/t1/compiled/snapshots/{r.snapshot_id}/{f['path']}") == f["bytes"]
+            )
+    assert s3.cat_file("bucket/t1/compiled/CURRENT") == f"{r.snapshot_id}\n".encode()
+    got = kpcompile.read("s3://bucket/t1/compiled")
+    assert got.equals(kpcompile.read(tmp_path / "out"))
+    assert kpcompile.info("s3://bucket/t1/compiled").files == local.discovered
+
+
+def test_s3_source_and_incremental_s3_out(s3: Any, small_dataset: Path) -> None:
+    s3.put(str(small_dataset), "bucket/t2/dataset", recursive=True)
+    out = "s3://bucket/t2/compiled"
+    a = kpcompile.build("s3://bucket/t2/dataset", out, workers=1, shard_files=2)
+    assert (a.compiled, a.rejected) == (8, 0)
+    files = kpcompile.read(out, "files")
+    assert sorted(files["path"]) == sorted(
+        str(p.relative_to(small_dataset)) for p in small_dataset.rglob("face_dense_key_points.json")
+    )
+    kpcompile.build(small_dataset, small_dataset.parent / "local", workers=1)
+    # same rows; the files tables differ in mtime_ns (objects carry their upload time)
+    assert kpcompile.read(out).equals(kpcompile.read(small_dataset.parent / "local"))
+    b = kpcompile.build("s3://bucket/t2/dataset", out, workers=1, shard_files=2)
+    assert (b.base, b.parsed, b.reused_shards) == (a.snapshot_id, 0, b.shards)
+    assert manifest(out)["tables"] == manifest_dict(out, a.snapshot_id)["tables"]
+    res = CliRunner().invoke(cli, ["snapshots", out, "--json"])
+    assert res.exit_code == 0
+    assert {r["snapshot"] for r in json.loads(res.stdout)} == {a.snapshot_id, b.snapshot_id}
+
+
+def test_archive_in_object_storage(s3: Any, small_dataset: Path, tmp_path: Path) -> None:
+    archive = tmp_path / "dataset.tar.gz"
+    with tarfile.open(archive, "w:gz") as tf:
+        tf.add(small_dataset, arcname="dataset")
+    s3.put_file(str(archive), "bucket/t3/dataset.tar.gz")
+    local = kpcompile.build(archive, tmp_path / "out", workers=1)
+    kpcompile.build("s3://bucket/t3/dataset.tar.gz", "s3://bucket/t3/compiled", workers=1)
+    assert manifest("s3://bucket/t3/compiled")["tables"] == manifest(tmp_path / "out")["tables"]
+    assert local.compiled == 8
+
+
+def test_failed_build_leaves_no_snapshot_and_current_untouched(
+    s3: Any, small_dataset: Path
+) -> None:
+    out = "s3://bucket/t4/compiled"
+    a = kpcompile.build(small_dataset, out, workers=1)
+    bad = small_dataset / "datapoint_00001/camera_00/key_points/face_dense_key_points.json"
+    bad.write_text("{")
+    with pytest.raises(kpcompile.RejectedFilesError):
+        kpcompile.build(small_dataset, out, workers=1, full=True)
+    assert open_store(out).current_id() == a.snapshot_id
+    assert s3.ls("bucket/t4/compiled/snapshots") == [
+        f"bucket/t4/compiled/snapshots/{a.snapshot_id}"
+    ]
+
+
+def test_missing_source_and_bucket_errors(s3: Any, small_dataset: Path) -> None:
+    with pytest.raises(kpcompile.SourceError, match="'s3://bucket/nothing' does not exist"):
+        kpcompile.build("s3://bucket/nothing", "s3://bucket/t5/out", workers=1)
+    with pytest.raises(kpcompile.OutputError, match="cannot use output 's3://no-such-bucket/out'"):
+        kpcompile.build(small_dataset, "s3://no-such-bucket/out", workers=1)
