@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from kpcompile.synth import synth
+from tests.helpers import free_port
 
 SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "datagen-samples"
 
@@ -90,3 +92,29 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         terminalreporter.section("trials run")
         for nodeid, text in _TRIALS:
             terminalreporter.write_line(f"{nodeid}: {text}")
+
+
+@pytest.fixture(scope="session")
+def s3() -> Iterator[Any]:
+    """A bucket on a real S3-compatible server on 127.0.0.1; yields an s3fs filesystem."""
+    import fsspec
+
+    moto_server = pytest.importorskip("moto.server")
+    pytest.importorskip("s3fs")
+
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AWS_ACCESS_KEY_ID", "testing")
+        mp.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+        mp.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        mp.setenv("AWS_ENDPOINT_URL", f"http://{host}:{port}")
+        fsspec.config.conf.pop("s3", None)
+        fs = fsspec.filesystem("s3", skip_instance_cache=True)
+        fs.mkdir("bucket")
+        try:
+            yield fs
+        finally:
+            fsspec.filesystem("s3").clear_instance_cache()
+            server.stop()

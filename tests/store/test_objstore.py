@@ -9,9 +9,7 @@ forkserver that may have started before these variables were set.
 from __future__ import annotations
 
 import json
-import socket
 import tarfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,39 +20,6 @@ import kpcompile
 from kpcompile.cli import cli
 from kpcompile.store import open_store
 from tests.helpers import manifest_dict
-
-moto_server = pytest.importorskip("moto.server")
-pytest.importorskip("s3fs")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-@pytest.fixture(scope="module")
-def s3() -> Iterator[Any]:
-    """A bucket on a real S3-compatible server on 127.0.0.1; yields an s3fs filesystem."""
-    import fsspec
-
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("AWS_ACCESS_KEY_ID", "testing")
-        mp.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-        mp.setenv("AWS_DEFAULT_REGION", "us-east-1")
-        mp.setenv("AWS_ENDPOINT_URL", f"http://{host}:{port}")
-        fsspec.config.conf.pop("s3", None)
-        fs = fsspec.filesystem("s3", skip_instance_cache=True)
-        fs.mkdir("bucket")
-        try:
-            yield fs
-        finally:
-            fsspec.filesystem("s3").clear_instance_cache()
-            server.stop()
 
 
 def manifest(out: str | Path) -> dict[str, Any]:
@@ -131,3 +96,64 @@ def test_missing_source_and_bucket_errors(s3: Any, small_dataset: Path) -> None:
         kpcompile.build("s3://bucket/nothing", "s3://bucket/t5/out", workers=1)
     with pytest.raises(kpcompile.OutputError, match="cannot use output 's3://no-such-bucket/out'"):
         kpcompile.build(small_dataset, "s3://no-such-bucket/out", workers=1)
+
+
+def _cli(*args: str) -> Any:
+    return CliRunner().invoke(cli, list(args))
+
+
+def test_every_command_works_on_an_s3_out(s3: Any, small_dataset: Path, tmp_path: Path) -> None:
+    """build, info, query, snapshots, diff, verify and gc, each on s3://, through the CLI."""
+    out = "s3://bucket/t6/compiled"
+    res = _cli("build", str(small_dataset), out, "--workers", "1", "--json")
+    assert res.exit_code == 0, res.output
+    first = json.loads(res.stdout)["snapshot_id"]
+    changed = small_dataset / "datapoint_00001/camera_00/key_points/face_dense_key_points.json"
+    changed.write_bytes(changed.read_bytes() + b"\n")
+    res = _cli("build", str(small_dataset), out, "--workers", "1", "--json")
+    assert res.exit_code == 0, res.output
+    second = json.loads(res.stdout)["snapshot_id"]
+
+    info = json.loads(_cli("info", out, "--json").stdout)
+    assert (info["snapshot"], info["files"], info["snapshots"]) == (second, 8, 2)
+    assert info["path"] == f"{out}/snapshots/{second}"
+    res = _cli("query", out, "SELECT count(*) AS n FROM keypoints", "--format", "csv")
+    assert (res.exit_code, res.stdout) == (0, f"n\n{8 * 468}\n")
+    listed = json.loads(_cli("snapshots", out, "--json").stdout)
+    assert [(s["snapshot"], s["current"]) for s in listed] == [(first, False), (second, True)]
+    res = _cli("diff", out, first, second)
+    assert res.exit_code == 0 and "~ datapoint_00001 camera_00" in res.stdout
+    res = _cli("verify", out, str(small_dataset))
+    assert res.exit_code == 0, res.output
+    assert f"snapshot {second} verified" in res.stdout
+    res = _cli("verify", out, "--snapshot", first, str(small_dataset))
+    assert res.exit_code == 6 and "when the snapshot was built" in res.stderr
+    res = _cli("gc", out, "--keep", "1", "--json")
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["removed"] == [first]
+    assert open_store(out).list_snapshots() == [second]
+    assert not s3.exists(f"bucket/t6/compiled/snapshots/{first}")
+
+
+def test_verify_finds_damage_on_object_storage(s3: Any, small_dataset: Path) -> None:
+    out = "s3://bucket/t7/compiled"
+    r = kpcompile.build(small_dataset, out, workers=1)
+    assert kpcompile.verify(out).ok
+    part = manifest(out)["tables"]["files"]["files"][0]["path"]
+    key = f"bucket/t7/compiled/snapshots/{r.snapshot_id}/{part}"
+    s3.pipe_file(key, s3.cat_file(key)[:-1] + b"x")
+    stray = f"bucket/t7/compiled/snapshots/{r.snapshot_id}/keypoints/stray.parquet"
+    s3.pipe_file(stray, b"x")
+    problems = kpcompile.verify(out).problems
+    assert any(p.startswith(f"files: {part}: sha256 ") for p in problems), problems
+    assert "keypoints/stray.parquet: file not listed in the manifest" in problems
+    res = _cli("verify", out, "--snapshot", "nope")
+    assert res.exit_code == 5 and f"available: {r.snapshot_id}" in res.stderr
+
+
+def test_a_snapshot_listed_is_a_snapshot_found(s3: Any, small_dataset: Path) -> None:
+    """verify s3://… once said a snapshot did not exist while listing it as available."""
+    out = "s3://bucket/t8/compiled"
+    r = kpcompile.build(small_dataset, out, workers=1)
+    for sid in open_store(out).list_snapshots():
+        assert kpcompile.verify(out, snapshot=sid).snapshot == sid == r.snapshot_id
