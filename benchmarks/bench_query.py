@@ -29,7 +29,7 @@ import orjson
 import polars as pl
 
 import kpcompile
-from kpcompile import snapshot as snap
+from kpcompile.query.scan import table_uris
 from kpcompile.synth import synth
 
 HERE = Path(__file__).resolve().parent
@@ -105,7 +105,7 @@ def run(n_files: int, data: Path, keep: bool, repeat: int, workers: int | None) 
     built = kpcompile.build(source, out, workers=workers)
     files = _raw_files(source, out)
     landmarks = built.rows
-    kp_files = snap.table_files(out, "keypoints")
+    kp_files = table_uris(out, "keypoints")
     con = duckdb.connect()
     con.execute(
         "CREATE VIEW keypoints AS SELECT * FROM read_parquet("
@@ -213,7 +213,7 @@ def run(n_files: int, data: Path, keep: bool, repeat: int, workers: int | None) 
         "files": len(files),
         "landmarks": landmarks,
         "source_bytes": kpcompile.info(out)["source_bytes"],
-        "snapshot_bytes": kpcompile.info(out)["output_bytes"],
+        "snapshot_bytes": kpcompile.info(out).output_bytes,
         "synth_seconds": round(synth_s, 1),
         "build_seconds": round(built.seconds, 1),
         "repeat": repeat,

@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 
 import kpcompile
 from benchmarks.common import DATA, dataset, save, table
-from kpcompile import snapshot as snap
+from kpcompile.query.scan import table_uris
 
 
 def _best(fn: Callable[[], Any], repeat: int) -> float:
@@ -65,7 +65,7 @@ def main() -> None:
         out = DATA / f"rowgroups-{group_files}"
         shutil.rmtree(out, ignore_errors=True)
         built = kpcompile.build(src, out, shard_files=1024, row_group_files=group_files, workers=2)
-        paths = snap.table_files(out, "keypoints")
+        paths = table_uris(out, "keypoints")
         groups = sum(pq.ParquetFile(p).metadata.num_row_groups for p in paths)
         n_rows = kpcompile.info(out)["rows"]
         target = kpcompile.read(out, "files")["datapoint"][args.files // 3]
