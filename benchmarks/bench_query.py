@@ -212,7 +212,7 @@ def run(n_files: int, data: Path, keep: bool, repeat: int, workers: int | None) 
         "benchmark": "query",
         "files": len(files),
         "landmarks": landmarks,
-        "source_bytes": kpcompile.info(out)["source_bytes"],
+        "source_bytes": kpcompile.info(out).source_bytes,
         "snapshot_bytes": kpcompile.info(out).output_bytes,
         "synth_seconds": round(synth_s, 1),
         "build_seconds": round(built.seconds, 1),

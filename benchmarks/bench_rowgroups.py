@@ -67,7 +67,7 @@ def main() -> None:
         built = kpcompile.build(src, out, shard_files=1024, row_group_files=group_files, workers=2)
         paths = table_uris(out, "keypoints")
         groups = sum(pq.ParquetFile(p).metadata.num_row_groups for p in paths)
-        n_rows = kpcompile.info(out)["rows"]
+        n_rows = kpcompile.info(out).rows
         target = kpcompile.read(out, "files")["datapoint"][args.files // 3]
         timings = _queries(out, target, args.repeat)
         rows.append([group_files, n_rows // groups, groups, built.seconds, *timings.values()])
