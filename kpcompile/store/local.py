@@ -176,7 +176,9 @@ class LocalStore(Store):
         shutil.rmtree(stage.path, ignore_errors=True)
 
     def size(self, snapshot: str) -> int:
-        return sum(p.stat().st_size for p in self._dir(snapshot).rglob("*") if p.is_file())
+        # A file hard-linked into another snapshot frees nothing when this one goes.
+        stats = (p.stat() for p in self._dir(snapshot).rglob("*") if p.is_file())
+        return sum(st.st_size for st in stats if st.st_nlink == 1)
 
     def remove(self, snapshot: str) -> int:
         folder = self._dir(snapshot)

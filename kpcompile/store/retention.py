@@ -64,7 +64,7 @@ def gc(out: str | os.PathLike[str] | Store, *, keep: int, dry_run: bool = False)
     with store.lock():
         current = store.current_id()
         ids = store.list_snapshots()
-        newest = set(ids[len(ids) - keep :]) if keep else set()
+        newest = set(ids[-keep:]) if keep else set()  # keep > len(ids) keeps them all
         result = GcResult(current, dry_run=dry_run)
         for sid in ids:
             if sid == current or sid in newest:

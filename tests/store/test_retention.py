@@ -75,3 +75,47 @@ def test_cli(four: tuple[Path, list[str]]) -> None:
     assert res.exit_code == 0 and f"kept 3, current {ids[3]}" in res.output
     assert open_store(out).list_snapshots() == ids[1:]
     assert runner.invoke(cli, ["gc", str(out)]).exit_code == 2  # --keep is required
+
+
+@pytest.mark.parametrize("keep", [4, 5, 100])
+def test_keeping_as_many_as_there_are_or_more_removes_nothing(
+    four: tuple[Path, list[str]], keep: int
+) -> None:
+    """gc --keep 5 over 4 snapshots once removed the oldest (a negative slice start)."""
+    out, ids = four
+    r = gc(out, keep=keep)
+    assert (r.removed, r.kept, r.bytes_freed) == ([], ids, 0)
+    assert open_store(out).list_snapshots() == ids
+
+
+def test_bytes_freed_counts_only_files_whose_last_link_goes(
+    small_dataset: Path, tmp_path: Path
+) -> None:
+    """An unchanged shard is hard-linked into the next snapshot: removing the older
+    snapshot frees none of its bytes, and gc must not say it does."""
+    out = tmp_path / "out"
+    a = kpcompile.build(small_dataset, out, workers=1, shard_files=2)
+    changed = small_dataset / "datapoint_00001/camera_00/key_points/face_dense_key_points.json"
+    changed.write_bytes(changed.read_bytes() + b"\n")
+    b = kpcompile.build(small_dataset, out, workers=1, shard_files=2)
+    assert b.base == a.snapshot_id and b.reused_shards > 0
+    old = Path(a.path)
+    files = [p for p in old.rglob("*") if p.is_file()]
+    alone = sum(p.stat().st_size for p in files if p.stat().st_nlink == 1)
+    shared = sum(p.stat().st_size for p in files if p.stat().st_nlink > 1)
+    assert alone > 0 and shared > 0
+    assert gc(out, keep=1, dry_run=True).bytes_freed == alone
+    before = _disk_usage(out)
+    r = gc(out, keep=1)
+    assert r.removed == [a.snapshot_id] and r.bytes_freed == alone
+    assert before - _disk_usage(out) == alone
+
+
+def _disk_usage(root: Path) -> int:
+    """Bytes of distinct files under ``root`` (hard links counted once), as du does."""
+    seen: dict[tuple[int, int], int] = {}
+    for p in root.rglob("*"):
+        if p.is_file():
+            st = p.stat()
+            seen[(st.st_dev, st.st_ino)] = st.st_size
+    return sum(seen.values())
