@@ -21,7 +21,7 @@ import contextlib
 import datetime as dt
 import secrets
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from kpcompile.compile.stage import Stage
@@ -138,9 +138,9 @@ class Store(ABC):
         """Remove what a failed build staged."""
 
     @abstractmethod
-    def remove(self, snapshot: str) -> int:
-        """Remove a published snapshot (never the current one); return the bytes freed."""
+    def remove(self, snapshot: str) -> None:
+        """Remove a published snapshot (the caller never asks for the current one)."""
 
     @abstractmethod
-    def size(self, snapshot: str) -> int:
-        """Bytes that removing ``snapshot`` would free (files shared by no other snapshot)."""
+    def freed_by(self, snapshots: Sequence[str]) -> int:
+        """Bytes that removing ``snapshots`` would free: files no other snapshot shares."""

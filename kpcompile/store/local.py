@@ -175,15 +175,21 @@ class LocalStore(Store):
         assert isinstance(stage, LocalStage)
         shutil.rmtree(stage.path, ignore_errors=True)
 
-    def size(self, snapshot: str) -> int:
-        # A file hard-linked into another snapshot frees nothing when this one goes.
-        stats = (p.stat() for p in self._dir(snapshot).rglob("*") if p.is_file())
-        return sum(st.st_size for st in stats if st.st_nlink == 1)
+    def freed_by(self, snapshots: Sequence[str]) -> int:
+        # A file is freed when every one of its hard links is in a removed snapshot.
+        found: dict[tuple[int, int], tuple[int, int, int]] = {}
+        for sid in snapshots:
+            for p in self._dir(sid).rglob("*"):
+                st = p.stat()
+                if p.is_file():
+                    key = (st.st_dev, st.st_ino)
+                    seen = found.get(key, (st.st_size, st.st_nlink, 0))[2]
+                    found[key] = (st.st_size, st.st_nlink, seen + 1)
+        return sum(size for size, links, seen in found.values() if seen >= links)
 
-    def remove(self, snapshot: str) -> int:
+    def remove(self, snapshot: str) -> None:
         folder = self._dir(snapshot)
         trash = self.root / STAGING / f"gc-{snapshot}"
-        freed = self.size(snapshot)
         try:
             trash.parent.mkdir(exist_ok=True)
             os.rename(folder, trash)  # one atomic step: never half-deleted under snapshots/
@@ -191,7 +197,6 @@ class LocalStore(Store):
         except OSError as exc:
             msg = f"cannot remove snapshot {str(folder)!r}: {exc.strerror or exc}"
             raise OutputError(msg) from None
-        return freed
 
 
 def _write_durably(path: Path, data: bytes) -> None:

@@ -200,16 +200,14 @@ class ObjectStore(Store):
         with contextlib.suppress(Exception):  # nothing uploaded yet, or unreachable
             fs.rm(path, recursive=True)
 
-    def size(self, snapshot: str) -> int:
-        fs, _ = _fs(self.url)
-        found = fs.find(self._path(SNAPSHOTS, snapshot), detail=True)
-        return sum(int(meta.get("size") or 0) for meta in found.values())
+    def freed_by(self, snapshots: Sequence[str]) -> int:
+        fs, _ = _fs(self.url)  # objects are copied between snapshots, never shared
+        found = [fs.find(self._path(SNAPSHOTS, sid), detail=True) for sid in snapshots]
+        return sum(int(meta.get("size") or 0) for f in found for meta in f.values())
 
-    def remove(self, snapshot: str) -> int:
-        freed = self.size(snapshot)
+    def remove(self, snapshot: str) -> None:
         fs, _ = _fs(self.url)
         # The manifest goes first: from then on the snapshot is not listed, whatever
         # happens to the rest of the removal.
         fs.rm_file(self._path(SNAPSHOTS, snapshot, mf.FILE_NAME))
         fs.rm(self._path(SNAPSHOTS, snapshot), recursive=True)
-        return freed

@@ -67,9 +67,9 @@ def gc(out: str | os.PathLike[str] | Store, *, keep: int, dry_run: bool = False)
         newest = set(ids[-keep:]) if keep else set()  # keep > len(ids) keeps them all
         result = GcResult(current, dry_run=dry_run)
         for sid in ids:
-            if sid == current or sid in newest:
-                result.kept.append(sid)
-                continue
-            result.removed.append(sid)
-            result.bytes_freed += store.size(sid) if dry_run else store.remove(sid)
+            (result.kept if sid == current or sid in newest else result.removed).append(sid)
+        result.bytes_freed = store.freed_by(result.removed)
+        if not dry_run:
+            for sid in result.removed:
+                store.remove(sid)
     return result

@@ -119,3 +119,19 @@ def _disk_usage(root: Path) -> int:
             st = p.stat()
             seen[(st.st_dev, st.st_ino)] = st.st_size
     return sum(seen.values())
+
+
+def test_a_file_shared_by_two_removed_snapshots_is_freed_once(
+    small_dataset: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    ids = []
+    for i in range(3):
+        changed = small_dataset / f"datapoint_0000{i + 1}/camera_00/key_points/face_dense_key_points.json"
+        changed.write_bytes(changed.read_bytes() + b"\n")
+        ids.append(kpcompile.build(small_dataset, out, workers=1, shard_files=2).snapshot_id)
+    before = _disk_usage(out)
+    dry = gc(out, keep=1, dry_run=True)
+    r = gc(out, keep=1)
+    assert r.removed == ids[:2] and dry.bytes_freed == r.bytes_freed
+    assert before - _disk_usage(out) == r.bytes_freed > 0
