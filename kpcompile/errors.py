@@ -76,6 +76,9 @@ class ErrorCode(StrEnum):
     """``is_visible`` is neither a JSON boolean nor the string "true"/"false"."""
     DUPLICATE_CAMERA = "duplicate_camera"
     """Another file already provides the landmarks of the same camera folder."""
+    INTERNAL_ERROR = "internal_error"
+    """kpcompile failed unexpectedly on this file (a bug: please report it with the file);
+    the message names the exception. The build goes on with the other files."""
 
 
 class KpcompileError(Exception):

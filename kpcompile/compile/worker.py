@@ -137,6 +137,19 @@ def _compile(task: ShardTask, folder: str) -> ShardResult:
 
 
 def _outcome(task: ShardTask, sf: SourceFile, prev: PreviousFile | None) -> _Outcome:
+    """What becomes of one file; any failure is that file's rejection, never the shard's."""
+    try:
+        return _read_and_parse(task, sf, prev)
+    except Exception as exc:  # a bug on one file must not cost the other files
+        reason = (
+            f"internal error while compiling this file: {type(exc).__name__}: {exc}; "
+            "please report it with the file"
+        )
+        err = FormatError(ErrorCode.INTERNAL_ERROR, sf.path, reason)
+        return _Outcome(size=sf.size if sf.size >= 0 else None, error=err)
+
+
+def _read_and_parse(task: ShardTask, sf: SourceFile, prev: PreviousFile | None) -> _Outcome:
     if sf.duplicate_of is not None:
         reason = (
             f"camera folder already compiled from {sf.duplicate_of}; "

@@ -63,9 +63,10 @@ class _LegacyDoc(msgspec.Struct, gc=False):
 
 _OBJECT = msgspec.json.Decoder(_ObjectDoc)
 _LEGACY = msgspec.json.Decoder(_LegacyDoc)
-# msgspec raises UnicodeDecodeError for invalid UTF-8 in a dict key (found by the fuzz
-# test): any failure defers to the careful path, which names it.
-_DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, ValueError)
+# msgspec raises UnicodeDecodeError for invalid UTF-8 in a dict key and RecursionError
+# for deep nesting (both found by fuzzing): any failure defers to the careful path,
+# which names it.
+_DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, ValueError, RecursionError)
 
 
 def parse_fast(data: bytes) -> Landmarks | None:

@@ -235,3 +235,49 @@ def test_symlink_loops_folders_and_fifos_named_like_keypoint_files(
     _intact(out, sid)
     r = kpcompile.build(source, out, workers=1, max_errors=2)
     assert (r.discovered, r.compiled, r.rejected) == (10, 8, 2)  # nothing counted twice
+
+
+def test_a_file_nested_2000_levels_deep_is_rejected_not_a_crash(
+    small_dataset: Path, tmp_path: Path
+) -> None:
+    deep = small_dataset / f"datapoint_00002/camera_00/{DENSE}"
+    deep.write_text('{"version": "2.0.0", "face": ' + "{\"a\": " * 2000 + "1" + "}" * 2000 + "}")
+    with pytest.raises(RejectedFilesError) as info:
+        kpcompile.build(small_dataset, tmp_path / "out", workers=2)
+    rel = f"datapoint_00002/camera_00/{DENSE}"
+    assert [(e.path, e.code) for e in info.value.errors] == [(rel, "too_deep")]
+    r = kpcompile.build(small_dataset, tmp_path / "out", workers=2, max_errors=1)
+    assert (r.compiled, r.rejected) == (7, 1)
+
+
+def test_any_failure_on_one_file_is_that_files_rejection(
+    prior: tuple[Path, Path, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An unexpected exception while reading or parsing one file (a bug) becomes an
+    ``internal_error`` row naming the exception; every other file is still checked, and
+    by default nothing is published."""
+    source, out, sid = prior
+    victim = f"datapoint_00003/camera_01/{DENSE}"
+    real = shard_mod.parse
+
+    def parse(data: bytes, path: str) -> Any:
+        if path == victim:
+            raise ZeroDivisionError("division by zero")
+        return real(data, path)
+
+    monkeypatch.setattr(shard_mod, "parse", parse)
+    with pytest.raises(RejectedFilesError) as info:
+        kpcompile.build(source, out, workers=1, full=True)
+    assert info.value.errors == [
+        (
+            victim,
+            "internal_error",
+            f"{victim}: internal error while compiling this file: ZeroDivisionError: "
+            "division by zero; please report it with the file",
+        )
+    ]
+    _intact(out, sid)
+    r = kpcompile.build(source, out, workers=1, full=True, max_errors=1)
+    assert (r.compiled, r.rejected) == (7, 1)
+    errors = kpcompile.read(out, "errors")
+    assert errors["code"].to_list() == ["internal_error"]

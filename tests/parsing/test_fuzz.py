@@ -180,6 +180,32 @@ def mutated(draw: st.DrawFn) -> bytes:
     return bytes(out)
 
 
+DEEP = "__deep__"
+
+
+@st.composite
+def deeply_nested(draw: st.DrawFn) -> bytes:
+    """A document with a value, anywhere, replaced by (or given) hundreds to thousands of
+    nested arrays or objects: decoders that recurse must fail cleanly, not crash."""
+    doc = json.loads(draw(documents()))
+    path = draw(st.sampled_from(_paths(doc)))
+    depth = draw(st.sampled_from([300, 1_000, 2_000, 5_000, 100_000]))
+    kind = draw(st.sampled_from(["[", '{"a":']))
+    close = "]" if kind == "[" else "}"
+    if not path:
+        doc = {"wrapper": DEEP} if draw(st.booleans()) else {**doc, "extra": DEEP}
+    else:
+        parent = doc
+        for k in path[:-1]:
+            parent = parent[k]
+        if isinstance(parent, dict) and draw(st.booleans()):
+            parent["nested"] = DEEP  # beside the value, as an unknown field
+        else:
+            parent[path[-1]] = DEEP
+    deep = kind * depth + "0" + close * depth
+    return json.dumps(doc).replace(f'"{DEEP}"', deep, 1).encode()
+
+
 def _run(strategy: st.SearchStrategy[bytes], examples: int) -> dict[str, int]:
     outcomes: dict[str, int] = {}
 
@@ -214,3 +240,27 @@ def test_mutated_documents_parse_or_raise_format_error(trials: Any) -> None:
 def test_fuzz_the_parser_longer(trials: Any) -> None:
     seen = _run(mutated(), 5000)
     trials(sum(seen.values()), f"mutated documents {json.dumps(seen, sort_keys=True)}")
+
+
+def test_deep_nesting_anywhere_is_a_clean_rejection(trials: Any) -> None:
+    """A file nesting 2,000 levels inside "face" once crashed a whole build with
+    RecursionError from the fast path's decoder."""
+    seen = _run(deeply_nested(), 120)
+    trials(sum(seen.values()), f"deeply nested documents {json.dumps(seen, sort_keys=True)}")
+    assert seen.get("too_deep", 0) > 0
+
+
+@pytest.mark.parametrize("depth", [2_000, 100_000])
+def test_the_fast_path_declines_deep_documents_without_raising(depth: int) -> None:
+    from kpcompile.parsing.fast import parse_fast
+
+    inner = "[" * depth + "]" * depth
+    for doc in (
+        f'{{"version": "2.0.0", "face": {{"dense": {inner}}}}}',
+        f'{{"face": {{"dense": {{}}, "x": {inner}}}}}',
+        f'{{"keypoints_3d_coordinates": {inner}}}',
+    ):
+        assert parse_fast(doc.encode()) is None
+        with pytest.raises(FormatError) as info:
+            parse(doc.encode(), PATH)
+        assert info.value.code in (ErrorCode.TOO_DEEP, ErrorCode.BAD_STRUCTURE)
