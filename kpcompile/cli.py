@@ -203,10 +203,10 @@ def diff(out: str, old: str, new: str, as_json: bool) -> None:
 @click.option(
     "--version",
     "version_",
-    type=click.Choice(["2.0.0", "2.0.1"]),
+    type=click.Choice(["2.0.0", "2.0.1", "none"]),
     default="2.0.0",
     show_default=True,
-    help="version field of versioned layouts.",
+    help="version field of the files (none: no field, as older exports).",
 )
 @click.option(
     "--extras/--no-extras",
@@ -240,7 +240,7 @@ def synth(
         cameras=cameras,
         layout=layout,
         seed=seed,
-        version=version_,
+        version=None if version_ == "none" else version_,
         extras=extras,
     )
     _emit(result, as_json)

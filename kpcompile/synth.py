@@ -72,7 +72,7 @@ def synth(
     cameras: int = 1,
     layout: str = "faces",
     seed: int = 0,
-    version: str = "2.0.0",
+    version: str | None = "2.0.0",
     extras: bool = True,
 ) -> SynthResult:
     """Write a synthetic dataset of ``datapoints`` x ``cameras`` landmark files.
@@ -85,7 +85,10 @@ def synth(
         layout: One of ``faces``, ``in_cabin``, ``legacy``, ``documented``, or
             ``mixed`` (datapoints spread over the four, each in its own subfolder).
         seed: Same seed, same bytes.
-        version: ``version`` field of the versioned layouts.
+        version: ``version`` field of the Faces, in-cabin and documented files;
+            ``None`` writes none (as older Faces and in-cabin exports; the
+            documented layout always has one). ``mixed`` writes in-cabin scenes
+            with it (``in_cabin/``) and without it (``in_cabin_unversioned/``).
         extras: Also write the files real exports carry beside the landmarks
             (``all_key_points.json``, the 68-point set, ``camera_metadata.json``).
 
@@ -101,13 +104,14 @@ def synth(
         raise OptionsError(msg)
     root = Path(out)
     counts = [0, 0, 0]
-    for i, lay, folder in _plan(datapoints, layout):
+    for i, lay, folder, unversioned in _plan(datapoints, layout):
         rng = np.random.default_rng([seed, i])
         pose = _pose(rng)
         names = _camera_names(lay, cameras)
         for j, cam in enumerate(names):
             view = _view(pose, j, cameras, lay, rng)
-            for rel, text in _files(lay, view, cam, version, extras):
+            ver = None if unversioned else version
+            for rel, text in _files(lay, view, cam, ver, extras):
                 path = root / folder / rel
                 path.parent.mkdir(parents=True, exist_ok=True)
                 data = text.encode()
@@ -118,12 +122,17 @@ def synth(
     return SynthResult(counts[0], counts[1], counts[2], os.fspath(out))
 
 
-def _plan(n: int, layout: str) -> Iterator[tuple[int, str, str]]:
-    layouts = ("faces", "in_cabin", "legacy", "documented") if layout == "mixed" else (layout,)
+_MIXED = ("faces", "in_cabin", "legacy", "documented", "in_cabin_unversioned")
+
+
+def _plan(n: int, layout: str) -> Iterator[tuple[int, str, str, bool]]:
+    """(index, layout, folder, written without version) of each datapoint."""
+    kinds = _MIXED if layout == "mixed" else (layout,)
     for i in range(n):
-        lay = layouts[i % len(layouts)]
-        k = i // len(layouts)
-        sub = f"{lay}/" if layout == "mixed" else ""
+        kind = kinds[i % len(kinds)]
+        lay = kind.removesuffix("_unversioned")
+        k = i // len(kinds)
+        sub = f"{kind}/" if layout == "mixed" else ""
         if lay == "in_cabin":
             folder = (
                 f"{sub}scene_{k // FRAMES_PER_SCENE + 1:05d}/frames/{k % FRAMES_PER_SCENE + 1:03d}"
@@ -132,7 +141,7 @@ def _plan(n: int, layout: str) -> Iterator[tuple[int, str, str]]:
             folder = f"{sub}environment_{k + 1:05d}"
         else:
             folder = f"{sub}datapoint_{k + 1:05d}"
-        yield i, lay, folder
+        yield i, lay, folder, kind != lay
 
 
 def _camera_names(layout: str, n: int) -> list[str]:
@@ -287,7 +296,7 @@ def _subset(view: _View, ids: tuple[int, ...]) -> _View:
 
 
 def _files(
-    layout: str, view: _View, cam: str, version: str, extras: bool
+    layout: str, view: _View, cam: str, version: str | None, extras: bool
 ) -> Iterator[tuple[str, str]]:
     kp = f"{cam}/key_points"
     std = _subset(view, _STANDARD_68)
@@ -300,8 +309,8 @@ def _files(
         return
     spec: dict[str, tuple[str | None, str, str | None]] = {
         "faces": (version, "float", "string"),
-        "in_cabin": (None, "int", None),
-        "documented": (version, "int", "bool"),
+        "in_cabin": (version, "int", None),
+        "documented": (version or "2.0.0", "int", "bool"),
     }
     ver, pixels, vis = spec[layout]
     key = "standard" if layout == "documented" else "dense"
@@ -320,8 +329,8 @@ def _files(
             for name, key, parts in (("head", "head", _HEAD), ("ears", "ears", _EARS)):
                 yield f"{kp}/{name}_key_points.json", _grouped(view, ver, key, parts, pixels, vis)
         meta = {"version": "1.1.0", "camera_name": cam, **view.metadata}
-        if ver is None:
-            del meta["version"]
+        if layout != "faces" or ver is None:
+            del meta["version"]  # as the real in-cabin and older Faces exports
         yield f"{cam}/camera_metadata.json", json.dumps(meta, indent=3)
 
 

@@ -43,7 +43,11 @@ def test_layout_details_match_the_real_exports(mixed_dataset: Path) -> None:
     cabin = json.loads(
         next(mixed_dataset.glob("in_cabin/**/face_dense_key_points.json")).read_text()
     )
-    assert "version" not in cabin and "is_visible" not in cabin["face"]["dense"]["0"]
+    assert cabin["version"] == "2.0.0" and "is_visible" not in cabin["face"]["dense"]["0"]
+    older = json.loads(
+        next(mixed_dataset.glob("in_cabin_unversioned/**/face_dense_key_points.json")).read_text()
+    )
+    assert "version" not in older and "is_visible" not in older["face"]["dense"]["0"]
     assert isinstance(cabin["face"]["dense"]["0"]["pixel_2d"]["x"], int)
     legacy = json.loads(next(mixed_dataset.glob("legacy/*/*/dense_keypoints.json")).read_text())
     assert set(legacy) == {"keypoints_3d_coordinates", "keypoints_2d_coordinates", "is_visible"}
@@ -75,3 +79,25 @@ def test_pixels_are_the_projection_of_the_3d_points(mixed_dataset: Path) -> None
 def test_bad_arguments(tmp_path: Path, bad: dict[str, object]) -> None:
     with pytest.raises(kpcompile.OptionsError):
         synth(tmp_path, **bad)  # type: ignore[arg-type]
+
+
+def test_in_cabin_is_written_as_real_in_cabin_exports(tmp_path: Path) -> None:
+    synth(tmp_path / "v", datapoints=2, layout="in_cabin", extras=False)
+    doc = json.loads(next((tmp_path / "v").rglob("face_dense_key_points.json")).read_text())
+    assert doc["version"] == "2.0.0" and list(doc) == ["version", "face"]
+    lm = doc["face"]["dense"]["0"]
+    assert "is_visible" not in lm and isinstance(lm["pixel_2d"]["x"], int)
+    synth(tmp_path / "old", datapoints=2, layout="in_cabin", version=None, extras=False)
+    doc = json.loads(next((tmp_path / "old").rglob("face_dense_key_points.json")).read_text())
+    assert "version" not in doc  # as the older exports in ../shared/datagen-samples
+    r = kpcompile.build(tmp_path / "v", tmp_path / "out", workers=1)
+    assert kpcompile.info(tmp_path / "out").layouts == {"in_cabin": r.compiled}
+
+
+def test_mixed_has_in_cabin_frames_with_and_without_version(mixed_dataset: Path) -> None:
+    versions = {
+        json.loads(p.read_text()).get("version")
+        for p in mixed_dataset.rglob("face_dense_key_points.json")
+        if "/frames/" in p.as_posix()
+    }
+    assert versions == {"2.0.0", None}

@@ -7,14 +7,22 @@
 =============  ==========================================================  =========
 layout         shape                                                       version
 =============  ==========================================================  =========
-``faces``      ``face.dense["0".."467"]`` objects, float pixels,            required
-               ``is_visible`` "true"/"false"
-``in_cabin``   ``face.dense`` objects, int pixels, no ``is_visible``        absent
+``faces``      ``face.dense["0".."467"]`` objects (Faces platform: float    optional
+               pixels, ``is_visible`` "true"/"false")
+``in_cabin``   ``face.dense`` objects (human-in-cabin: int pixels, no        optional
+               ``is_visible``)
 ``legacy``     maps ``keypoints_3d_coordinates`` / ``keypoints_2d_...`` /   absent
                ``is_visible`` of ``"i": [...]``
 ``documented`` ``face.standard["0".."467"]`` objects (the format's          required
                documentation example)
 =============  ==========================================================  =========
+
+The two products that write ``face.dense`` are told apart by where the file lies
+(:func:`dense_layout`): human-in-cabin exports put a frame's cameras under
+``scene_N/frames/NNN/<camera>/``, the Faces platform a datapoint's under
+``datapoint_N/<camera>/``. Only a path with neither shape falls back on the
+document: a ``version`` field says Faces (older in-cabin exports have none; newer
+ones carry "2.0.0", which is why the version alone cannot decide).
 
 The fast path assumes a well-formed file and walks it with list comprehensions;
 when anything does not fit, a slower diagnosis finds the first offending landmark
@@ -23,6 +31,7 @@ and field so the message can name it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections.abc import Callable, Sequence
@@ -76,12 +85,37 @@ def parse(data: bytes, path: str) -> Landmarks:
         >>> lm.layout, lm.x3.shape
         ('faces', (468,))
     """
-    fast = fastparse.parse_fast(data)
-    if fast is not None:
-        return fast
-    doc = load_json(data, path)
-    reader = recognise(doc, path)
-    return reader(doc, data, path)
+    lm = fastparse.parse_fast(data)
+    if lm is None:
+        doc = load_json(data, path)
+        lm = recognise(doc, path)(doc, data, path)
+    if lm.layout in _DENSE_LAYOUTS:
+        layout = dense_layout(path, lm.version is not None)
+        if layout != lm.layout:
+            lm = dataclasses.replace(lm, layout=layout)
+    return lm
+
+
+_DENSE_LAYOUTS = frozenset({"faces", "in_cabin"})
+
+
+def dense_layout(path: str, versioned: bool) -> str:
+    """``faces`` or ``in_cabin`` for a ``face.dense`` file, by its folders, else its version.
+
+    Example:
+        >>> dense_layout("scene_00001/frames/001/cam/key_points/face_dense_key_points.json", True)
+        'in_cabin'
+        >>> dense_layout("datapoint_00001/camera/key_points/face_dense_key_points.json", False)
+        'faces'
+    """
+    folders = path.split("/")[:-1]
+    if folders and folders[-1] == "key_points":
+        folders.pop()
+    if len(folders) >= 3 and folders[-3] == "frames":
+        return "in_cabin"  # .../frames/<frame>/<camera>/
+    if len(folders) >= 2 and folders[-2].startswith("datapoint_"):
+        return "faces"  # datapoint_N/<camera>/
+    return "faces" if versioned else "in_cabin"
 
 
 # --------------------------------------------------------------------------- JSON

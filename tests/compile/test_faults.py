@@ -241,7 +241,7 @@ def test_a_file_nested_2000_levels_deep_is_rejected_not_a_crash(
     small_dataset: Path, tmp_path: Path
 ) -> None:
     deep = small_dataset / f"datapoint_00002/camera_00/{DENSE}"
-    deep.write_text('{"version": "2.0.0", "face": ' + "{\"a\": " * 2000 + "1" + "}" * 2000 + "}")
+    deep.write_text('{"version": "2.0.0", "face": ' + '{"a": ' * 2000 + "1" + "}" * 2000 + "}")
     with pytest.raises(RejectedFilesError) as info:
         kpcompile.build(small_dataset, tmp_path / "out", workers=2)
     rel = f"datapoint_00002/camera_00/{DENSE}"

@@ -75,7 +75,7 @@ def _check_tables(source: Path, out: Path) -> dict[str, int]:
 def test_set_tables_equal_the_json(mixed_dataset: Path, compiled_sets: Path) -> None:
     checked = _check_tables(mixed_dataset, compiled_sets)
     # faces (3 datapoints x 2 cameras) have all three; in-cabin and legacy a 68-point set
-    assert checked == {"face_standard": 18, "head": 6, "ears": 6}
+    assert checked == {"face_standard": 20, "head": 6, "ears": 6}  # 20: all but documented
     assert kpcompile.read(compiled_sets, "errors").height == 0
     head = kpcompile.read(compiled_sets, "head")
     assert head.group_by("part").len().sort("part").rows() == [
@@ -89,7 +89,7 @@ def test_set_tables_equal_the_json(mixed_dataset: Path, compiled_sets: Path) -> 
 def test_cameras_table_equals_camera_metadata(mixed_dataset: Path, compiled_sets: Path) -> None:
     cams = kpcompile.read(compiled_sets, "cameras")
     metas = sorted(mixed_dataset.rglob("camera_metadata.json"))
-    assert cams.height == len(metas) == 12  # faces and in-cabin folders
+    assert cams.height == len(metas) == 16  # faces and in-cabin folders
     for row in cams.iter_rows(named=True):
         meta = json.loads(
             (mixed_dataset / row["datapoint"] / row["camera"] / "camera_metadata.json").read_text()

@@ -31,7 +31,7 @@ def test_each_layout_parses_to_the_json_values(tmp_path: Path, layout: str) -> N
     path = _synth_file(tmp_path, layout)
     lm = parse(path.read_bytes(), str(path))
     assert lm.layout == layout
-    assert lm.version == (None if layout in ("in_cabin", "legacy") else "2.0.0")
+    assert lm.version == (None if layout == "legacy" else "2.0.0")
     ref = landmarks_from_json(path)
     got = list(zip(range(468), lm.x3, lm.y3, lm.z3, lm.px, lm.py, lm.visible_list(), strict=True))
     assert [r[:6] for r in got] == [r[:6] for r in ref]
@@ -274,6 +274,7 @@ def test_bad_input_is_rejected_with_code_and_reason(
 
 def test_every_error_code_has_a_case() -> None:
     file_level = {ErrorCode.UNREADABLE, ErrorCode.TOO_LARGE, ErrorCode.DUPLICATE_CAMERA}
+    file_level |= {ErrorCode.INTERNAL_ERROR}  # tests/compile/test_faults.py
     covered = {b[2] for b in BAD}
     assert covered | file_level == set(ErrorCode)
 
@@ -350,3 +351,33 @@ def test_fast_path_defers_on_unknown_fields_and_the_careful_path_accepts() -> No
     data = json.dumps(doc).encode()
     assert parse_fast(data) is None
     assert parse(data, "f.json").layout == "faces"
+
+
+IN_CABIN = "scene_00002/frames/007/rear_camera/key_points/face_dense_key_points.json"
+
+
+@pytest.mark.parametrize("version", ["2.0.0", None])
+def test_a_real_in_cabin_export_is_labelled_in_cabin(tmp_path: Path, version: str | None) -> None:
+    """Real human-in-cabin exports carry "version": "2.0.0" (newer) or none (older), integer
+    pixels and no is_visible: the folder structure, not the version, says in_cabin."""
+    doc = json.loads(_synth_file(tmp_path, "faces").read_text())
+    for lm in doc["face"]["dense"].values():
+        lm["pixel_2d"] = {a: round(v) for a, v in lm["pixel_2d"].items()}
+        del lm["is_visible"]
+    if version is None:
+        del doc["version"]
+    else:
+        doc["version"] = version
+    data = json.dumps(doc, indent=3).encode()
+    for path in (IN_CABIN, "cabin/" + IN_CABIN, "frames/001/cam/face_dense_key_points.json"):
+        lm = parse(data, path)
+        assert (lm.layout, lm.version) == ("in_cabin", version), path
+    assert parse(data, LAYOUT_FILES["faces"]).layout == "faces"
+
+
+def test_labels_without_a_known_folder_structure_come_from_the_document(tmp_path: Path) -> None:
+    faces = _synth_file(tmp_path, "faces").read_bytes()
+    assert parse(faces, "face_dense_key_points.json").layout == "faces"
+    doc = json.loads(faces)
+    del doc["version"]
+    assert parse(json.dumps(doc).encode(), "x/y/face_dense_key_points.json").layout == "in_cabin"

@@ -28,7 +28,7 @@ def test_project_equals_numpy(mixed_dataset: Path, compiled_sets: Path, model: s
     got = (
         kpcompile.project(compiled_sets, model=model).sort("datapoint", "camera", "kp_id").collect()
     )
-    assert got.height == 12 * 468
+    assert got.height == 16 * 468  # faces and in-cabin files have camera metadata
     for (dp, cam), rows in got.group_by("datapoint", "camera", maintain_order=True):
         folder = mixed_dataset / str(dp) / str(cam)
         meta = json.loads((folder / "camera_metadata.json").read_text())
@@ -44,7 +44,7 @@ def test_project_equals_numpy(mixed_dataset: Path, compiled_sets: Path, model: s
 
 def test_synthetic_pixels_follow_the_row_column_convention(compiled_sets: Path) -> None:
     e = kpcompile.reprojection_error(compiled_sets, model="matrices")
-    assert e.height == 12 and set(e["convention"]) == {"row_col"}
+    assert e.height == 16 and set(e["convention"]) == {"row_col"}
     faces = e.filter(e["datapoint"].str.starts_with("faces/"))
     assert faces["max_err"].max() < 1e-9  # float pixels
     assert e["max_err"].max() < 0.71  # in-cabin pixels are rounded to integers

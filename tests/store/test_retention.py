@@ -127,7 +127,9 @@ def test_a_file_shared_by_two_removed_snapshots_is_freed_once(
     out = tmp_path / "out"
     ids = []
     for i in range(3):
-        changed = small_dataset / f"datapoint_0000{i + 1}/camera_00/key_points/face_dense_key_points.json"
+        changed = (
+            small_dataset / f"datapoint_0000{i + 1}/camera_00/key_points/face_dense_key_points.json"
+        )
         changed.write_bytes(changed.read_bytes() + b"\n")
         ids.append(kpcompile.build(small_dataset, out, workers=1, shard_files=2).snapshot_id)
     before = _disk_usage(out)
