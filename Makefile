@@ -4,9 +4,12 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEMO   ?= .demo
+# the docs pages; their generated tables come from docs/gen.py, run by cog
+PAGES  := $(wildcard docs/*.md)
+COG    := $(BIN)/cog -I docs
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-long lint format bench clean
+.PHONY: help install demo test test-long lint format docs bench clean
 
 help: ## Show this help
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -34,17 +37,24 @@ test: $(STAMP) ## Run the test suite (slow tests excluded)
 test-long: $(STAMP) ## Run every test, slow ones included
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-lint: $(STAMP) ## ruff check, ruff format --check, mypy on the package
-	$(BIN)/ruff check kpcompile tests benchmarks
-	$(BIN)/ruff format --check kpcompile tests benchmarks
+lint: $(STAMP) ## ruff, mypy, docs tables current (cog --check), mkdocs build --strict
+	$(BIN)/ruff check kpcompile tests benchmarks docs/gen.py
+	$(BIN)/ruff format --check kpcompile tests benchmarks docs/gen.py
 	$(BIN)/mypy
+	$(BIN)/mypy docs/gen.py
+	$(COG) --check --check-fail-msg='run `make docs`' $(PAGES)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
 format: $(STAMP) ## Apply ruff's formatting and fixes
-	$(BIN)/ruff check --fix kpcompile tests benchmarks
-	$(BIN)/ruff format kpcompile tests benchmarks
+	$(BIN)/ruff check --fix kpcompile tests benchmarks docs/gen.py
+	$(BIN)/ruff format kpcompile tests benchmarks docs/gen.py
+
+docs: $(STAMP) ## Regenerate the docs' tables from the code (cog) and build the site into site/
+	$(COG) -r $(PAGES)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 bench: $(STAMP) ## Run the benchmarks; results in benchmarks/results/
 	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
 
 clean: ## Remove the virtualenv, caches and demo output
-	rm -rf $(VENV) $(DEMO) .pytest_cache .mypy_cache .ruff_cache build *.egg-info
+	rm -rf $(VENV) $(DEMO) site .pytest_cache .mypy_cache .ruff_cache build *.egg-info
