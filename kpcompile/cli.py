@@ -282,23 +282,30 @@ def query(out: str, query: str, fmt: str, output: str | None, snapshot: str | No
 @click.argument("out")
 @click.argument("source", required=False)
 @snapshot_option
+@click.option("--no-source", is_flag=True, help="Check the snapshot only, not its source.")
 @json_option
 @handle_errors
-def verify(out: str, source: str | None, snapshot: str | None, as_json: bool) -> None:
-    """Re-read a snapshot of OUT and check it against its manifest and SOURCE.
+def verify(
+    out: str, source: str | None, snapshot: str | None, no_source: bool, as_json: bool
+) -> None:
+    """Re-read a snapshot of OUT and check it against its manifest and its source.
 
     Checks every Parquet file's size, SHA-256, rows and schema, the counts, and
-    that no unlisted file is in the snapshot; with SOURCE (a folder, an archive or
-    a URL), that every source file is in the snapshot with unchanged content.
-    Prints each difference and exits with 6 when there is one.
+    that no unlisted file is in the snapshot; then that every file of SOURCE (a
+    folder, an archive or a URL; default: the source the snapshot was built from)
+    is in the snapshot with unchanged content. Prints each difference and exits
+    with 6 when there is one.
 
     \b
     Example:
-      kpcompile verify compiled dataset
+      kpcompile verify compiled
+      kpcompile verify compiled dataset.tar.gz --snapshot 20250101T120000Z-1a2b3c4d
     """
     from kpcompile.store.verify import verify as run_verify
 
-    report = run_verify(out, source, snapshot=snapshot)
+    if no_source and source is not None:
+        raise click.UsageError("give SOURCE or --no-source, not both")
+    report = run_verify(out, source, snapshot=snapshot, check_source=not no_source)
     _emit(report, as_json, err=not report.ok)
     if not report.ok:
         sys.exit(ExitCode.VERIFY_FAILED)

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from kpcompile.errors import FormatError
+from kpcompile.errors import FormatError, SourceError
 from kpcompile.ingest import discover, open_source
 from kpcompile.manifest import Manifest, TableEntry
 from kpcompile.parsing import NUM_LANDMARKS
@@ -66,14 +66,18 @@ def verify(
     source: str | os.PathLike[str] | None = None,
     *,
     snapshot: str | None = None,
+    check_source: bool = True,
 ) -> Verification:
-    """Re-read a snapshot and check it against its manifest (and its source).
+    """Re-read a snapshot and check it against its manifest and its source.
 
     Args:
-        out: Output folder of ``kpcompile build``.
-        source: The dataset the snapshot was built from; when given, every source
-            file must be in the snapshot, unchanged.
+        out: Output folder or URL of ``kpcompile build``.
+        source: The dataset the snapshot was built from (a folder, an archive or a
+            URL, as ``build`` takes); every source file must be in the snapshot,
+            unchanged. ``None``: the source the manifest records; if that one
+            cannot be read any more, a note says so and only the snapshot is checked.
         snapshot: A snapshot id; ``None`` for the current one.
+        check_source: ``False`` checks the snapshot only.
 
     Returns:
         The problems found; :attr:`Verification.ok` when there are none.
@@ -83,13 +87,15 @@ def verify(
         SourceError: ``source`` is given but cannot be listed.
 
     Example:
-        >>> import kpcompile.verify
-        >>> kpcompile.verify.verify("compiled", "dataset").ok  # doctest: +SKIP
+        >>> kpcompile.verify("compiled").ok  # doctest: +SKIP
         True
     """
     store = open_store(out)
     manifest = store.manifest(snapshot)
     sid = manifest.snapshot
+    recorded = source is None
+    if check_source:
+        source = manifest.source.path if source is None else os.fspath(source)
     report = Verification(sid, None if source is None else os.fspath(source))
     tables = manifest.tables
     read: dict[str, pa.Table] = {}
@@ -107,7 +113,7 @@ def verify(
     if set(read) == set(SCHEMAS) & set(tables) and set(REQUIRED_TABLES) <= set(read):
         _check_counts(manifest, read, report)
         if source is not None:
-            _check_source(source, read["files"], report)
+            _check_source(source, read["files"], report, recorded=recorded)
     return report
 
 
@@ -201,8 +207,21 @@ def _check_counts(manifest: Manifest, read: dict[str, pa.Table], report: Verific
             report.problems.append(f"keypoints: {n} rows for {key[0]}/{key[1]}, expected 468")
 
 
-def _check_source(source: str | os.PathLike[str], files: pa.Table, report: Verification) -> None:
-    with open_source(source) as src:
+def _check_source(
+    source: str | os.PathLike[str], files: pa.Table, report: Verification, *, recorded: bool
+) -> None:
+    try:
+        src = open_source(source)
+    except SourceError as exc:
+        if not recorded:
+            raise
+        report.source = None
+        report.notes.append(
+            f"the recorded source {os.fspath(source)!r} cannot be read ({exc}); "
+            "checked the snapshot only"
+        )
+        return
+    with src:
         found = {f.path: f for f in discover(src)}
         recorded = {row["path"]: row for row in files.to_pylist()}
         for rel in sorted(set(found) - set(recorded)):

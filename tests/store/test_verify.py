@@ -113,6 +113,51 @@ def test_cli_exit_codes_and_messages(built: tuple[Path, Path, Path]) -> None:
     bad = runner.invoke(cli, ["verify", str(out)])
     assert bad.exit_code == 6
     assert "differs: errors: errors/part-00000.parquet: cannot read" in bad.output
-    assert f"snapshot {path.name}: 1 difference ({n - 1} Parquet files checked)" in bad.output
+    assert f"snapshot {path.name}: 1 difference ({n - 1} Parquet files, 0 source" in bad.output
     none = runner.invoke(cli, ["verify", str(out.parent / "nothing")])
     assert none.exit_code == 5
+
+
+def test_verify_defaults_to_the_recorded_source(built: tuple[Path, Path, Path]) -> None:
+    """`verify OUT` once ignored the source the manifest records."""
+    source, out, _ = built
+    report = verify(out)
+    assert (report.source, report.source_files_checked) == (str(source.resolve()), 8)
+    changed = source / "datapoint_00002/camera_01/key_points/face_dense_key_points.json"
+    changed.write_bytes(changed.read_bytes().replace(b"0", b"1", 1))
+    res = CliRunner().invoke(cli, ["verify", str(out)])
+    assert res.exit_code == 6 and "content changed" in res.stderr
+    res = CliRunner().invoke(cli, ["verify", str(out), "--no-source"])
+    assert res.exit_code == 0 and "source files" not in res.stdout
+
+
+def test_a_recorded_source_that_is_gone_is_a_note(built: tuple[Path, Path, Path]) -> None:
+    source, out, _ = built
+    shutil.rmtree(source)
+    report = verify(out)
+    assert report.ok and report.source_files_checked == 0
+    assert report.notes == [
+        f"the recorded source {str(source.resolve())!r} cannot be read (source "
+        f"{str(source.resolve())!r} does not exist); checked the snapshot only"
+    ]
+    with pytest.raises(kpcompile.SourceError, match="does not exist"):
+        verify(out, source)  # given explicitly, it must be there
+
+
+@pytest.mark.parametrize("suffix", [".tar.gz", ".zip"])
+def test_verify_a_snapshot_built_from_an_archive(
+    small_dataset: Path, tmp_path: Path, suffix: str
+) -> None:
+    """`verify OUT data.tar.gz` once said: Directory 'data.tar.gz' is a file."""
+    archive = Path(
+        shutil.make_archive(
+            str(tmp_path / "data"), "gztar" if suffix == ".tar.gz" else "zip", small_dataset
+        )
+    )
+    assert archive.name == "data" + suffix
+    kpcompile.build(archive, tmp_path / "out", workers=1)
+    res = CliRunner().invoke(cli, ["verify", str(tmp_path / "out"), str(archive)])
+    assert res.exit_code == 0, res.output
+    assert "8 source files checked, no difference" in res.stdout
+    res = CliRunner().invoke(cli, ["verify", str(tmp_path / "out")])  # the recorded archive
+    assert res.exit_code == 0 and "8 source files checked" in res.stdout
