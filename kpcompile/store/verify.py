@@ -113,7 +113,7 @@ def verify(
     if set(read) == set(SCHEMAS) & set(tables) and set(REQUIRED_TABLES) <= set(read):
         _check_counts(manifest, read, report)
         if source is not None:
-            _check_source(source, read["files"], report, recorded=recorded)
+            _check_source(source, read["files"], report, from_manifest=recorded)
     return report
 
 
@@ -208,12 +208,12 @@ def _check_counts(manifest: Manifest, read: dict[str, pa.Table], report: Verific
 
 
 def _check_source(
-    source: str | os.PathLike[str], files: pa.Table, report: Verification, *, recorded: bool
+    source: str | os.PathLike[str], files: pa.Table, report: Verification, *, from_manifest: bool
 ) -> None:
     try:
         src = open_source(source)
     except SourceError as exc:
-        if not recorded:
+        if not from_manifest:
             raise
         report.source = None
         report.notes.append(
