@@ -28,7 +28,16 @@ from kpcompile.errors import (
 from kpcompile.options import BuildOptions
 from kpcompile.parsing import SUPPORTED_VERSIONS, Landmarks, parse
 from kpcompile.pipeline import BuildResult, build
-from kpcompile.store.history import Info, SnapshotDiff, SnapshotSummary, diff, info, snapshots
+from kpcompile.store.history import (
+    Info,
+    Rejections,
+    SnapshotDiff,
+    SnapshotSummary,
+    diff,
+    info,
+    rejections,
+    snapshots,
+)
 from kpcompile.store.retention import GcResult, gc
 
 if TYPE_CHECKING:
@@ -82,6 +91,7 @@ __all__ = [
     "OutputError",
     "QueryError",
     "RejectedFilesError",
+    "Rejections",
     "SnapshotDiff",
     "SnapshotError",
     "SnapshotSummary",
@@ -104,6 +114,7 @@ __all__ = [
     "project",
     "read",
     "region_ids",
+    "rejections",
     "reprojection_error",
     "scan",
     "snapshots",

@@ -11,6 +11,7 @@ traceback.
 from __future__ import annotations
 
 import functools
+import json
 import sys
 from collections.abc import Callable
 from dataclasses import MISSING, Field
@@ -117,7 +118,17 @@ def build(source: str, out: str, as_json: bool, **options: Any) -> None:
     """
     from kpcompile.pipeline import build as run_build
 
-    _emit(run_build(source, out, options=BuildOptions(**options)), as_json)
+    try:
+        result = run_build(source, out, options=BuildOptions(**options))
+    except RejectedFilesError as exc:
+        if not as_json:
+            raise
+        from kpcompile.output import refusal_json
+
+        click.echo(json.dumps(refusal_json(exc), indent=2))
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    _emit(result, as_json)
 
 
 @cli.command()
@@ -214,6 +225,7 @@ def diff(out: str, old: str, new: str, as_json: bool) -> None:
     show_default=True,
     help="Also write all_key_points.json, the 68-point set and camera metadata.",
 )
+@click.option("--overwrite", is_flag=True, help="Replace what OUT holds if it is not empty.")
 @json_option
 @handle_errors
 def synth(
@@ -224,6 +236,7 @@ def synth(
     seed: int,
     version_: str,
     extras: bool,
+    overwrite: bool,
     as_json: bool,
 ) -> None:
     """Write a realistic synthetic dataset in any Datagen layout into OUT.
@@ -242,8 +255,33 @@ def synth(
         seed=seed,
         version=None if version_ == "none" else version_,
         extras=extras,
+        overwrite=overwrite,
     )
     _emit(result, as_json)
+
+
+@cli.command()
+@click.argument("out")
+@click.option("--last", is_flag=True, help="The last build's rejections, also when it was refused.")
+@snapshot_option
+@json_option
+@handle_errors
+def errors(out: str, last: bool, snapshot: str | None, as_json: bool) -> None:
+    """List the rejected files of a snapshot of OUT, or of the last (refused) build.
+
+    A refused build publishes nothing; what it rejected is kept in OUT until a build
+    publishes, and --last shows it.
+
+    \b
+    Example:
+      kpcompile errors compiled --last
+      kpcompile errors compiled --snapshot 20250101T120000Z-1a2b3c4d --json
+    """
+    from kpcompile.store.history import rejections
+
+    if last and snapshot is not None:
+        raise click.UsageError("give --last or --snapshot, not both")
+    _emit(rejections(out, last=last, snapshot=snapshot), as_json)
 
 
 @cli.command()

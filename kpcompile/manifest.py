@@ -110,6 +110,10 @@ class Counts(msgspec.Struct, frozen=True):
     rows: int
     visible: int
     sets_rejected: int = 0
+    datapoints: int = 0
+    """Distinct datapoints among the compiled files."""
+    cameras: int = 0
+    """Distinct camera names among the compiled files."""
 
 
 class Manifest(msgspec.Struct, frozen=True):
@@ -127,6 +131,10 @@ class Manifest(msgspec.Struct, frozen=True):
     output_bytes: int
     tables: dict[str, TableEntry]
     shards: list[ShardRecord] = msgspec.field(default_factory=list)
+    inputs: str = ""
+    """Digest of everything the build read: every file's path, size and mtime (and the
+    set files'). A build whose inputs and recorded options equal the current
+    snapshot's has nothing to publish."""
 
     def table(self, name: str) -> TableEntry:
         """A table's entry, or :class:`SnapshotError` naming the tables there are."""
@@ -142,8 +150,19 @@ class Manifest(msgspec.Struct, frozen=True):
         return [f for t in self.tables.values() for f in t.files]
 
 
-def encode(manifest: Manifest) -> bytes:
-    """The manifest as indented JSON with sorted keys, ending with a newline."""
+class Refusal(msgspec.Struct, frozen=True):
+    """The last build that was refused (too many rejected files): what it found."""
+
+    attempted_at: str
+    source: str
+    files: int
+    rejected: int
+    max_errors: int
+    errors: list[ErrorRow]
+
+
+def encode(manifest: Manifest | Refusal) -> bytes:
+    """A manifest (or refusal) as indented JSON with sorted keys, ending with a newline."""
     raw = msgspec.json.encode(manifest, order="sorted")
     return msgspec.json.format(raw, indent=2) + b"\n"
 
@@ -170,4 +189,17 @@ def decode(data: bytes, where: str) -> Manifest:
         return msgspec.convert(head, Manifest)
     except msgspec.ValidationError as exc:
         msg = f"cannot read manifest {where}: {exc}"
+        raise SnapshotError(msg) from None
+
+
+def decode_refusal(data: bytes, where: str) -> Refusal:
+    """Parse the record of a refused build.
+
+    Raises:
+        SnapshotError: It cannot be read.
+    """
+    try:
+        return msgspec.json.decode(data, type=Refusal)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        msg = f"cannot read {where}: {exc}"
         raise SnapshotError(msg) from None

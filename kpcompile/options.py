@@ -163,6 +163,12 @@ class BuildOptions:
         for f in fields(self):
             _check(f, getattr(self, f.name))
         _check_level(self.compression, self.compression_level)
+        if self.scheduler is not None and self.executor != "dask":
+            msg = (
+                "scheduler is only used with executor='dask' (--executor dask); "
+                f"got executor={self.executor!r}"
+            )
+            raise OptionsError(msg)
 
     @property
     def resolved_workers(self) -> int:

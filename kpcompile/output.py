@@ -17,8 +17,9 @@ from typing import Any
 
 import click
 
+from kpcompile.errors import RejectedFilesError
 from kpcompile.pipeline import BuildResult
-from kpcompile.store.history import Info, SnapshotDiff, SnapshotSummary
+from kpcompile.store.history import Info, Rejections, SnapshotDiff, SnapshotSummary
 from kpcompile.store.retention import GcResult
 from kpcompile.store.verify import Verification
 from kpcompile.synth import SynthResult
@@ -66,6 +67,8 @@ def rejections(errors: Sequence[tuple[str, str, str]], limit: int | None = ERROR
 
 @text.register
 def _build(r: BuildResult) -> str:
+    if r.up_to_date:
+        return f"up to date: snapshot {r.snapshot_id}"
     lines = [rejections(r.errors)] if r.errors else []
     lines.append(
         f"published snapshot {r.snapshot_id}: {r.discovered:,} files, "
@@ -77,6 +80,7 @@ def _build(r: BuildResult) -> str:
             f"incremental from {r.base}: {r.reused_shards:,} of {r.shards:,} "
             f"shards reused, {r.parsed:,} files parsed, {r.reused_files:,} reused"
         )
+    lines += [f"note: {n}" for n in r.notes]
     return "\n".join(lines)
 
 
@@ -88,7 +92,9 @@ def _info(d: Info) -> str:
             f"snapshot     {d.snapshot}  (created {d.created_at})",
             f"path         {d.path}",
             f"source       {d.source}",
-            f"files        {d.files:,} ({d.compiled:,} compiled, {d.rejected:,} rejected)",
+            f"files        {d.files:,} ({d.compiled:,} compiled, {d.rejected:,} rejected"
+            + (f"; {_plural(d.sets_rejected, 'set file')} rejected)" if d.sets_rejected else ")"),
+            f"datapoints   {_plural(d.datapoints, 'datapoint')}, {_plural(d.cameras, 'camera')}",
             f"rows         {d.rows:,}",
             "layouts      " + ", ".join(f"{k} {v:,}" for k, v in d.layouts.items()),
             "versions     " + ", ".join(f"{k} {v:,}" for k, v in d.versions.items()),
@@ -97,6 +103,33 @@ def _info(d: Info) -> str:
             f"output bytes {d.output_bytes:,} ({ratio:.1f}x smaller)",
         ]
     )
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n:,} {word}{'' if n == 1 else 's'}"
+
+
+@text.register
+def _rejections(r: Rejections) -> str:
+    n = _plural(len(r.errors), "rejected file")
+    if r.published:
+        head = f"snapshot {r.snapshot} of {r.source!r}: {n}"
+    else:
+        head = (
+            f"the last build was refused ({r.attempted_at}, {r.source!r}): {n}, "
+            f"more than max_errors {r.max_errors}; nothing was published"
+        )
+    return "\n".join([head, *(f"rejected [{e.code}] {e.message}" for e in r.errors)])
+
+
+def refusal_json(exc: RejectedFilesError) -> dict[str, Any]:
+    """The JSON result of a refused build: nothing published, every rejection."""
+    return {
+        "published": False,
+        "rejected": len(exc.errors),
+        "max_errors": exc.max_errors,
+        "errors": to_json(exc.errors),
+    }
 
 
 @text.register

@@ -21,15 +21,15 @@ from typing import Any
 from kpcompile._version import __version__
 from kpcompile.compile.executor import prestart, release, run
 from kpcompile.compile.incremental import Previous, previous_of, reuse_shard, shard_record
-from kpcompile.compile.plan import plan, shard_digest
+from kpcompile.compile.plan import inputs_digest, plan, shard_digest
 from kpcompile.compile.sets import SetsResult, compile_sets
 from kpcompile.compile.stage import Stage
 from kpcompile.compile.worker import PreviousFile, ShardResult, ShardTask
 from kpcompile.compile.writer import ParquetSettings, table_from_columns, write_table
-from kpcompile.errors import KpcompileError, OutputError, RejectedFilesError
+from kpcompile.errors import KpcompileError, OptionsError, OutputError, RejectedFilesError
 from kpcompile.ingest import Source, SourceFile, open_source
 from kpcompile.ingest.discover import LANDMARK_NAMES, select
-from kpcompile.ingest.sets import SET_NAMES, discover_sets
+from kpcompile.ingest.sets import SET_NAMES, SetSource, discover_sets
 from kpcompile.manifest import (
     FORMAT,
     Column,
@@ -37,6 +37,7 @@ from kpcompile.manifest import (
     ErrorRow,
     FileEntry,
     Manifest,
+    Refusal,
     SourceInfo,
     TableEntry,
     Tool,
@@ -65,6 +66,9 @@ class BuildResult:
         reused_shards: Shards linked unchanged from ``base``.
         parsed: Files parsed from JSON.
         reused_files: Files whose landmarks came from ``base`` instead of their JSON.
+        up_to_date: Nothing changed since the current snapshot (same files, same
+            options): nothing was published, ``snapshot_id`` is the current one.
+        notes: Things worth knowing (the output held another source's snapshot).
     """
 
     snapshot_id: str
@@ -80,6 +84,8 @@ class BuildResult:
     reused_shards: int = 0
     parsed: int = 0
     reused_files: int = 0
+    up_to_date: bool = False
+    notes: list[str] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -143,16 +149,24 @@ def _build(
 ) -> BuildResult:
     names = LANDMARK_NAMES | SET_NAMES if opts.sets else LANDMARK_NAMES
     with open_source(source, max_file_bytes=opts.max_file_bytes, names=names) as src:
-        listing = list(src.list(names))
-        files = select(listing, src.name, src.location)
+        _check_apart(src, store)
+        inputs = _inputs(src, names, opts)
         with store.lock():
+            current = _current(store)
+            if _up_to_date(current, inputs, opts):
+                assert current is not None
+                return _unchanged(current, store, started)
             # Timed under the lock, so ids sort in the order builds publish.
             created = dt.datetime.now(dt.UTC)
             stage = store.stage(new_snapshot_id(created))
             try:
-                run_ = _compile(src, files, listing, store, stage, opts, pool)
-                manifest = _publishable(run_, src, files, stage, opts, created)
+                run_ = _compile(inputs, current, stage, opts, pool)
+                manifest = _publishable(run_, inputs, stage, opts, created)
                 path = store.publish(stage, manifest)
+            except RejectedFilesError as exc:
+                store.discard(stage)
+                store.record_refusal(_refusal(exc, inputs, created))
+                raise
             except OSError as exc:
                 store.discard(stage)
                 where = f" ({exc.filename})" if exc.filename else ""
@@ -164,34 +178,107 @@ def _build(
             except BaseException:
                 store.discard(stage)
                 raise
-    return _result(manifest, path, run_, started)
+    return _result(manifest, path, run_, started, _notes(current, src, store))
+
+
+@dataclass(frozen=True, slots=True)
+class _Inputs:
+    """What a build reads: the source, its landmark files, its set files, their digest."""
+
+    src: Source
+    files: list[SourceFile]
+    sets: list[SetSource]
+    digest: str
+
+
+def _inputs(src: Source, names: frozenset[str], opts: BuildOptions) -> _Inputs:
+    listing = list(src.list(names))
+    files = select(listing, src.name, src.location)
+    sets = discover_sets((e.path for e in listing), files) if opts.sets else []
+    by_path = {e.path: e for e in listing}
+    others = [(s.path, by_path[s.path].size, by_path[s.path].mtime_ns) for s in sets]
+    return _Inputs(src, files, sets, inputs_digest(files, others))
+
+
+def _check_apart(src: Source, store: Store) -> None:
+    """Refuse an output inside the dataset, or a dataset inside the output."""
+
+    def inside(a: str, b: str) -> bool:
+        return a == b or a.startswith(b.rstrip("/") + "/")
+
+    where = f"OUT {store.location!r}", f"SOURCE {src.location!r}"
+    for (a, b), (x, y) in (
+        ((store.canonical, src.canonical), where),
+        ((src.canonical, store.canonical), where[::-1]),
+    ):
+        if inside(a, b):
+            msg = (
+                f"{x} is inside {y}: a build must not write where it reads; "
+                "choose an output outside the dataset"
+            )
+            raise OptionsError(msg)
+
+
+def _current(store: Store) -> Manifest | None:
+    try:
+        return store.manifest()
+    except KpcompileError:
+        return None
+
+
+def _up_to_date(current: Manifest | None, inputs: _Inputs, opts: BuildOptions) -> bool:
+    """Whether the current snapshot is exactly what this build would publish."""
+    return (
+        current is not None
+        and not opts.full
+        and current.inputs == inputs.digest
+        and current.source.path == inputs.src.location
+        and current.tool.version == __version__
+        and current.options == recorded(opts)
+    )
+
+
+def _unchanged(current: Manifest, store: Store, started: float) -> BuildResult:
+    c = current.counts
+    errors = [e for shard in current.shards for e in shard.errors]
+    return BuildResult(
+        current.snapshot, store.uri(current.snapshot), c.files, c.compiled, c.rejected, c.rows,
+        sorted(errors), time.perf_counter() - started, shards=len(current.shards),
+        up_to_date=True,
+    )  # fmt: skip
+
+
+def _notes(current: Manifest | None, src: Source, store: Store) -> list[str]:
+    if current is None or current.source.path == src.location:
+        return []
+    return [
+        f"{store.location!r} held snapshot {current.snapshot} of {current.source.path!r}; "
+        f"the new current snapshot is of {src.location!r}"
+    ]
+
+
+def _refusal(exc: RejectedFilesError, inputs: _Inputs, created: dt.datetime) -> Refusal:
+    return Refusal(
+        attempted_at=created.isoformat(timespec="seconds").replace("+00:00", "Z"),
+        source=inputs.src.location,
+        files=len(inputs.files),
+        rejected=len(exc.errors),
+        max_errors=exc.max_errors,
+        errors=[ErrorRow(*e) for e in exc.errors],
+    )
 
 
 def _compile(
-    src: Source,
-    files: list[SourceFile],
-    listing: list[Any],
-    store: Store,
-    stage: Stage,
-    opts: BuildOptions,
-    pool: Any,
+    inputs: _Inputs, current: Manifest | None, stage: Stage, opts: BuildOptions, pool: Any
 ) -> _Run:
-    prev = None if opts.full else _previous(store, src, opts, stage)
-    run_ = _run(src, files, opts, stage, prev, pool)
+    prev = None
+    if current is not None and not opts.full:
+        prev = Previous.of(current, inputs.src.location, opts, stage)
+    run_ = _run(inputs.src, inputs.files, opts, stage, prev, pool)
     if opts.sets:
-        found = discover_sets((e.path for e in listing), files)
         settings = ParquetSettings.of(opts)
-        run_.sets = compile_sets(src, found, stage, settings, opts.max_file_bytes)
+        run_.sets = compile_sets(inputs.src, inputs.sets, stage, settings, opts.max_file_bytes)
     return run_
-
-
-def _previous(store: Store, src: Source, opts: BuildOptions, stage: Stage) -> Previous | None:
-    """The current snapshot of the store, if an incremental build may reuse it."""
-    try:
-        manifest = store.manifest()
-    except KpcompileError:
-        return None
-    return Previous.of(manifest, src.location, opts, stage)
 
 
 def _run(
@@ -271,12 +358,7 @@ def _progress(total: int, show: bool | None) -> Any:
 
 
 def _publishable(
-    run_: _Run,
-    src: Source,
-    files: list[SourceFile],
-    stage: Stage,
-    opts: BuildOptions,
-    created: dt.datetime,
+    run_: _Run, inputs: _Inputs, stage: Stage, opts: BuildOptions, created: dt.datetime
 ) -> Manifest:
     """Check the error budget, write the errors table, and assemble the manifest."""
     errors = sorted([*(e for r in run_.results for e in r.errors), *run_.sets.errors])
@@ -286,19 +368,18 @@ def _publishable(
     with stage.writing() as folder:
         table = table_from_columns(columns, ERRORS_SCHEMA)
         err_file = write_table(table, folder, "errors/part-00000.parquet", ParquetSettings.of(opts))
-    return _manifest(run_, src, files, err_file, opts, stage.snapshot, created)
+    return _manifest(run_, inputs, err_file, opts, stage.snapshot, created)
 
 
 def _manifest(
     run_: _Run,
-    src: Source,
-    files: list[SourceFile],
+    inputs: _Inputs,
     err_file: FileEntry,
     opts: BuildOptions,
     sid: str,
     created: dt.datetime,
 ) -> Manifest:
-    results = run_.results
+    results, files = run_.results, inputs.files
     layouts: Counter[str] = Counter()
     versions: Counter[str] = Counter()
     written: dict[str, list[FileEntry]] = {"keypoints": [], "files": [], "errors": [err_file]}
@@ -316,6 +397,7 @@ def _manifest(
         rows=sum(r.rows for r in results),
         visible=sum(r.visible for r in results),
         sets_rejected=len(run_.sets.errors),
+        **_distinct(files, results),
     )
     source_bytes = sum(r.source_bytes for r in results) + run_.sets.source_bytes
     return Manifest(
@@ -323,7 +405,7 @@ def _manifest(
         snapshot=sid,
         created_at=created.isoformat(timespec="seconds").replace("+00:00", "Z"),
         tool=Tool("kpcompile", __version__),
-        source=SourceInfo(src.location, len(files), source_bytes),
+        source=SourceInfo(inputs.src.location, len(files), source_bytes),
         options=recorded(opts),
         counts=counts,
         layouts=dict(sorted(layouts.items())),
@@ -334,7 +416,18 @@ def _manifest(
             shard_record(r, run_.shards[r.index], run_.digests[r.index], opts.partition_by)
             for r in results
         ],
+        inputs=inputs.digest,
     )
+
+
+def _distinct(files: list[SourceFile], results: list[ShardResult]) -> dict[str, int]:
+    """Datapoints and camera names among the compiled files."""
+    rejected = {e.path for r in results for e in r.errors}
+    ok = [f for f in files if f.path not in rejected]
+    return {
+        "datapoints": len({f.datapoint for f in ok}),
+        "cameras": len({f.camera for f in ok}),
+    }
 
 
 def _table(name: str, items: list[FileEntry], opts: BuildOptions) -> TableEntry:
@@ -348,7 +441,9 @@ def _table(name: str, items: list[FileEntry], opts: BuildOptions) -> TableEntry:
     )
 
 
-def _result(manifest: Manifest, path: str, run_: _Run, started: float) -> BuildResult:
+def _result(
+    manifest: Manifest, path: str, run_: _Run, started: float, notes: list[str]
+) -> BuildResult:
     c = manifest.counts
     errors = sorted([*(e for r in run_.results for e in r.errors), *run_.sets.errors])
     return BuildResult(
@@ -365,4 +460,5 @@ def _result(manifest: Manifest, path: str, run_: _Run, started: float) -> BuildR
         reused_shards=run_.linked,
         parsed=sum(r.parsed for r in run_.results),
         reused_files=sum(r.reused for r in run_.results),
+        notes=notes,
     )

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from kpcompile.errors import OptionsError
+from kpcompile.errors import OptionsError, OutputError
 from kpcompile.query.landmarks import CANONICAL_FACE
 
 SYNTH_LAYOUTS: tuple[str, ...] = ("faces", "in_cabin", "legacy", "documented", "mixed")
@@ -74,6 +75,7 @@ def synth(
     seed: int = 0,
     version: str | None = "2.0.0",
     extras: bool = True,
+    overwrite: bool = False,
 ) -> SynthResult:
     """Write a synthetic dataset of ``datapoints`` x ``cameras`` landmark files.
 
@@ -91,6 +93,8 @@ def synth(
             with it (``in_cabin/``) and without it (``in_cabin_unversioned/``).
         extras: Also write the files real exports carry beside the landmarks
             (``all_key_points.json``, the 68-point set, ``camera_metadata.json``).
+        overwrite: Replace what ``out`` holds when it is not empty (otherwise
+            :class:`OutputError`: a dataset mixed with older files is a trap).
 
     Example:
         >>> synth("dataset", datapoints=100, cameras=2)  # doctest: +SKIP
@@ -103,6 +107,7 @@ def synth(
         msg = f"datapoints and cameras must be at least 1; got {datapoints} and {cameras}"
         raise OptionsError(msg)
     root = Path(out)
+    _make_room(root, overwrite)
     counts = [0, 0, 0]
     for i, lay, folder, unversioned in _plan(datapoints, layout):
         rng = np.random.default_rng([seed, i])
@@ -123,6 +128,20 @@ def synth(
 
 
 _MIXED = ("faces", "in_cabin", "legacy", "documented", "in_cabin_unversioned")
+
+
+def _make_room(root: Path, overwrite: bool) -> None:
+    if root.is_dir() and any(root.iterdir()):
+        if not overwrite:
+            msg = (
+                f"{str(root)!r} is not empty; synth writes a whole dataset: "
+                "choose a new folder, or give --overwrite to replace what it holds"
+            )
+            raise OutputError(msg)
+        shutil.rmtree(root)
+    elif root.exists() and not root.is_dir():
+        msg = f"{str(root)!r} is a file, not a folder"
+        raise OutputError(msg)
 
 
 def _plan(n: int, layout: str) -> Iterator[tuple[int, str, str, bool]]:

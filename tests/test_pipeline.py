@@ -167,6 +167,8 @@ def test_manifest_describes_the_snapshot(small_dataset: Path, tmp_path: Path) ->
         "rows": 8 * 468,
         "visible": m["counts"]["visible"],
         "sets_rejected": 0,
+        "datapoints": 4,
+        "cameras": 2,
     }
     listed = {f["path"] for t in m["tables"].values() for f in t["files"]}
     on_disk = {str(p.relative_to(r.path)) for p in Path(r.path).rglob("*.parquet")}

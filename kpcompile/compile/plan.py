@@ -75,3 +75,13 @@ def order_key(f: SourceFile, partition_by: str) -> list[str]:
     if partition_by == "camera":
         return [f.camera, f.datapoint, f.path]
     return [f.datapoint, f.camera, f.path]
+
+
+def inputs_digest(files: Sequence[SourceFile], others: Sequence[tuple[str, int, int]]) -> str:
+    """Identity of everything a build reads: the landmark files and ``others``
+    (``(path, size, mtime_ns)`` of the other files it reads, such as ``--sets`` files)."""
+    h = hashlib.sha256()
+    h.update(shard_digest(files).encode())
+    for path, size, mtime_ns in others:
+        h.update(f"{path}\0{size}\0{mtime_ns}\n".encode())
+    return h.hexdigest()

@@ -72,6 +72,10 @@ def _root_name(location: str) -> str:
     return name
 
 
+def _canonical(location: str, remote: bool) -> str:
+    return location if remote else os.path.realpath(location)
+
+
 def member_path(name: str) -> str:
     """Member name as a path relative to the extraction folder."""
     while name.startswith("./"):
@@ -95,7 +99,7 @@ class ZipSource(Source):
     kind = "archive"
 
     def __init__(self, location: str, *, remote: bool) -> None:
-        super().__init__(location, _root_name(location))
+        super().__init__(location, _root_name(location), _canonical(location, remote))
         self._remote = remote
         try:
             self._members()
@@ -175,7 +179,7 @@ class TarSource(Source):
     def __init__(
         self, location: str, names: frozenset[str], max_bytes: int, *, remote: bool
     ) -> None:
-        super().__init__(location, _root_name(location))
+        super().__init__(location, _root_name(location), _canonical(location, remote))
         self._max_bytes = max_bytes
         self._spool: IO[bytes] = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed by close()
             prefix="kpcompile-spool-", suffix=".bin"

@@ -38,9 +38,11 @@ class Source(ABC):
 
     kind: ClassVar[str]
 
-    def __init__(self, location: str, name: str) -> None:
+    def __init__(self, location: str, name: str, canonical: str | None = None) -> None:
         self.location = location
         self.name = name
+        self.canonical = canonical or location
+        """The real absolute path or the URL, to compare with other locations."""
 
     @abstractmethod
     def list(self, names: frozenset[str]) -> Iterable[Entry]:

@@ -24,7 +24,7 @@ class FolderSource(Source):
         if not base.is_dir():
             msg = f"source {os.fspath(path)!r} is not a folder"
             raise SourceError(msg)
-        super().__init__(os.path.abspath(path), base.resolve().name)
+        super().__init__(os.path.abspath(path), base.resolve().name, os.path.realpath(path))
         self.root = os.fspath(path)
 
     def list(self, names: frozenset[str]) -> Iterable[Entry]:

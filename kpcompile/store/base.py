@@ -26,13 +26,17 @@ from typing import TYPE_CHECKING
 
 from kpcompile.compile.stage import Stage
 from kpcompile.errors import OutputError, SnapshotError
-from kpcompile.manifest import Manifest
+from kpcompile.manifest import Manifest, Refusal
 
 if TYPE_CHECKING:
     import polars as pl
 
 CURRENT = "CURRENT"
 SNAPSHOTS = "snapshots"
+REFUSED = "REFUSED.json"
+"""What the last refused build found; removed by the next build that publishes."""
+OWN_NAMES = frozenset({CURRENT, SNAPSHOTS, REFUSED, ".lock", ".staging"})
+"""Names kpcompile writes at the top of an output: an output holding none is not ours."""
 
 
 def new_snapshot_id(now: dt.datetime | None = None) -> str:
@@ -58,8 +62,10 @@ class Store(ABC):
         location: The output folder or URL, as given.
     """
 
-    def __init__(self, location: str) -> None:
+    def __init__(self, location: str, canonical: str) -> None:
         self.location = location
+        self.canonical = canonical
+        """The output's absolute real path or its URL, to compare with other locations."""
 
     # --- reading ------------------------------------------------------------------------
 
@@ -106,6 +112,14 @@ class Store(ABC):
         msg = f"no snapshot {snapshot!r} in {self.location!r}; available: {available}"
         return SnapshotError(msg)
 
+    def foreign(self) -> OutputError:
+        """The error for an output that holds other things than kpcompile's."""
+        msg = (
+            f"output folder {self.location!r} is not empty and holds no kpcompile "
+            "snapshots; choose a new or empty folder"
+        )
+        return OutputError(msg)
+
     def no_snapshot(self) -> OutputError:
         """The error for a store that holds no snapshot at all."""
         msg = (
@@ -136,6 +150,14 @@ class Store(ABC):
     @abstractmethod
     def discard(self, stage: Stage) -> None:
         """Remove what a failed build staged."""
+
+    @abstractmethod
+    def record_refusal(self, refusal: Refusal | None) -> None:
+        """Keep what a refused build found (``None``: forget it, a build published)."""
+
+    @abstractmethod
+    def last_refusal(self) -> Refusal | None:
+        """What the last build found if it was refused, else ``None``."""
 
     @abstractmethod
     def remove(self, snapshot: str) -> None:

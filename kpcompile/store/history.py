@@ -10,6 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from kpcompile.errors import OutputError
+from kpcompile.manifest import ErrorRow
 from kpcompile.store import open_store
 from kpcompile.store.base import Store
 
@@ -80,7 +81,12 @@ class Info:
     files: int
     compiled: int
     rejected: int
+    sets_rejected: int
+    """Rejected ``--sets`` files (in ``errors`` too, but not landmark files)."""
     rows: int
+    datapoints: int
+    cameras: int
+    """Distinct camera names."""
     layouts: dict[str, int]
     versions: dict[str, int]
     tables: dict[str, int]
@@ -111,7 +117,10 @@ def info(out: str | os.PathLike[str] | Store, *, snapshot: str | None = None) ->
         files=c.files,
         compiled=c.compiled,
         rejected=c.rejected,
+        sets_rejected=c.sets_rejected,
         rows=c.rows,
+        datapoints=c.datapoints,
+        cameras=c.cameras,
         layouts=dict(m.layouts),
         versions=dict(m.versions),
         tables={name: t.rows for name, t in sorted(m.tables.items())},
@@ -170,3 +179,53 @@ def _files(store: Store, sid: str) -> dict[Key, tuple[Any, ...]]:
             # a camera folder may list a rejected duplicate file too: compare them all
             found.setdefault((dp, cam), []).append((path, checksum, status))
     return {k: tuple(sorted(v)) for k, v in found.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class Rejections:
+    """Rejected files of a snapshot, or of the last build when it was refused.
+
+    Attributes:
+        published: The rejections belong to a published snapshot (``snapshot``);
+            ``False``: the last build was refused and published nothing.
+        snapshot: The snapshot's id, ``None`` for a refused build.
+        source: What the build read.
+        errors: Every rejected file.
+        attempted_at: When the refused build ran (``None`` for a snapshot).
+        max_errors: The refused build's budget (``None`` for a snapshot).
+    """
+
+    published: bool
+    snapshot: str | None
+    source: str
+    errors: list[ErrorRow]
+    attempted_at: str | None = None
+    max_errors: int | None = None
+
+
+def rejections(
+    out: str | os.PathLike[str] | Store, *, last: bool = False, snapshot: str | None = None
+) -> Rejections:
+    """The rejected files of a snapshot (default: the current one), or of the last build.
+
+    A refused build publishes nothing, but its rejections are kept in the output
+    until a build publishes: ``last=True`` returns them (or, when the last build
+    published, the current snapshot's).
+
+    Example:
+        >>> [e.code for e in kpcompile.rejections("compiled", last=True).errors]  # doctest: +SKIP
+        ['invalid_json']
+    """
+    store = open_store(out)
+    refusal = store.last_refusal() if last and snapshot is None else None
+    if refusal is not None:
+        return Rejections(
+            False, None, refusal.source, list(refusal.errors), refusal.attempted_at,
+            refusal.max_errors,
+        )  # fmt: skip
+    m = store.manifest(snapshot)
+    errors: list[ErrorRow] = []
+    for f in m.table("errors").files:
+        t = pq.read_table(pa.BufferReader(store.read_bytes(m.snapshot, f.path)))
+        errors += [ErrorRow(*row.values()) for row in t.to_pylist()]
+    return Rejections(True, m.snapshot, m.source.path, errors)

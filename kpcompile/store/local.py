@@ -21,7 +21,7 @@ from kpcompile import manifest as mf
 from kpcompile.compile.stage import Stage
 from kpcompile.errors import OutputError, SnapshotError
 from kpcompile.schema import SCHEMAS
-from kpcompile.store.base import CURRENT, SNAPSHOTS, Store
+from kpcompile.store.base import CURRENT, OWN_NAMES, REFUSED, SNAPSHOTS, Store
 
 if TYPE_CHECKING:
     import polars as pl
@@ -74,7 +74,7 @@ class LocalStore(Store):
     """Snapshots in a local folder."""
 
     def __init__(self, location: str | os.PathLike[str]) -> None:
-        super().__init__(os.fspath(location))
+        super().__init__(os.fspath(location), os.path.realpath(location))
         self.root = Path(location)
 
     def _dir(self, snapshot: str) -> Path:
@@ -126,6 +126,10 @@ class LocalStore(Store):
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
         try:
+            if self.root.is_dir():
+                names = set(os.listdir(self.root))
+                if names and not names & OWN_NAMES:
+                    raise self.foreign()
             self.root.mkdir(parents=True, exist_ok=True)
             fh = open(self.root / LOCK, "a+b")  # noqa: SIM115 - held for the with-block
         except OSError as exc:
@@ -169,11 +173,28 @@ class LocalStore(Store):
         _write_durably(tmp, (stage.snapshot + "\n").encode())
         os.replace(tmp, self.root / CURRENT)
         _fsync_dir(self.root)
+        self.record_refusal(None)
         return str(final)
 
     def discard(self, stage: Stage) -> None:
         assert isinstance(stage, LocalStage)
         shutil.rmtree(stage.path, ignore_errors=True)
+
+    def record_refusal(self, refusal: mf.Refusal | None) -> None:
+        path = self.root / REFUSED
+        if refusal is None:
+            path.unlink(missing_ok=True)
+            return
+        tmp = self.root / f".{REFUSED}.tmp"
+        _write_durably(tmp, mf.encode(refusal))
+        os.replace(tmp, path)
+
+    def last_refusal(self) -> mf.Refusal | None:
+        path = self.root / REFUSED
+        try:
+            return mf.decode_refusal(path.read_bytes(), repr(str(path)))
+        except FileNotFoundError:
+            return None
 
     def freed_by(self, snapshots: Sequence[str]) -> int:
         # A file is freed when every one of its hard links is in a removed snapshot.

@@ -31,7 +31,7 @@ from kpcompile import manifest as mf
 from kpcompile.compile.stage import Stage
 from kpcompile.errors import OutputError, SnapshotError
 from kpcompile.schema import SCHEMAS
-from kpcompile.store.base import CURRENT, SNAPSHOTS, Store
+from kpcompile.store.base import CURRENT, OWN_NAMES, REFUSED, SNAPSHOTS, Store
 
 if TYPE_CHECKING:
     import polars as pl
@@ -99,7 +99,7 @@ class ObjectStore(Store):
     """Snapshots under an fsspec URL."""
 
     def __init__(self, url: str) -> None:
-        super().__init__(url)
+        super().__init__(url, url.rstrip("/"))
         self.url = url.rstrip("/")
 
     def _path(self, *parts: str) -> str:
@@ -175,9 +175,16 @@ class ObjectStore(Store):
         fs, path = _fs(self.url)
         try:
             fs.ls(path.split("/", 1)[0])
+            names = (
+                {p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(path)}
+                if fs.exists(path)
+                else set()
+            )
         except Exception as exc:
             msg = f"cannot use output {self.url!r}: {type(exc).__name__}: {exc}"
             raise OutputError(msg) from None
+        if names and not names & OWN_NAMES:
+            raise self.foreign()
         yield  # object stores have no lock (see the module docstring)
 
     def stage(self, snapshot: str) -> ObjectStage:
@@ -192,7 +199,24 @@ class ObjectStore(Store):
         except Exception as exc:
             msg = f"cannot publish snapshot {stage.snapshot} to {self.url!r}: {exc}"
             raise OutputError(msg) from None
+        self.record_refusal(None)
         return stage.prefix
+
+    def record_refusal(self, refusal: mf.Refusal | None) -> None:
+        fs, _ = _fs(self.url)
+        if refusal is None:
+            with contextlib.suppress(FileNotFoundError):
+                fs.rm_file(self._path(REFUSED))
+            return
+        fs.pipe_file(self._path(REFUSED), mf.encode(refusal))
+
+    def last_refusal(self) -> mf.Refusal | None:
+        fs, _ = _fs(self.url)
+        try:
+            data = fs.cat_file(self._path(REFUSED))
+        except FileNotFoundError:
+            return None
+        return mf.decode_refusal(data, f"{self.url}/{REFUSED}")
 
     def discard(self, stage: Stage) -> None:
         assert isinstance(stage, ObjectStage)

@@ -89,7 +89,7 @@ def test_same_bytes_whatever_workers_and_listing_order(
         with monkeypatch.context() as m:
             if order:
                 _reorder(m, order, seed=workers)
-            r = kpcompile.build(mixed_dataset, out, workers=workers, **opts)
+            r = kpcompile.build(mixed_dataset, out, workers=workers, full=True, **opts)
         assert _snapshot_bytes(Path(r.path)) == ref_bytes, (workers, order)
         full = manifest_dict(out, r.snapshot_id)
         assert {k: v for k, v in full.items() if k not in BUILD_TIME_FIELDS} == ref_manifest

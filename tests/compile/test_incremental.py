@@ -71,7 +71,9 @@ def test_unchanged_source_reuses_every_shard_and_full_parses_all(
 ) -> None:
     out = tmp_path / "out"
     a = kpcompile.build(small_dataset, out, workers=1, shard_files=2)
-    b = kpcompile.build(small_dataset, out, workers=1, shard_files=2)
+    assert kpcompile.build(small_dataset, out, workers=1, shard_files=2).up_to_date
+    # another error budget: the same files and bytes, but a new snapshot to publish
+    b = kpcompile.build(small_dataset, out, workers=1, shard_files=2, max_errors=1)
     assert (b.base, b.parsed, b.reused_shards) == (a.snapshot_id, 0, b.shards)
     c = kpcompile.build(small_dataset, out, workers=1, shard_files=2, full=True)
     assert (c.base, c.parsed, c.reused_shards) == (None, 8, 0)
@@ -85,7 +87,7 @@ def test_removing_an_old_snapshot_never_breaks_a_newer_one(
 ) -> None:
     out = tmp_path / "out"
     a = kpcompile.build(small_dataset, out, workers=1)
-    b = kpcompile.build(small_dataset, out, workers=1)
+    b = kpcompile.build(small_dataset, out, workers=1, max_errors=1)
     assert b.reused_shards == b.shards
     shutil.rmtree(a.path)
     assert kpcompile.read(out).height == 8 * 468
@@ -147,7 +149,7 @@ def test_cli_build_reports_reuse_and_full(small_dataset: Path, tmp_path: Path) -
     runner = CliRunner()
     args = ["build", str(small_dataset), str(tmp_path / "out"), "-j", "1"]
     assert runner.invoke(cli, args).exit_code == 0
-    res = runner.invoke(cli, args)
+    res = runner.invoke(cli, [*args, "--max-errors", "1"])
     assert res.exit_code == 0 and "shards reused, 0 files parsed, 8 reused" in res.stdout
     res = runner.invoke(cli, [*args, "--full", "--json"])
     data = json.loads(res.stdout)

@@ -257,7 +257,7 @@ def step(f):
 for name in ("_write_durably", "_fsync_tree", "_fsync_dir"):
     setattr(local, name, step(getattr(local, name)))
 os.rename, os.replace = step(os.rename), step(os.replace)
-kpcompile.build(sys.argv[1], sys.argv[2], workers=1, shard_files=4, progress=False)
+kpcompile.build(sys.argv[1], sys.argv[2], workers=1, shard_files=4, progress=False, full=True)
 print(count[0])
 """
 
@@ -295,7 +295,7 @@ def test_die_at_every_step_of_writing_and_publishing(tmp_path: Path, trials: Any
         assert current in (previous, open_store(out).list_snapshots()[-1])
         published += current != previous
         # the next build cleans every leftover and succeeds
-        kpcompile.build(source, out, workers=1, shard_files=4)
+        kpcompile.build(source, out, workers=1, shard_files=4, full=True)
         assert list((out / ".staging").iterdir()) == [] and not list(out.glob(".CURRENT.*"))
     assert published == 1  # only a death after replacing CURRENT (its final fsync) published
     trials(steps, "builds stopped dead at each write/fsync/rename step")

@@ -17,7 +17,7 @@ from kpcompile.store.retention import gc
 @pytest.fixture
 def four(small_dataset: Path, tmp_path: Path) -> tuple[Path, list[str]]:
     out = tmp_path / "out"
-    ids = [kpcompile.build(small_dataset, out, workers=1).snapshot_id for _ in range(4)]
+    ids = [kpcompile.build(small_dataset, out, workers=1, full=True).snapshot_id for _ in range(4)]
     # ids sort in build order, even for builds within one second
     assert open_store(out).list_snapshots() == ids
     return out, ids

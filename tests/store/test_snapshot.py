@@ -17,7 +17,7 @@ def test_each_build_is_a_new_immutable_snapshot(small_dataset: Path, tmp_path: P
     out = tmp_path / "out"
     a = kpcompile.build(small_dataset, out, workers=1)
     before = {p: p.read_bytes() for p in Path(a.path).rglob("*") if p.is_file()}
-    b = kpcompile.build(small_dataset, out, workers=1)
+    b = kpcompile.build(small_dataset, out, workers=1, full=True)
     assert a.snapshot_id != b.snapshot_id
     assert open_store(out).list_snapshots() == sorted([a.snapshot_id, b.snapshot_id])
     assert (out / "CURRENT").read_text() == b.snapshot_id + "\n"
@@ -36,7 +36,7 @@ def test_failed_build_leaves_current_and_no_staging(
 
     monkeypatch.setattr(LocalStore, "publish", boom)
     with pytest.raises(OutputError, match="No space left on device; nothing was published"):
-        kpcompile.build(small_dataset, out, workers=1)
+        kpcompile.build(small_dataset, out, workers=1, full=True)
     assert open_store(out).current_id() == a.snapshot_id
     assert open_store(out).list_snapshots() == [a.snapshot_id]
     assert list((out / ".staging").iterdir()) == []
