@@ -80,6 +80,10 @@ class ErrorCode(StrEnum):
     """``is_visible`` is neither a JSON boolean nor the string "true"/"false"."""
     DUPLICATE_CAMERA = "duplicate_camera"
     """Another file already provides the landmarks of the same camera folder."""
+    UNSAFE_PATH = "unsafe_path"
+    """The file's name in an archive or object store is absolute or has a ``..``, ``.``
+    or empty component: its datapoint would name a folder outside the dataset. Such
+    files are rejected unread, as Python's tarfile ``data`` extraction filter does."""
     INTERNAL_ERROR = "internal_error"
     """kpcompile failed unexpectedly on this file (a bug: please report it with the file);
     the message names the exception. The build goes on with the other files."""

@@ -66,7 +66,7 @@ def shard_digest(files: Sequence[SourceFile]) -> str:
     h = hashlib.sha256()
     for f in files:
         h.update(f"{f.datapoint}\0{f.camera}\0{f.path}\0{f.size}\0{f.mtime_ns}\0".encode())
-        h.update(f"{f.duplicate_of}\n".encode())
+        h.update(f"{f.duplicate_of}\0{f.unsafe}\n".encode())
     return h.hexdigest()
 
 

@@ -150,6 +150,9 @@ def _outcome(task: ShardTask, sf: SourceFile, prev: PreviousFile | None) -> _Out
 
 
 def _read_and_parse(task: ShardTask, sf: SourceFile, prev: PreviousFile | None) -> _Outcome:
+    if sf.unsafe is not None:
+        reason = f"unsafe name: {sf.unsafe}; rejected as Python's tarfile 'data' filter does"
+        return _Outcome(error=FormatError(ErrorCode.UNSAFE_PATH, sf.path, reason))
     if sf.duplicate_of is not None:
         reason = (
             f"camera folder already compiled from {sf.duplicate_of}; "

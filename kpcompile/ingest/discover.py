@@ -14,6 +14,13 @@ source root (``datapoint_00001``, ``scene_00001/frames/001``); ``camera`` is the
 camera folder's name. Files are listed in a stable order that does not depend on
 the order the source returns them in. The same rules apply to every kind of
 source (folder, archive, object store), so they all name files identically.
+
+Names that archives and object stores allow but a folder never holds are
+rejected as ``unsafe_path`` instead of compiled: an absolute name, a ``..``, ``.``
+or empty component (``../../x/dp/camera/...``). Their datapoint would name a
+folder outside the dataset, and code joining a dataset root with a datapoint
+(the usual way to find a datapoint's images) would leave it. Python's tarfile
+``data`` extraction filter refuses the same names.
 """
 
 from __future__ import annotations
@@ -43,6 +50,7 @@ class SourceFile:
         size: Size in bytes when discovered (``-1`` if it is not a regular file).
         mtime_ns: Modification time when discovered.
         duplicate_of: Set when another file already provides this camera folder.
+        unsafe: Why the file's name is unsafe (then it is rejected, never read).
     """
 
     datapoint: str
@@ -51,6 +59,7 @@ class SourceFile:
     size: int = -1
     mtime_ns: int = 0
     duplicate_of: str | None = None
+    unsafe: str | None = None
 
 
 def discover(source: Source) -> list[SourceFile]:
@@ -75,13 +84,17 @@ def select(entries: Iterable[Entry], root_name: str, where: str) -> list[SourceF
         SourceError: No keypoint file is among ``entries``.
     """
     by_camera: dict[tuple[str, str], list[tuple[int, Entry]]] = {}
+    found: list[SourceFile] = []
     for e in entries:
         name = e.path.rsplit("/", 1)[-1]
         if name not in _RANK:
             continue
         datapoint, camera = locate(e.path, root_name)
-        by_camera.setdefault((datapoint, camera), []).append((_RANK[name], e))
-    found: list[SourceFile] = []
+        reason = unsafe_reason(e.path)
+        if reason is not None:
+            found.append(SourceFile(datapoint, camera, e.path, e.size, e.mtime_ns, None, reason))
+        else:
+            by_camera.setdefault((datapoint, camera), []).append((_RANK[name], e))
     for (datapoint, camera), candidates in by_camera.items():
         candidates.sort(key=lambda c: (c[0], c[1].path))
         best_rank = candidates[0][0]
@@ -96,6 +109,25 @@ def select(entries: Iterable[Entry], root_name: str, where: str) -> list[SourceF
         raise SourceError(msg)
     found.sort()
     return found
+
+
+def unsafe_reason(rel: str) -> str | None:
+    """Why a relative name may not be used as a path inside the dataset, or ``None``.
+
+    Example:
+        >>> unsafe_reason("../x/dp/cam/key_points/face_dense_key_points.json")
+        "a '..' component would leave the dataset"
+    """
+    if rel.startswith("/"):
+        return "an absolute name"
+    parts = rel.split("/")
+    if ".." in parts:
+        return "a '..' component would leave the dataset"
+    if "" in parts:
+        return "an empty component ('//')"
+    if "." in parts:
+        return "a '.' component"
+    return None
 
 
 def locate(rel: str, root_name: str) -> tuple[str, str]:

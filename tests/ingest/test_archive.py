@@ -150,3 +150,54 @@ def test_tar_is_read_once_and_only_keypoint_members_are_kept(tmp_path: Path) -> 
         assert isinstance(remote, MemorySource) and remote.read(files[0], 10) == b"{}"
         spool = src.portable(files, local=True)  # local workers read the spool by offset
         assert isinstance(spool, SpoolSource) and spool.read(files[0], 10) == b"{}"
+
+
+UNSAFE = [
+    "../../x/dp2/camera/key_points/face_dense_key_points.json",
+    "/abs/dp3/camera/key_points/face_dense_key_points.json",
+    "ok/dp4/../../camera=x/key_points/face_dense_key_points.json",
+    "ok//dp5/camera/key_points/face_dense_key_points.json",
+    "ok/./dp6/camera/key_points/face_dense_key_points.json",
+]
+
+
+def _member_archive(small_dataset: Path, tmp_path: Path, suffix: str) -> Path:
+    data = (
+        small_dataset / "datapoint_00001/camera_00/key_points/face_dense_key_points.json"
+    ).read_bytes()
+    names = ["ok/dp1/camera/key_points/face_dense_key_points.json", *UNSAFE]
+    path = tmp_path / f"unsafe{suffix}"
+    if suffix == ".zip":
+        with zipfile.ZipFile(path, "w") as zf:
+            for n in names:
+                zf.writestr(n, data)
+    else:
+        with tarfile.open(path, "w") as tf:
+            for n in names:
+                info = tarfile.TarInfo(n)
+                info.size = len(data)
+                tf.addfile(info, io.BytesIO(data))
+    return path
+
+
+@pytest.mark.parametrize("suffix", [".tar", ".zip"])
+def test_members_with_unsafe_names_are_rejected(
+    small_dataset: Path, tmp_path: Path, suffix: str
+) -> None:
+    """A member named ../../x/dp2/... once became datapoint '../../x/dp2': code joining a
+    dataset root with a datapoint then left the dataset."""
+    archive = _member_archive(small_dataset, tmp_path, suffix)
+    with pytest.raises(kpcompile.RejectedFilesError) as info:
+        kpcompile.build(archive, tmp_path / "out", workers=1)
+    assert sorted((e.path, e.code) for e in info.value.errors) == sorted(
+        (n, "unsafe_path") for n in UNSAFE
+    )
+    messages = {e.path: e.message for e in info.value.errors}
+    assert messages[UNSAFE[0]].endswith(
+        "unsafe name: a '..' component would leave the dataset; rejected as Python's "
+        "tarfile 'data' filter does"
+    )
+    assert "absolute" in messages[UNSAFE[1]] and "empty component" in messages[UNSAFE[3]]
+    r = kpcompile.build(archive, tmp_path / "out", workers=1, max_errors=len(UNSAFE))
+    assert r.compiled == 1
+    assert kpcompile.read(tmp_path / "out")["datapoint"].unique().to_list() == ["ok/dp1"]

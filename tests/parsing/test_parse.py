@@ -275,6 +275,7 @@ def test_bad_input_is_rejected_with_code_and_reason(
 def test_every_error_code_has_a_case() -> None:
     file_level = {ErrorCode.UNREADABLE, ErrorCode.TOO_LARGE, ErrorCode.DUPLICATE_CAMERA}
     file_level |= {ErrorCode.INTERNAL_ERROR}  # tests/compile/test_faults.py
+    file_level |= {ErrorCode.UNSAFE_PATH}  # tests/ingest/test_archive.py
     covered = {b[2] for b in BAD}
     assert covered | file_level == set(ErrorCode)
 

@@ -158,3 +158,24 @@ def test_a_snapshot_listed_is_a_snapshot_found(s3: Any, small_dataset: Path) -> 
     r = kpcompile.build(small_dataset, out, workers=1)
     for sid in open_store(out).list_snapshots():
         assert kpcompile.verify(out, snapshot=sid).snapshot == sid == r.snapshot_id
+
+
+def test_object_keys_with_unsafe_names_are_rejected(s3: Any, small_dataset: Path) -> None:
+    data = (
+        small_dataset / "datapoint_00001/camera_00/key_points/face_dense_key_points.json"
+    ).read_bytes()
+    good = "ok/dp1/camera/key_points/face_dense_key_points.json"
+    bad = [
+        "ok/dp4/../../camera=x/key_points/face_dense_key_points.json",
+        "ok//dp5/camera/key_points/face_dense_key_points.json",
+    ]
+    for key in [good, *bad]:
+        s3.pipe_file(f"bucket/t9/ds/{key}", data)
+    listed = s3.find("bucket/t9/ds")
+    unsafe = [k for k in bad if f"bucket/t9/ds/{k}" in listed]  # keys the client kept as written
+    r = kpcompile.build("s3://bucket/t9/ds", "s3://bucket/t9/out", workers=1, max_errors=2)
+    assert sorted((e.path, e.code) for e in r.errors) == [
+        (k, "unsafe_path") for k in sorted(unsafe)
+    ]
+    assert kpcompile.read("s3://bucket/t9/out")["datapoint"].unique().to_list() == ["ok/dp1"]
+    assert unsafe, "the S3 client normalised every key: nothing was tested"
