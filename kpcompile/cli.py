@@ -33,6 +33,11 @@ def handle_errors(func: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
+        except KeyboardInterrupt:
+            # Ctrl-C: the library has already undone what it started (staging, workers)
+            what = "; nothing published" if func.__name__ == "build" else ""
+            click.echo(f"interrupted{what}", err=True)
+            sys.exit(ExitCode.INTERRUPTED)
         except KpcompileError as exc:
             if isinstance(exc, RejectedFilesError):
                 from kpcompile.output import rejections

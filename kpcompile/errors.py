@@ -25,6 +25,7 @@ class ExitCode(IntEnum):
     SOURCE = 4
     OUTPUT = 5
     VERIFY_FAILED = 6
+    INTERRUPTED = 130
 
 
 EXIT_CODE_MEANINGS: dict[ExitCode, str] = {
@@ -35,6 +36,7 @@ EXIT_CODE_MEANINGS: dict[ExitCode, str] = {
     ExitCode.SOURCE: "source error: SOURCE missing, unreadable, or holding no keypoint file",
     ExitCode.OUTPUT: "output error: OUT unusable, busy, holding no snapshot, or not writable",
     ExitCode.VERIFY_FAILED: "`verify` found a difference (each one is printed)",
+    ExitCode.INTERRUPTED: "interrupted (Ctrl-C, SIGINT): nothing published, OUT as before",
 }
 """What each exit code means (the CLI reference's table is generated from this)."""
 
