@@ -252,26 +252,27 @@ def synth(
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["table", "csv", "json", "parquet"]),
-    default="table",
-    show_default=True,
-    help="Output format (parquet needs -o).",
+    type=click.Choice(["table", "csv", "json", "ndjson", "parquet"]),
+    default=None,
+    help="Output format [default: from -o's suffix (.csv, .json, .ndjson/.jsonl, "
+    ".parquet); table on stdout]. parquet needs -o.",
 )
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=str), default=None)
 @snapshot_option
 @handle_errors
-def query(out: str, query: str, fmt: str, output: str | None, snapshot: str | None) -> None:
+def query(out: str, query: str, fmt: str | None, output: str | None, snapshot: str | None) -> None:
     """Run SQL over every table of OUT's snapshot and print or save the result.
 
     Tables: keypoints, files, errors (and with build --sets: face_standard, head,
-    ears, cameras).
+    ears, cameras). With -o FILE the format comes from FILE's suffix unless
+    --format is given; a --format that contradicts the suffix is refused.
 
     \b
     Example:
       kpcompile query compiled "SELECT camera, avg(visible::int) FROM keypoints GROUP BY camera"
-      kpcompile query compiled "SELECT * FROM errors" --format csv -o errors.csv
+      kpcompile query compiled "SELECT * FROM errors" -o errors.csv
     """
-    from kpcompile.query.scan import write_result
+    from kpcompile.query.results import write_result
 
     text = write_result(out, query, fmt=fmt, output=output, snapshot=snapshot)
     if text is not None:
@@ -310,7 +311,18 @@ def verify(out: str, source: str | None, snapshot: str | None, as_json: bool) ->
 @click.option("--camera", "-c", default=None, help="Its camera [default: the first].")
 @click.option("--visibility", is_flag=True, help="Draw the visibility rate per landmark.")
 @click.option(
-    "-o", "--output", type=click.Path(dir_okay=False, path_type=str), required=True, help="PNG."
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=str),
+    required=True,
+    help="Picture file (.png, .svg or .pdf).",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["png", "svg", "pdf"]),
+    default=None,
+    help="Picture format [default: from -o's suffix].",
 )
 @snapshot_option
 @handle_errors
@@ -320,24 +332,28 @@ def plot(
     camera: str | None,
     visibility: bool,
     output: str,
+    fmt: str | None,
     snapshot: str | None,
 ) -> None:
-    """Draw a datapoint's landmarks (regions coloured) or the visibility rate to a PNG.
+    """Draw a datapoint's landmarks (regions coloured) or the visibility rate to a picture.
+
+    The format (PNG, SVG, PDF) comes from -o's suffix unless --format is given; a
+    --format that contradicts the suffix is refused.
 
     \b
     Example:
       kpcompile plot compiled --datapoint datapoint_00001 -o face.png
-      kpcompile plot compiled --visibility -o vis.png
+      kpcompile plot compiled --visibility -o vis.svg
     """
     from kpcompile.query import plot as plots
 
     if (datapoint is None) == (not visibility):
         raise click.UsageError("give exactly one of --datapoint D or --visibility")
     if visibility:
-        path = plots.plot_visibility(out, output, snapshot=snapshot)
+        path = plots.plot_visibility(out, output, fmt=fmt, snapshot=snapshot)
     else:
         assert datapoint is not None
-        path = plots.plot_face(out, datapoint, output, camera=camera, snapshot=snapshot)
+        path = plots.plot_face(out, datapoint, output, camera=camera, fmt=fmt, snapshot=snapshot)
     click.echo(f"wrote {path}")
 
 

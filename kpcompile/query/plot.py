@@ -1,4 +1,4 @@
-"""Pictures of compiled landmarks (PNG, matplotlib without a display).
+"""Pictures of compiled landmarks (PNG, SVG or PDF; matplotlib without a display).
 
 Figures are made with ``matplotlib.figure.Figure`` directly (no pyplot, no global
 backend state), so plotting works in servers, tests and worker processes.
@@ -15,6 +15,7 @@ import polars as pl
 
 from kpcompile.errors import QueryError
 from kpcompile.query.landmarks import CANONICAL_FACE, REGION_CONNECTIONS, REGION_NAMES
+from kpcompile.query.outfiles import PICTURE_SUFFIXES, output_format
 from kpcompile.query.scan import scan
 
 _COLOURS = {
@@ -34,10 +35,11 @@ def plot_face(
     path: str | os.PathLike[str],
     *,
     camera: str | None = None,
+    fmt: str | None = None,
     snapshot: str | None = None,
     dpi: int = 100,
 ) -> Path:
-    """Draw one file's 2D landmarks in image coordinates, regions coloured, to a PNG.
+    """Draw one file's 2D landmarks in image coordinates, regions coloured, to a picture.
 
     The horizontal axis is the image column (``py``), the vertical axis the row
     (``px``, growing downwards), the convention of the real exports. Invisible
@@ -46,17 +48,20 @@ def plot_face(
     Args:
         out: Output folder of ``kpcompile build``.
         datapoint: The ``datapoint`` to draw.
-        path: PNG file to write.
+        path: Picture file to write.
         camera: Which camera; default: the first (alphabetically) of the datapoint.
+        fmt: ``png``, ``svg`` or ``pdf``; default: from ``path``'s suffix.
         snapshot: A snapshot id; ``None`` for the current snapshot.
         dpi: Resolution (the figure is 6.4 x 6.4 inches).
 
     Raises:
         QueryError: No such datapoint or camera.
+        OptionsError: ``fmt`` contradicts ``path``'s suffix, or neither gives a format.
 
     Example:
         >>> plot_face("compiled", "datapoint_00001", "face.png")  # doctest: +SKIP
     """
+    fmt = output_format(path, fmt, PICTURE_SUFFIXES)
     kp = scan(out, snapshot=snapshot).filter(pl.col("datapoint") == datapoint)
     if camera is None:
         cams = kp.select(pl.col("camera").unique().sort()).collect()["camera"]
@@ -87,26 +92,29 @@ def plot_face(
     ax.set_ylabel("row (pixel_2d.x)")
     ax.set_title(f"{datapoint} / {camera}")
     ax.legend(loc="lower right", fontsize=7)
-    return _save(fig, path)
+    return _save(fig, path, fmt)
 
 
 def plot_visibility(
     out: str | os.PathLike[str],
     path: str | os.PathLike[str],
     *,
+    fmt: str | None = None,
     snapshot: str | None = None,
     dpi: int = 100,
 ) -> Path:
-    """Draw each landmark's visibility rate across the dataset on the face layout, to a PNG.
+    """Draw each landmark's visibility rate across the dataset on the face layout, to a picture.
 
     Landmarks sit at their place in MediaPipe's canonical face (frontal view,
     subject's left on the right of the picture, as a viewer sees the face) and are
     coloured by the share of files in which they are visible; grey where no file
-    has a visibility flag.
+    has a visibility flag. ``fmt`` (``png``, ``svg``, ``pdf``) defaults to
+    ``path``'s suffix.
 
     Example:
         >>> plot_visibility("compiled", "visibility.png")  # doctest: +SKIP
     """
+    fmt = output_format(path, fmt, PICTURE_SUFFIXES)
     rates = (
         scan(out, snapshot=snapshot)
         .group_by("kp_id")
@@ -127,7 +135,7 @@ def plot_visibility(
     ax.set_axis_off()
     files = int(rates["n"].to_numpy().max()) if rates.height else 0
     ax.set_title(f"visibility rate per landmark ({files:,} files)")
-    return _save(fig, path)
+    return _save(fig, path, fmt)
 
 
 def _figure(dpi: int) -> tuple[Any, Any]:
@@ -137,7 +145,7 @@ def _figure(dpi: int) -> tuple[Any, Any]:
     return fig, fig.add_subplot()
 
 
-def _save(fig: Any, path: str | os.PathLike[str]) -> Path:
+def _save(fig: Any, path: str | os.PathLike[str], fmt: str) -> Path:
     dest = Path(path)
-    fig.savefig(dest, format="png")
+    fig.savefig(dest, format=fmt)
     return dest

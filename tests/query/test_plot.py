@@ -75,3 +75,40 @@ def test_cli_plot(compiled_sets: Path, tmp_path: Path) -> None:
         cli, ["plot", str(compiled_sets), "-d", "nope", "-o", str(tmp_path / "n.png")]
     )
     assert r.exit_code == 2 and r.output == "error: no datapoint 'nope' in the snapshot\n"
+
+
+@pytest.mark.parametrize(
+    ("name", "magic"), [("v.svg", b"<?xml"), ("v.pdf", b"%PDF"), ("v.PNG", b"\x89PNG")]
+)
+def test_plot_format_from_the_suffix(
+    compiled_sets: Path, tmp_path: Path, name: str, magic: bytes
+) -> None:
+    r = CliRunner().invoke(
+        cli, ["plot", str(compiled_sets), "--visibility", "-o", str(tmp_path / name)]
+    )
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / name).read_bytes().startswith(magic)
+    face = kpcompile.plot_face(compiled_sets, "faces/datapoint_00001", tmp_path / f"f{name}")
+    assert face.read_bytes().startswith(magic)
+
+
+def test_plot_suffix_that_contradicts_the_format(compiled_sets: Path, tmp_path: Path) -> None:
+    dest = tmp_path / "v.svg"
+    r = CliRunner().invoke(
+        cli, ["plot", str(compiled_sets), "--visibility", "--format", "png", "-o", str(dest)]
+    )
+    assert r.exit_code == 2
+    assert r.stderr == (
+        f"error: --format png does not match the file name '{dest}' (.svg means svg); "
+        "drop --format or rename the file\n"
+    )
+    assert not dest.exists()
+    dest = tmp_path / "v.jpg"
+    r = CliRunner().invoke(cli, ["plot", str(compiled_sets), "--visibility", "-o", str(dest)])
+    assert r.exit_code == 2
+    assert r.stderr == (
+        f"error: cannot tell the format of '{dest}' from its name (suffix '.jpg'); give --format, "
+        "or use one of the suffixes .pdf, .png, .svg\n"
+    )
+    with pytest.raises(kpcompile.OptionsError, match="cannot tell the format of"):
+        kpcompile.plot_visibility(compiled_sets, dest)

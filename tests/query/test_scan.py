@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 
 import kpcompile
-from kpcompile.query.scan import write_result
+from kpcompile.query.results import write_result
 from tests.conftest import landmarks_from_json
 
 QUERY = (
