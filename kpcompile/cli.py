@@ -257,7 +257,7 @@ def synth(
     help="Output format [default: from -o's suffix (.csv, .json, .ndjson/.jsonl, "
     ".parquet); table on stdout]. parquet needs -o.",
 )
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=str), default=None)
+@click.option("-o", "--output", default=None, help="Write to this file instead of stdout.")
 @snapshot_option
 @handle_errors
 def query(out: str, query: str, fmt: str | None, output: str | None, snapshot: str | None) -> None:
@@ -313,7 +313,6 @@ def verify(out: str, source: str | None, snapshot: str | None, as_json: bool) ->
 @click.option(
     "-o",
     "--output",
-    type=click.Path(dir_okay=False, path_type=str),
     required=True,
     help="Picture file (.png, .svg or .pdf).",
 )

@@ -15,7 +15,7 @@ import polars as pl
 
 from kpcompile.errors import QueryError
 from kpcompile.query.landmarks import CANONICAL_FACE, REGION_CONNECTIONS, REGION_NAMES
-from kpcompile.query.outfiles import PICTURE_SUFFIXES, output_format
+from kpcompile.query.outfiles import PICTURE_SUFFIXES, output_format, writing
 from kpcompile.query.scan import scan
 
 _COLOURS = {
@@ -146,6 +146,6 @@ def _figure(dpi: int) -> tuple[Any, Any]:
 
 
 def _save(fig: Any, path: str | os.PathLike[str], fmt: str) -> Path:
-    dest = Path(path)
-    fig.savefig(dest, format=fmt)
-    return dest
+    with writing(path) as tmp:
+        fig.savefig(tmp, format=fmt)
+    return Path(path)

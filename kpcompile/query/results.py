@@ -12,7 +12,7 @@ import os
 import polars as pl
 
 from kpcompile.errors import QueryError
-from kpcompile.query.outfiles import RESULT_SUFFIXES, output_format
+from kpcompile.query.outfiles import RESULT_SUFFIXES, output_format, writing
 from kpcompile.query.scan import Out, sql
 
 RESULT_FORMATS: tuple[str, ...] = ("table", "csv", "json", "ndjson", "parquet")
@@ -51,22 +51,24 @@ def write_result(
     if fmt == "parquet" and output is None:
         msg = "the parquet format needs an output file (-o FILE)"
         raise QueryError(msg)
-    df = sql(out, query, snapshot=snapshot)
-    if fmt == "parquet":
-        assert output is not None
-        df.write_parquet(os.fspath(output))
-        return None
+    if output is None:
+        return _text(sql(out, query, snapshot=snapshot), fmt).rstrip("\n")
+    with writing(output) as tmp:
+        df = sql(out, query, snapshot=snapshot)
+        if fmt == "parquet":
+            df.write_parquet(tmp)
+        else:
+            text = _text(df, fmt)
+            tmp.write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")
+    return None
+
+
+def _text(df: pl.DataFrame, fmt: str) -> str:
     if fmt == "csv":
-        text = df.write_csv()
-    elif fmt == "json":
-        text = json.dumps(df.to_dicts(), indent=2, default=str)
-    elif fmt == "ndjson":
-        text = df.write_ndjson()
-    else:
-        with pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_width_chars=200, fmt_str_lengths=80):
-            text = str(df)
-    if output is not None:
-        with open(output, "w", encoding="utf-8") as fh:
-            fh.write(text if text.endswith("\n") else text + "\n")
-        return None
-    return text.rstrip("\n")
+        return df.write_csv()
+    if fmt == "json":
+        return json.dumps(df.to_dicts(), indent=2, default=str)
+    if fmt == "ndjson":
+        return df.write_ndjson()
+    with pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_width_chars=200, fmt_str_lengths=80):
+        return str(df)
