@@ -10,7 +10,9 @@ traceback.
 
 from __future__ import annotations
 
+import errno
 import functools
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import MISSING, Field
@@ -61,6 +63,12 @@ def _click_option(f: Field[Any]) -> Callable[[F], F]:
         kwargs["metavar"] = meta["metavar"]
     assert f.default is not MISSING
     return click.option(*decls, f.name, **kwargs)
+
+
+def _reader_went_away(exc: OSError) -> bool:
+    """Whether writing to stdout failed because its reader closed the pipe."""
+    # polars re-raises EPIPE (its own or our writer's) as an OSError without an errno
+    return exc.errno == errno.EPIPE or os.strerror(errno.EPIPE) in str(exc)
 
 
 def build_options(func: F) -> F:
@@ -258,25 +266,55 @@ def synth(
     ".parquet); table on stdout]. parquet needs -o.",
 )
 @click.option("-o", "--output", default=None, help="Write to this file instead of stdout.")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="N",
+    help="Rows the table shows [default: 50]; with another format, the most rows "
+    "written [default: all].",
+)
 @snapshot_option
 @handle_errors
-def query(out: str, query: str, fmt: str | None, output: str | None, snapshot: str | None) -> None:
+def query(
+    out: str,
+    query: str,
+    fmt: str | None,
+    output: str | None,
+    limit: int | None,
+    snapshot: str | None,
+) -> None:
     """Run SQL over every table of OUT's snapshot and print or save the result.
 
     Tables: keypoints, files, errors (and with build --sets: face_standard, head,
     ears, cameras). With -o FILE the format comes from FILE's suffix unless
     --format is given; a --format that contradicts the suffix is refused.
 
+    The table shows the first --limit rows and says how many more there are.
+    csv, json, ndjson and parquet stream every row (or --limit rows), on stdout
+    or into FILE, batch by batch in bounded memory; json is one array with one
+    row object per line. FILE appears only once it is complete. A reader that
+    stops early (| head) ends the query quietly.
+
     \b
     Example:
       kpcompile query compiled "SELECT camera, avg(visible::int) FROM keypoints GROUP BY camera"
-      kpcompile query compiled "SELECT * FROM errors" -o errors.csv
+      kpcompile query compiled "SELECT * FROM keypoints" --limit 20
+      kpcompile query compiled "SELECT * FROM keypoints" -o keypoints.parquet
+      kpcompile query compiled "SELECT * FROM errors" --format csv > errors.csv
     """
     from kpcompile.query.results import write_result
 
-    text = write_result(out, query, fmt=fmt, output=output, snapshot=snapshot)
-    if text is not None:
-        click.echo(text)
+    if output is not None:
+        write_result(out, query, output, fmt=fmt, limit=limit, snapshot=snapshot)
+        return
+    try:
+        write_result(out, query, sys.stdout.buffer, fmt=fmt, limit=limit, snapshot=snapshot)
+    except OSError as exc:
+        if not _reader_went_away(exc):
+            raise
+        # `kpcompile query ... | head`: the reader has what it wanted; stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 @cli.command()

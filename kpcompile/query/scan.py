@@ -7,6 +7,8 @@ manifest lists, so a build publishing meanwhile never mixes two snapshots.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Literal, overload
 
 import polars as pl
@@ -117,9 +119,19 @@ def sql(
         name: scan(store, name, snapshot=manifest.snapshot) for name in sorted(manifest.tables)
     }
     ctx = pl.SQLContext(frames)
-    try:
+    with query_errors():
         lf = ctx.execute(query, eager=False)
         return lf.collect() if eager else lf
+
+
+@contextmanager
+def query_errors() -> Iterator[None]:
+    """Turn polars' errors about a query (bad SQL, unknown column, bad cast) into QueryError.
+
+    Wrap whatever runs a lazy :func:`sql` result: its errors surface when it runs.
+    """
+    try:
+        yield
     except (pl.exceptions.SQLInterfaceError, pl.exceptions.SQLSyntaxError) as exc:
         msg = f"invalid query: {exc}"
         raise QueryError(msg) from None
