@@ -374,6 +374,11 @@ def plot(
 ) -> None:
     """Draw a datapoint's landmarks (regions coloured) or the visibility rate to a picture.
 
+    A face: visible landmarks filled, the others hollow with their region lines
+    dashed; with `build --sets` the image frame is drawn and a face smaller than a
+    fifth of its image gets a zoom. --visibility colours each landmark by the share
+    of files, among those with visibility flags, in which it is visible.
+
     The format (PNG, SVG, PDF) comes from -o's suffix unless --format is given; a
     --format that contradicts the suffix is refused.
 
