@@ -15,14 +15,13 @@ import numpy.typing as npt
 import polars as pl
 
 from kpcompile.errors import QueryError
-from kpcompile.query.landmarks import INTER_OCULAR, REGION_NAMES, REGIONS
+from kpcompile.query.landmarks import INTER_OCULAR, NUM_LANDMARKS, REGION_NAMES, REGIONS
 
 FrameT = TypeVar("FrameT", pl.DataFrame, pl.LazyFrame)
 COORDS_2D: tuple[str, ...] = ("px", "py")
 COORDS_3D: tuple[str, ...] = ("x3", "y3", "z3")
 NORMALIZERS: tuple[str, ...] = ("inter_ocular", "bbox")
 MISSING: tuple[str, ...] = ("error", "skip")
-LANDMARKS = 468
 
 
 def region_ids(regions: str | Iterable[str]) -> list[int]:
@@ -255,9 +254,9 @@ def _checked_ids(
     ids: Sequence[int] | npt.NDArray[np.integer[Any]] | None, k: int
 ) -> npt.NDArray[np.int16]:
     if ids is None:
-        if k != LANDMARKS:
+        if k != NUM_LANDMARKS:
             msg = (
-                f"predictions hold {k} landmarks per file, not {LANDMARKS}: pass ids=, the K "
+                f"predictions hold {k} landmarks per file, not {NUM_LANDMARKS}: pass ids=, the K "
                 "landmark ids along axis 1 (e.g. kpcompile.tensors(...).ids)"
             )
             raise QueryError(msg)

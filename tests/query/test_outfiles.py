@@ -13,7 +13,6 @@ from click.testing import CliRunner
 
 import kpcompile
 from kpcompile.cli import cli
-from kpcompile.query.results import write_result
 
 Q = "SELECT camera, count(*) AS n FROM keypoints GROUP BY camera"
 
@@ -126,6 +125,8 @@ def test_relative_paths_are_named_as_given(
 
 
 def test_the_library_raises_output_error(compiled_sets: Path, tmp_path: Path) -> None:
+    from kpcompile.query.results import write_result
+
     (tmp_path / "afile").write_text("x")
     bad = tmp_path / "afile" / "x"
     with pytest.raises(kpcompile.OutputError, match="is not a folder"):
