@@ -10,8 +10,10 @@ traceback.
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import MISSING, Field
@@ -67,6 +69,12 @@ def _click_option(f: Field[Any]) -> Callable[[F], F]:
         kwargs["metavar"] = meta["metavar"]
     assert f.default is not MISSING
     return click.option(*decls, f.name, **kwargs)
+
+
+def _reader_went_away(exc: OSError) -> bool:
+    """Whether writing to stdout failed because its reader closed the pipe."""
+    # polars re-raises EPIPE (its own or our writer's) as an OSError without an errno
+    return exc.errno == errno.EPIPE or os.strerror(errno.EPIPE) in str(exc)
 
 
 def build_options(func: F) -> F:
@@ -295,30 +303,61 @@ def errors(out: str, last: bool, snapshot: str | None, as_json: bool) -> None:
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["table", "csv", "json", "parquet"]),
-    default="table",
-    show_default=True,
-    help="Output format (parquet needs -o).",
+    type=click.Choice(["table", "csv", "json", "ndjson", "parquet"]),
+    default=None,
+    help="Output format [default: from -o's suffix (.csv, .json, .ndjson/.jsonl, "
+    ".parquet); table on stdout]. parquet needs -o.",
 )
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=str), default=None)
+@click.option("-o", "--output", default=None, help="Write to this file instead of stdout.")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="N",
+    help="Rows the table shows [default: 50]; with another format, the most rows "
+    "written [default: all].",
+)
 @snapshot_option
 @handle_errors
-def query(out: str, query: str, fmt: str, output: str | None, snapshot: str | None) -> None:
+def query(
+    out: str,
+    query: str,
+    fmt: str | None,
+    output: str | None,
+    limit: int | None,
+    snapshot: str | None,
+) -> None:
     """Run SQL over every table of OUT's snapshot and print or save the result.
 
     Tables: keypoints, files, errors (and with build --sets: face_standard, head,
-    ears, cameras).
+    ears, cameras). With -o FILE the format comes from FILE's suffix unless
+    --format is given; a --format that contradicts the suffix is refused.
+
+    The table shows the first --limit rows and says how many more there are.
+    csv, json, ndjson and parquet stream every row (or --limit rows), on stdout
+    or into FILE, batch by batch in bounded memory; json is one array with one
+    row object per line. FILE appears only once it is complete. A reader that
+    stops early (| head) ends the query quietly.
 
     \b
     Example:
       kpcompile query compiled "SELECT camera, avg(visible::int) FROM keypoints GROUP BY camera"
-      kpcompile query compiled "SELECT * FROM errors" --format csv -o errors.csv
+      kpcompile query compiled "SELECT * FROM keypoints" --limit 20
+      kpcompile query compiled "SELECT * FROM keypoints" -o keypoints.parquet
+      kpcompile query compiled "SELECT * FROM errors" --format csv > errors.csv
     """
-    from kpcompile.query.scan import write_result
+    from kpcompile.query.results import write_result
 
-    text = write_result(out, query, fmt=fmt, output=output, snapshot=snapshot)
-    if text is not None:
-        click.echo(text)
+    if output is not None:
+        write_result(out, query, output, fmt=fmt, limit=limit, snapshot=snapshot)
+        return
+    try:
+        write_result(out, query, sys.stdout.buffer, fmt=fmt, limit=limit, snapshot=snapshot)
+    except OSError as exc:
+        if not _reader_went_away(exc):
+            raise
+        # `kpcompile query ... | head`: the reader has what it wanted; stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 @cli.command()
@@ -360,7 +399,17 @@ def verify(
 @click.option("--camera", "-c", default=None, help="Its camera [default: the first].")
 @click.option("--visibility", is_flag=True, help="Draw the visibility rate per landmark.")
 @click.option(
-    "-o", "--output", type=click.Path(dir_okay=False, path_type=str), required=True, help="PNG."
+    "-o",
+    "--output",
+    required=True,
+    help="Picture file (.png, .svg or .pdf).",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["png", "svg", "pdf"]),
+    default=None,
+    help="Picture format [default: from -o's suffix].",
 )
 @snapshot_option
 @handle_errors
@@ -370,24 +419,33 @@ def plot(
     camera: str | None,
     visibility: bool,
     output: str,
+    fmt: str | None,
     snapshot: str | None,
 ) -> None:
-    """Draw a datapoint's landmarks (regions coloured) or the visibility rate to a PNG.
+    """Draw a datapoint's landmarks (regions coloured) or the visibility rate to a picture.
+
+    A face: visible landmarks filled, the others hollow with their region lines
+    dashed; with `build --sets` the image frame is drawn and a face smaller than a
+    fifth of its image gets a zoom. --visibility colours each landmark by the share
+    of files, among those with visibility flags, in which it is visible.
+
+    The format (PNG, SVG, PDF) comes from -o's suffix unless --format is given; a
+    --format that contradicts the suffix is refused.
 
     \b
     Example:
       kpcompile plot compiled --datapoint datapoint_00001 -o face.png
-      kpcompile plot compiled --visibility -o vis.png
+      kpcompile plot compiled --visibility -o vis.svg
     """
     from kpcompile.query import plot as plots
 
     if (datapoint is None) == (not visibility):
         raise click.UsageError("give exactly one of --datapoint D or --visibility")
     if visibility:
-        path = plots.plot_visibility(out, output, snapshot=snapshot)
+        path = plots.plot_visibility(out, output, fmt=fmt, snapshot=snapshot)
     else:
         assert datapoint is not None
-        path = plots.plot_face(out, datapoint, output, camera=camera, snapshot=snapshot)
+        path = plots.plot_face(out, datapoint, output, camera=camera, fmt=fmt, snapshot=snapshot)
     click.echo(f"wrote {path}")
 
 

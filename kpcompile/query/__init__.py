@@ -1,6 +1,7 @@
 """Query, the last stage: read snapshots with polars, SQL, tensors and pictures.
 
-:mod:`~kpcompile.query.scan` (``scan``, ``read``, ``sql``), analytics over
+:mod:`~kpcompile.query.scan` (``scan``, ``read``, ``sql``), query results as
+tables and files (:mod:`~kpcompile.query.results`), analytics over
 landmarks (:mod:`~kpcompile.query.analytics`), tensors for feature pipelines
 (:mod:`~kpcompile.query.tensors`), camera projection
 (:mod:`~kpcompile.query.projection`), pictures (:mod:`~kpcompile.query.plot`) and

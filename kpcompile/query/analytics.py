@@ -8,17 +8,20 @@ runs over millions of landmarks without a Python loop over rows.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
+import numpy as np
+import numpy.typing as npt
 import polars as pl
 
 from kpcompile.errors import QueryError
-from kpcompile.query.landmarks import INTER_OCULAR, REGION_NAMES, REGIONS
+from kpcompile.query.landmarks import INTER_OCULAR, NUM_LANDMARKS, REGION_NAMES, REGIONS
 
 FrameT = TypeVar("FrameT", pl.DataFrame, pl.LazyFrame)
 COORDS_2D: tuple[str, ...] = ("px", "py")
 COORDS_3D: tuple[str, ...] = ("x3", "y3", "z3")
 NORMALIZERS: tuple[str, ...] = ("inter_ocular", "bbox")
+MISSING: tuple[str, ...] = ("error", "skip")
 
 
 def region_ids(regions: str | Iterable[str]) -> list[int]:
@@ -100,37 +103,82 @@ def visibility_rate(frame: pl.LazyFrame | pl.DataFrame, by: Sequence[str] = ()) 
 
 
 def nme(
-    predictions: pl.LazyFrame | pl.DataFrame,
+    predictions: pl.LazyFrame | pl.DataFrame | npt.NDArray[np.floating[Any]],
     truth: pl.LazyFrame | pl.DataFrame,
     *,
     normalizer: str,
     space: str = "2d",
+    index: pl.DataFrame | None = None,
+    ids: Sequence[int] | npt.NDArray[np.integer[Any]] | None = None,
+    missing: str = "error",
 ) -> pl.LazyFrame:
     """Normalized mean error of predicted landmarks, per (datapoint, camera).
 
     For each file: the mean Euclidean distance between predicted and true landmarks
-    (over the ids present in both), divided by the normalizer computed from the
-    *ground truth* of that file:
+    (over the ids present in both; ``n`` says how many), divided by the normalizer
+    computed from the *ground truth* of that file:
 
     * ``inter_ocular``: distance between the outer eye corners 33 and 263
       (:data:`kpcompile.landmarks.INTER_OCULAR`), in the same space;
     * ``bbox``: ``sqrt(width * height)`` of the bounding box of the file's true 2D
       landmarks (2D only).
 
+    Files are never left out silently: when the predictions lack files of the
+    truth, hold files the truth lacks, or the truth cannot give a file its
+    normalizer, ``nme`` raises :class:`QueryError` naming how many and a few of
+    them, unless ``missing="skip"`` (then those files are not in the result).
+
     Args:
-        predictions: ``datapoint``, ``camera``, ``kp_id`` and ``px``/``py``
-            (``space="2d"``) or ``x3``/``y3``/``z3`` (``space="3d"``).
-        truth: Ground truth in the same columns, usually ``kpcompile.scan(out)``.
+        predictions: A frame of ``datapoint``, ``camera``, ``kp_id`` and
+            ``px``/``py`` (``space="2d"``) or ``x3``/``y3``/``z3`` (``space="3d"``);
+            or a numpy array of shape ``(N, K, 2)`` or ``(N, K, 3)`` with ``index``
+            (and ``ids`` unless ``K`` is 468), as :func:`kpcompile.tensors` gives.
+        truth: Ground truth in the frame columns, usually ``kpcompile.scan(out)``.
         normalizer: ``inter_ocular`` or ``bbox``; no default, on purpose.
         space: ``2d`` (pixels) or ``3d`` (world units).
+        index: For numpy predictions: a frame of ``datapoint``, ``camera`` naming
+            each of the N rows, in order (``Tensors.index``).
+        ids: For numpy predictions: the K landmark ids along axis 1
+            (``Tensors.ids``); default ``0..467`` when K is 468.
+        missing: ``error`` (default) or ``skip`` files that are not in both.
 
     Returns:
         ``datapoint``, ``camera``, ``n``, ``mean_error``, ``normalizer``, ``nme``,
         sorted by datapoint and camera. ``nme.mean()`` is the dataset's NME.
 
+    Raises:
+        QueryError: An invalid argument, numpy predictions that cannot be placed,
+            or (with ``missing="error"``) files that are not in both.
+
     Example:
-        >>> nme(preds, kpcompile.scan("compiled"), normalizer="inter_ocular")  # doctest: +SKIP
+        >>> t = kpcompile.tensors(kpcompile.scan("compiled"))  # doctest: +SKIP
+        >>> nme(model(t.pixels), kpcompile.scan("compiled"), index=t.index,
+        ...     normalizer="inter_ocular").collect()  # doctest: +SKIP
     """
+    _check_nme_args(normalizer, space, missing)
+    coords = COORDS_2D if space == "2d" else COORDS_3D
+    keys = ["datapoint", "camera"]
+    pred = _prediction_frame(predictions, coords, index, ids).select(
+        *keys, pl.col("kp_id").cast(pl.Int16), *(pl.col(c).alias(f"{c}_pred") for c in coords)
+    )
+    gt = truth.lazy().select(*keys, "kp_id", *coords)
+    norm = _normalizers(gt, normalizer, coords)
+    if missing == "error":
+        _check_files(pred, gt, norm, normalizer)
+    dist = sum((pl.col(f"{c}_pred") - pl.col(c)) ** 2 for c in coords) ** 0.5
+    err = (
+        pred.join(gt, on=[*keys, "kp_id"], how="inner")
+        .group_by(keys)
+        .agg(pl.len().alias("n"), dist.mean().alias("mean_error"))
+    )
+    return (
+        err.join(norm, on=keys, how="inner")
+        .with_columns((pl.col("mean_error") / pl.col("normalizer")).alias("nme"))
+        .sort(keys)
+    )
+
+
+def _check_nme_args(normalizer: str, space: str, missing: str) -> None:
     if normalizer not in NORMALIZERS:
         msg = f"normalizer must be one of {', '.join(NORMALIZERS)}; got {normalizer!r}"
         raise QueryError(msg)
@@ -140,40 +188,146 @@ def nme(
     if normalizer == "bbox" and space != "2d":
         msg = "the bbox normalizer is defined on 2D landmarks; use space='2d'"
         raise QueryError(msg)
-    coords = COORDS_2D if space == "2d" else COORDS_3D
-    keys = ["datapoint", "camera"]
-    pred = predictions.lazy().select(
-        *keys, pl.col("kp_id").cast(pl.Int16), *(pl.col(c).alias(f"{c}_pred") for c in coords)
-    )
-    gt = truth.lazy().select(*keys, "kp_id", *coords)
-    dist = sum((pl.col(f"{c}_pred") - pl.col(c)) ** 2 for c in coords) ** 0.5
-    err = (
-        pred.join(gt, on=[*keys, "kp_id"], how="inner")
-        .group_by(keys)
-        .agg(pl.len().alias("n"), dist.mean().alias("mean_error"))
-    )
-    if normalizer == "inter_ocular":
-        a, b = INTER_OCULAR
-        eyes = gt.filter(pl.col("kp_id").is_in([a, b]))
-        norm = eyes.group_by(keys).agg(
-            (sum((pl.col(c).first() - pl.col(c).last()) ** 2 for c in coords) ** 0.5).alias(
-                "normalizer"
-            ),
-            pl.len().alias("_eyes"),
+    if missing not in MISSING:
+        msg = f"missing must be one of {', '.join(MISSING)}; got {missing!r}"
+        raise QueryError(msg)
+
+
+def _prediction_frame(
+    predictions: pl.LazyFrame | pl.DataFrame | npt.NDArray[np.floating[Any]],
+    coords: tuple[str, ...],
+    index: pl.DataFrame | None,
+    ids: Sequence[int] | npt.NDArray[np.integer[Any]] | None,
+) -> pl.LazyFrame:
+    """Predictions as a long frame; numpy arrays are placed by ``index`` and ``ids``."""
+    if isinstance(predictions, pl.LazyFrame | pl.DataFrame):
+        if index is not None or ids is not None:
+            msg = "index= and ids= go with numpy predictions; a frame names its rows itself"
+            raise QueryError(msg)
+        return predictions.lazy()
+    arr = np.asarray(predictions)
+    space, d = ("2d", 2) if len(coords) == 2 else ("3d", 3)
+    if arr.ndim != 3:
+        msg = (
+            f"numpy predictions must have shape (N, K, {d}) for space={space!r}; "
+            f"got shape {arr.shape}"
         )
-        # the distance is symmetric, so the order of the two rows does not matter
-        norm = norm.filter(pl.col("_eyes") == 2).drop("_eyes")
-    else:
-        norm = gt.group_by(keys).agg(
+        raise QueryError(msg)
+    n, k, got = arr.shape
+    if got != d:
+        msg = (
+            f"predictions of shape {arr.shape} hold {got} coordinates per landmark; "
+            f"space={space!r} needs {d} ({', '.join(coords)})"
+        )
+        raise QueryError(msg)
+    files = _checked_index(index, n, arr.shape)
+    kp = _checked_ids(ids, k)
+    flat = arr.reshape(n * k, d)
+    return (
+        files.select(pl.all().repeat_by(k).explode())
+        .with_columns(
+            pl.Series("kp_id", np.tile(kp, n)),
+            *(pl.Series(c, flat[:, i]) for i, c in enumerate(coords)),
+        )
+        .lazy()
+    )
+
+
+def _checked_index(index: pl.DataFrame | None, n: int, shape: tuple[int, ...]) -> pl.DataFrame:
+    if index is None:
+        msg = (
+            "numpy predictions need index=, a frame of datapoint, camera naming each of "
+            f"their {n} rows (e.g. kpcompile.tensors(...).index)"
+        )
+        raise QueryError(msg)
+    lacking = [c for c in ("datapoint", "camera") if c not in index.columns]
+    if lacking:
+        msg = f"index lacks column(s) {', '.join(lacking)}"
+        raise QueryError(msg)
+    if index.height != n:
+        msg = f"index has {index.height} rows but predictions hold {n} files (shape {shape})"
+        raise QueryError(msg)
+    return index.select("datapoint", "camera")
+
+
+def _checked_ids(
+    ids: Sequence[int] | npt.NDArray[np.integer[Any]] | None, k: int
+) -> npt.NDArray[np.int16]:
+    if ids is None:
+        if k != NUM_LANDMARKS:
+            msg = (
+                f"predictions hold {k} landmarks per file, not {NUM_LANDMARKS}: pass ids=, the K "
+                "landmark ids along axis 1 (e.g. kpcompile.tensors(...).ids)"
+            )
+            raise QueryError(msg)
+        return np.arange(k, dtype=np.int16)
+    kp = np.asarray(ids, dtype=np.int16)
+    if kp.shape != (k,):
+        msg = f"ids has {kp.size} landmark ids but predictions hold {k} per file"
+        raise QueryError(msg)
+    return kp
+
+
+def _normalizers(gt: pl.LazyFrame, normalizer: str, coords: tuple[str, ...]) -> pl.LazyFrame:
+    """``datapoint``, ``camera``, ``normalizer`` of each file that has one."""
+    keys = ["datapoint", "camera"]
+    if normalizer == "bbox":
+        return gt.group_by(keys).agg(
             ((pl.col("px").max() - pl.col("px").min()) * (pl.col("py").max() - pl.col("py").min()))
             .sqrt()
             .alias("normalizer")
         )
-    return (
-        err.join(norm, on=keys, how="inner")
-        .with_columns((pl.col("mean_error") / pl.col("normalizer")).alias("nme"))
-        .sort(keys)
+    eyes = gt.filter(pl.col("kp_id").is_in(INTER_OCULAR))
+    norm = eyes.group_by(keys).agg(
+        (sum((pl.col(c).first() - pl.col(c).last()) ** 2 for c in coords) ** 0.5).alias(
+            "normalizer"
+        ),
+        pl.len().alias("_eyes"),
     )
+    # the distance is symmetric, so the order of the two rows does not matter
+    return norm.filter(pl.col("_eyes") == 2).drop("_eyes")
+
+
+def _check_files(pred: pl.LazyFrame, gt: pl.LazyFrame, norm: pl.LazyFrame, normalizer: str) -> None:
+    """Raise unless predictions and truth hold the same files, each with a normalizer."""
+    keys = ["datapoint", "camera"]
+    p, t, n = pl.collect_all(
+        [pred.select(keys).unique(), gt.select(keys).unique(), norm.select(keys)]
+    )
+    lacking, extra = t.join(p, on=keys, how="anti"), p.join(t, on=keys, how="anti")
+    problems = []
+    if lacking.height:
+        problems.append(
+            f"predictions lack {lacking.height} of the {t.height} files of the truth "
+            f"({_examples(lacking)})"
+        )
+    if extra.height:
+        s = "s" if extra.height != 1 else ""
+        problems.append(
+            f"predictions hold {extra.height} file{s} the truth lacks ({_examples(extra)})"
+        )
+    if problems:
+        msg = "; ".join(problems)
+        msg += "; filter the truth to the predicted files, or pass missing='skip' to leave them out"
+        raise QueryError(msg)
+    unnormalized = t.join(n, on=keys, how="anti")
+    if unnormalized.height:
+        a, b = INTER_OCULAR
+        msg = (
+            f"the truth lacks landmark {a} or {b} (the {normalizer} normalizer) in "
+            f"{unnormalized.height} of its {t.height} files ({_examples(unnormalized)}); "
+            "use normalizer='bbox', or pass missing='skip' to leave them out"
+        )
+        raise QueryError(msg)
+
+
+def _examples(keys: pl.DataFrame, shown: int = 3) -> str:
+    """``datapoint camera`` of the first few files (sorted), and how many more."""
+    rows = keys.sort("datapoint", "camera").rows()
+    names = [f"{d} {c}" for d, c in rows[:shown]]
+    if len(rows) > shown:
+        return f"{', '.join(names)} and {len(rows) - shown} more"
+    return ", ".join(names)
 
 
 def inconsistent_3d(frame: pl.LazyFrame | pl.DataFrame, *, tolerance: float = 0.0) -> pl.LazyFrame:

@@ -15,11 +15,13 @@ Two camera models:
   of their integer pixels. For the Faces samples both models agree.
 
 The helpers never hide the error: :func:`reprojection_error` reports it per file
-for both axis orders, whichever is smaller.
+for both axis orders, and names the order that fits within a tolerance (or
+``neither``).
 """
 
 from __future__ import annotations
 
+import math
 import os
 
 import polars as pl
@@ -28,6 +30,8 @@ from kpcompile.errors import QueryError
 from kpcompile.query.scan import scan
 
 MODELS: tuple[str, ...] = ("matrices", "pose")
+TOLERANCE_PX = 2.0
+"""Default largest mean reprojection error (pixels) for which an axis order "fits"."""
 
 
 def project(
@@ -104,18 +108,38 @@ def project(
 
 
 def reprojection_error(
-    out: str | os.PathLike[str], *, model: str = "matrices", snapshot: str | None = None
+    out: str | os.PathLike[str],
+    *,
+    model: str = "matrices",
+    tolerance: float = TOLERANCE_PX,
+    snapshot: str | None = None,
 ) -> pl.DataFrame:
     """Reprojection error per file, for both pixel axis orders.
 
     Columns: ``datapoint``, ``camera``, ``n``, ``mean_err``/``max_err`` (stored
     ``px`` = row, ``py`` = column), ``mean_err_swapped``/``max_err_swapped``
-    (``px`` = column), and ``convention``: ``row_col`` or ``col_row``, whichever
-    order has the smaller mean error. Sorted by datapoint and camera.
+    (``px`` = column), and ``convention``: ``row_col`` or ``col_row``, the order
+    whose mean error is the smaller one *and* at most ``tolerance`` pixels, or
+    ``neither`` when no order fits (the camera model does not describe the file).
+    Sorted by datapoint and camera.
+
+    Args:
+        out: Output folder of a ``kpcompile build --sets``.
+        model: ``matrices`` or ``pose`` (see the module's docstring).
+        tolerance: Largest mean error, in pixels, for which an axis order fits;
+            default 2 px (integer pixels are off by up to 0.71 px by rounding).
+        snapshot: A snapshot id; ``None`` for the current snapshot.
+
+    Raises:
+        QueryError: An unknown model, or a tolerance that is negative or not finite.
 
     Example:
-        >>> reprojection_error("compiled", model="pose")  # doctest: +SKIP
+        >>> reprojection_error("compiled", model="pose", tolerance=1.0)  # doctest: +SKIP
     """
+    if not (math.isfinite(tolerance) and tolerance >= 0):
+        msg = f"tolerance must be a finite number of pixels >= 0; got {tolerance!r}"
+        raise QueryError(msg)
+    err, swapped = pl.col("mean_err"), pl.col("mean_err_swapped")
     return (
         project(out, model=model, snapshot=snapshot)
         .group_by("datapoint", "camera")
@@ -127,9 +151,11 @@ def reprojection_error(
             pl.col("err_swapped").max().alias("max_err_swapped"),
         )
         .with_columns(
-            pl.when(pl.col("mean_err") <= pl.col("mean_err_swapped"))
+            pl.when((err <= swapped) & (err <= tolerance))
             .then(pl.lit("row_col"))
-            .otherwise(pl.lit("col_row"))
+            .when((swapped < err) & (swapped <= tolerance))
+            .then(pl.lit("col_row"))
+            .otherwise(pl.lit("neither"))
             .alias("convention")
         )
         .sort("datapoint", "camera")

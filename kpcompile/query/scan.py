@@ -6,8 +6,9 @@ manifest lists, so a build publishing meanwhile never mixes two snapshots.
 
 from __future__ import annotations
 
-import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Literal, overload
 
 import polars as pl
@@ -18,7 +19,6 @@ from kpcompile.store import Store, open_store
 
 TABLES: tuple[str, ...] = tuple(SCHEMAS)
 Out = str | os.PathLike[str] | Store
-RESULT_FORMATS: tuple[str, ...] = ("table", "csv", "json", "parquet")
 
 
 def scan(out: Out, table: str = "keypoints", *, snapshot: str | None = None) -> pl.LazyFrame:
@@ -119,55 +119,22 @@ def sql(
         name: scan(store, name, snapshot=manifest.snapshot) for name in sorted(manifest.tables)
     }
     ctx = pl.SQLContext(frames)
-    try:
+    with query_errors():
         lf = ctx.execute(query, eager=False)
         return lf.collect() if eager else lf
+
+
+@contextmanager
+def query_errors() -> Iterator[None]:
+    """Turn polars' errors about a query (bad SQL, unknown column, bad cast) into QueryError.
+
+    Wrap whatever runs a lazy :func:`sql` result: its errors surface when it runs.
+    """
+    try:
+        yield
     except (pl.exceptions.SQLInterfaceError, pl.exceptions.SQLSyntaxError) as exc:
         msg = f"invalid query: {exc}"
         raise QueryError(msg) from None
     except (pl.exceptions.ColumnNotFoundError, pl.exceptions.InvalidOperationError) as exc:
         msg = f"query failed: {str(exc).splitlines()[0]}"
         raise QueryError(msg) from None
-
-
-def write_result(
-    out: Out,
-    query: str,
-    *,
-    fmt: str = "table",
-    output: str | os.PathLike[str] | None = None,
-    snapshot: str | None = None,
-) -> str | None:
-    """Run :func:`sql` and render the result as ``table``, ``csv``, ``json`` or ``parquet``.
-
-    Writes to ``output`` when given (required for ``parquet``) and returns None;
-    otherwise returns the text. ``json`` is a list of row objects.
-
-    Example:
-        >>> print(write_result("compiled", "SELECT count(*) AS n FROM files", fmt="csv"))
-        ... # doctest: +SKIP
-        n
-        24
-    """
-    if fmt not in RESULT_FORMATS:
-        msg = f"format must be one of {', '.join(RESULT_FORMATS)}; got {fmt!r}"
-        raise QueryError(msg)
-    df = sql(out, query, snapshot=snapshot)
-    if fmt == "parquet":
-        if output is None:
-            msg = "the parquet format needs an output file (-o FILE)"
-            raise QueryError(msg)
-        df.write_parquet(os.fspath(output))
-        return None
-    if fmt == "csv":
-        text = df.write_csv()
-    elif fmt == "json":
-        text = json.dumps(df.to_dicts(), indent=2, default=str)
-    else:
-        with pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_width_chars=200, fmt_str_lengths=80):
-            text = str(df)
-    if output is not None:
-        with open(output, "w", encoding="utf-8") as fh:
-            fh.write(text if text.endswith("\n") else text + "\n")
-        return None
-    return text.rstrip("\n")

@@ -128,6 +128,123 @@ def test_nme_normalizer_is_required_and_checked(compiled_sets: Path) -> None:
     assert (perfect["nme"] == 0).all()
 
 
+@pytest.mark.parametrize(("space", "normalizer"), [("2d", "bbox"), ("3d", "inter_ocular")])
+def test_nme_of_numpy_predictions_with_their_index(
+    compiled_sets: Path, space: str, normalizer: str
+) -> None:
+    t = kpcompile.tensors(kpcompile.scan(compiled_sets))
+    rng = np.random.default_rng(1)
+    true = t.pixels if space == "2d" else t.xyz
+    arr = true + rng.normal(0, 0.01, true.shape)
+    cols = ["px", "py"] if space == "2d" else ["x3", "y3", "z3"]
+    frame = t.index.select(
+        pl.all().repeat_by(468).explode(), kp_id=pl.lit(np.tile(t.ids, len(t)))
+    ).with_columns(pl.Series(c, arr[..., i].ravel()) for i, c in enumerate(cols))
+    truth = kpcompile.scan(compiled_sets)
+    want = kpcompile.nme(frame, truth, normalizer=normalizer, space=space).collect()
+    got = kpcompile.nme(arr, truth, index=t.index, normalizer=normalizer, space=space).collect()
+    assert got.height == 24 and got["n"].to_list() == [468] * 24
+    assert got.drop("nme", "mean_error").equals(want.drop("nme", "mean_error"))
+    assert got["nme"].to_numpy() == pytest.approx(want["nme"].to_numpy(), rel=1e-12)
+    # a region's tensors: the ids come with them
+    lips = kpcompile.tensors(kpcompile.filter_region(truth, "lips"))
+    part = kpcompile.nme(
+        lips.pixels, truth, index=lips.index, ids=lips.ids, normalizer="inter_ocular"
+    ).collect()
+    assert part["n"].to_list() == [40] * 24 and (part["nme"] == 0).all()
+
+
+def test_nme_refuses_numpy_predictions_it_cannot_place(compiled_sets: Path) -> None:
+    t = kpcompile.tensors(kpcompile.scan(compiled_sets))
+    truth = kpcompile.scan(compiled_sets)
+    cases = [
+        (
+            t.pixels,
+            {},
+            "numpy predictions need index=, a frame of datapoint, camera naming each of their 24 rows (e.g. kpcompile.tensors(...).index)",
+        ),
+        (
+            t.pixels,
+            {"index": t.index.head(3)},
+            "index has 3 rows but predictions hold 24 files (shape (24, 468, 2))",
+        ),
+        (t.pixels, {"index": t.index.select("datapoint")}, "index lacks column(s) camera"),
+        (
+            t.xyz,
+            {"index": t.index},
+            "predictions of shape (24, 468, 3) hold 3 coordinates per landmark; space='2d' needs 2 (px, py)",
+        ),
+        (
+            t.pixels[:, :, 0],
+            {"index": t.index},
+            "numpy predictions must have shape (N, K, 2) for space='2d'; got shape (24, 468)",
+        ),
+        (
+            t.pixels[:, :40],
+            {"index": t.index},
+            "predictions hold 40 landmarks per file, not 468: pass ids=, the K landmark ids along axis 1 (e.g. kpcompile.tensors(...).ids)",
+        ),
+        (
+            t.pixels,
+            {"index": t.index, "ids": [1, 2]},
+            "ids has 2 landmark ids but predictions hold 468 per file",
+        ),
+    ]
+    for arr, kwargs, message in cases:
+        with pytest.raises(kpcompile.QueryError) as info:
+            kpcompile.nme(arr, truth, normalizer="bbox", **kwargs)
+        assert str(info.value) == message
+    with pytest.raises(kpcompile.QueryError, match="index= and ids= go with numpy predictions"):
+        kpcompile.nme(truth, truth, normalizer="bbox", index=t.index)
+
+
+def test_nme_never_leaves_files_out_silently(compiled_sets: Path) -> None:
+    truth = kpcompile.read(compiled_sets)
+    one = truth.filter(
+        pl.col("datapoint") == "faces/datapoint_00001", pl.col("camera") == "camera_00"
+    )
+    with pytest.raises(kpcompile.QueryError) as info:
+        kpcompile.nme(one, truth, normalizer="inter_ocular")
+    assert str(info.value) == (
+        "predictions lack 23 of the 24 files of the truth (documented/datapoint_00001 camera_00, "
+        "documented/datapoint_00001 camera_01, documented/datapoint_00002 camera_00 and 20 more); "
+        "filter the truth to the predicted files, or pass missing='skip' to leave them out"
+    )
+    got = kpcompile.nme(one, truth, normalizer="inter_ocular", missing="skip").collect()
+    assert got.select("datapoint", "camera").rows() == [("faces/datapoint_00001", "camera_00")]
+    assert got["nme"][0] == 0
+    extra = truth.with_columns(
+        pl.when(pl.col("datapoint") == "faces/datapoint_00002")
+        .then(pl.lit("faces/datapoint_00099"))
+        .otherwise(pl.col("datapoint"))
+        .alias("datapoint")
+    )
+    with pytest.raises(kpcompile.QueryError) as info:
+        kpcompile.nme(extra, truth, normalizer="bbox")
+    assert str(info.value) == (
+        "predictions lack 2 of the 24 files of the truth (faces/datapoint_00002 camera_00, "
+        "faces/datapoint_00002 camera_01); predictions hold 2 files the truth lacks "
+        "(faces/datapoint_00099 camera_00, faces/datapoint_00099 camera_01); "
+        "filter the truth to the predicted files, or pass missing='skip' to leave them out"
+    )
+    assert kpcompile.nme(extra, truth, normalizer="bbox", missing="skip").collect().height == 22
+    with pytest.raises(
+        kpcompile.QueryError, match="missing must be one of error, skip; got 'drop'"
+    ):
+        kpcompile.nme(truth, truth, normalizer="bbox", missing="drop")
+
+
+def test_nme_says_when_the_truth_cannot_normalize(compiled_sets: Path) -> None:
+    lips = kpcompile.filter_region(kpcompile.read(compiled_sets), "lips")
+    with pytest.raises(kpcompile.QueryError) as info:
+        kpcompile.nme(lips, lips, normalizer="inter_ocular")
+    assert str(info.value).startswith(
+        "the truth lacks landmark 33 or 263 (the inter_ocular normalizer) in 24 of its 24 files "
+        "(documented/datapoint_00001 camera_00, "
+    )
+    assert kpcompile.nme(lips, lips, normalizer="bbox").collect().height == 24
+
+
 def test_inconsistent_3d(mixed_dataset: Path, tmp_path: Path) -> None:
     data = tmp_path / "ds"
     shutil.copytree(mixed_dataset / "faces", data)

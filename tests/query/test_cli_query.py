@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import polars as pl
+import pytest
 from click.testing import CliRunner
 
 import kpcompile
@@ -44,6 +45,66 @@ def test_query_errors(compiled_sets: Path, tmp_path: Path) -> None:
     assert r.output == "error: the parquet format needs an output file (-o FILE)\n"
     r = CliRunner().invoke(cli, ["query", str(tmp_path / "none"), Q])
     assert r.exit_code == 5 and "holds no snapshot" in r.output
+
+
+def _query(*args: str) -> tuple[int, str, str]:
+    r = CliRunner().invoke(cli, ["query", *args])
+    return r.exit_code, r.stdout, r.stderr
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".json", ".ndjson", ".jsonl", ".parquet", ".CSV"])
+def test_query_format_from_the_suffix(compiled_sets: Path, tmp_path: Path, suffix: str) -> None:
+    dest = tmp_path / f"r{suffix}"
+    code, out, err = _query(str(compiled_sets), Q, "-o", str(dest))
+    assert (code, out, err) == (0, "", "")
+    readers = {
+        ".csv": pl.read_csv,
+        ".json": lambda p: pl.DataFrame(json.loads(p.read_text())),
+        ".ndjson": pl.read_ndjson,
+        ".jsonl": pl.read_ndjson,
+        ".parquet": pl.read_parquet,
+        ".CSV": pl.read_csv,
+    }
+    got = readers[suffix](dest)
+    assert got.to_dicts() == kpcompile.sql(compiled_sets, Q).to_dicts()
+
+
+def test_query_ndjson_to_stdout(compiled_sets: Path) -> None:
+    code, out, _ = _query(str(compiled_sets), Q, "--format", "ndjson")
+    assert code == 0
+    lines = out.splitlines()
+    assert [json.loads(line) for line in lines] == kpcompile.sql(compiled_sets, Q).to_dicts()
+
+
+def test_query_suffix_that_contradicts_the_format(compiled_sets: Path, tmp_path: Path) -> None:
+    dest = tmp_path / "q.json"
+    code, out, err = _query(str(compiled_sets), Q, "--format", "csv", "-o", str(dest))
+    assert (code, out) == (2, "")
+    assert err == (
+        f"error: --format csv does not match the file name '{dest}' (.json means json); "
+        "drop --format or rename the file\n"
+    )
+    assert not dest.exists()
+    code, _, err = _query(str(compiled_sets), Q, "--format", "table", "-o", str(tmp_path / "q.csv"))
+    assert code == 2 and "--format table does not match the file name" in err
+    # a suffix that means nothing is the user's to choose
+    code, _, _ = _query(str(compiled_sets), Q, "--format", "csv", "-o", str(tmp_path / "q.txt"))
+    assert code == 0 and (tmp_path / "q.txt").read_text().startswith("camera,n\n")
+
+
+@pytest.mark.parametrize("name", ["q.txt", "q"])
+def test_query_unknown_suffix_without_format(
+    compiled_sets: Path, tmp_path: Path, name: str
+) -> None:
+    dest = tmp_path / name
+    code, out, err = _query(str(compiled_sets), Q, "-o", str(dest))
+    assert (code, out) == (2, "")
+    what = "suffix '.txt'" if name == "q.txt" else "no suffix"
+    assert err == (
+        f"error: cannot tell the format of '{dest}' from its name ({what}); give --format, "
+        "or use one of the suffixes .csv, .json, .jsonl, .ndjson, .parquet\n"
+    )
+    assert not dest.exists()
 
 
 def test_build_sets_flag(small_dataset: Path, tmp_path: Path) -> None:

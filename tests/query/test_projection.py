@@ -68,7 +68,28 @@ def test_real_samples_reprojection(samples: Path, tmp_path: Path) -> None:
     # ... the pose model (t = -R @ location, fy = fx) gives integer rounding only
     assert p.filter(cabin)["max_err"].max() < 0.75
     assert set(p["convention"]) == {"row_col"}
+    # no axis order fits the in-cabin files with their own matrices: say so
+    assert set(m.filter(cabin)["convention"]) == {"neither"}
     assert p.filter(faces)["max_err"].max() < 1e-12
+
+
+def test_convention_is_neither_beyond_the_tolerance(compiled_sets: Path) -> None:
+    default = kpcompile.reprojection_error(compiled_sets, model="matrices")
+    strict = kpcompile.reprojection_error(compiled_sets, model="matrices", tolerance=0.01)
+    cabin = strict["datapoint"].str.starts_with("in_cabin")  # in_cabin/ and in_cabin_unversioned/
+    # in-cabin pixels are rounded to integers: within the default 2 px, not within 0.01 px
+    assert set(default["convention"]) == {"row_col"}
+    assert set(strict.filter(cabin)["convention"]) == {"neither"}
+    assert set(strict.filter(~cabin)["convention"]) == {"row_col"}
+    assert strict["mean_err"].to_numpy() == pytest.approx(default["mean_err"].to_numpy())
+
+
+@pytest.mark.parametrize("tolerance", [-1.0, float("nan"), float("inf")])
+def test_tolerance_is_checked(compiled_sets: Path, tolerance: float) -> None:
+    with pytest.raises(
+        kpcompile.QueryError, match=r"tolerance must be a finite number of pixels >= 0; got"
+    ):
+        kpcompile.reprojection_error(compiled_sets, tolerance=tolerance)
 
 
 def test_unknown_model(compiled_sets: Path) -> None:

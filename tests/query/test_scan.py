@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import polars as pl
 import pytest
 
 import kpcompile
-from kpcompile.query.scan import write_result
+from kpcompile.query.results import write_result
 from tests.conftest import landmarks_from_json
 
 QUERY = (
@@ -107,4 +108,4 @@ def test_write_result_formats(compiled_sets: Path, tmp_path: Path, fmt: str) -> 
 
 def test_parquet_needs_output(compiled_sets: Path) -> None:
     with pytest.raises(kpcompile.QueryError, match="needs an output file"):
-        write_result(compiled_sets, "SELECT 1 AS x", fmt="parquet")
+        write_result(compiled_sets, "SELECT 1 AS x", io.BytesIO(), fmt="parquet")
