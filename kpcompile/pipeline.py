@@ -9,6 +9,7 @@ manifest; workers write the Parquet files.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import sys
@@ -19,9 +20,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kpcompile._version import __version__
-from kpcompile.compile.executor import prestart, release, run
+from kpcompile.compile.executor import run
 from kpcompile.compile.incremental import Previous, previous_of, reuse_shard, shard_record
 from kpcompile.compile.plan import plan, shard_digest
+from kpcompile.compile.pool import WorkerPool
 from kpcompile.compile.sets import SetsResult, compile_sets
 from kpcompile.compile.stage import Stage
 from kpcompile.compile.worker import PreviousFile, ShardResult, ShardTask
@@ -130,16 +132,24 @@ def build(
     """
     opts = BuildOptions.from_kwargs(options, kwargs)
     started = time.perf_counter()
-    # Workers forked now, before the file lists exist, do not carry them (see prestart).
-    pool = prestart(opts.resolved_workers) if opts.executor == "local" else None
-    try:
+    with _worker_pool(opts) as pool:
         return _build(source, open_store(out), opts, started, pool)
-    finally:
-        release(pool)
+
+
+def _worker_pool(opts: BuildOptions) -> contextlib.AbstractContextManager[WorkerPool | None]:
+    """The local executor's workers, started now: before the file lists exist, so
+    forked workers do not carry them (see :meth:`WorkerPool.start`)."""
+    if opts.executor == "local" and opts.resolved_workers > 1:
+        return WorkerPool.start(opts.resolved_workers)
+    return contextlib.nullcontext()
 
 
 def _build(
-    source: str | os.PathLike[str], store: Store, opts: BuildOptions, started: float, pool: Any
+    source: str | os.PathLike[str],
+    store: Store,
+    opts: BuildOptions,
+    started: float,
+    pool: WorkerPool | None,
 ) -> BuildResult:
     names = LANDMARK_NAMES | SET_NAMES if opts.sets else LANDMARK_NAMES
     with open_source(source, max_file_bytes=opts.max_file_bytes, names=names) as src:
@@ -174,7 +184,7 @@ def _compile(
     store: Store,
     stage: Stage,
     opts: BuildOptions,
-    pool: Any,
+    pool: WorkerPool | None,
 ) -> _Run:
     prev = None if opts.full else _previous(store, src, opts, stage)
     run_ = _run(src, files, opts, stage, prev, pool)
@@ -200,7 +210,7 @@ def _run(
     opts: BuildOptions,
     stage: Stage,
     prev: Previous | None,
-    pool: Any,
+    pool: WorkerPool | None,
 ) -> _Run:
     shards = plan(files, opts.shard_files, opts.partition_by)
     digests = [shard_digest(s) for s in shards]

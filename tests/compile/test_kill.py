@@ -55,20 +55,34 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def _cmdline(pid: int) -> bytes:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return fh.read()
+    except OSError:
+        return b""
+
+
 def _workers(main: int) -> list[int]:
-    """Pool workers of a build: forked from it (the CLI's case), or from its forkserver."""
-    forked = []
-    for c in _children(main):
-        try:
-            with open(f"/proc/{c}/cmdline", "rb") as fh:
-                cmdline = fh.read()
-        except OSError:
-            continue
-        if b"forkserver" in cmdline:
-            return _children(c)
-        if b"resource_tracker" not in cmdline:  # multiprocessing's helper, not a worker
-            forked.append(c)
-    return forked
+    """Live worker processes of a build: forked from it (same command line as the
+    build's process: the CLI's case), or fresh interpreters running the worker loop."""
+    own = _cmdline(main)
+    return [
+        c
+        for c in _children(main)
+        if _alive(c) and (b"kpcompile.compile.serve" in (cmd := _cmdline(c)) or cmd == own)
+    ]
+
+
+def _kill(pid: int) -> bool:
+    """SIGKILL ``pid`` if it still runs; False if it had exited (it finished first)."""
+    if not _alive(pid):
+        return False
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def _wait_gone(pids: list[int], timeout: float = 10.0) -> list[int]:
