@@ -27,7 +27,7 @@ from kpcompile.ingest.folder import FolderSource
 from kpcompile.store import open_store
 from kpcompile.store.local import LocalStage
 from kpcompile.synth import synth
-from tests.compile.test_kill import _alive, _children, _kill, _workers
+from tests.compile.test_kill import _alive, _build_process, _children, _kill, _workers
 
 
 @pytest.fixture(scope="module")
@@ -235,23 +235,15 @@ def test_ctrl_c_stops_the_build_and_its_workers_quietly(dataset: Path, tmp_path:
     """SIGINT to the whole process group (what Ctrl-C does): workers ignore it, the
     build stops, kills its workers, and only the coordinator reports it."""
     cmd = [sys.executable, "-m", "kpcompile", "build", str(dataset), str(tmp_path / "out")]
-    proc = subprocess.Popen(
-        [*cmd, "--workers", "2", "--shard-files", "1", "--no-progress"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
-    try:
+    args = [*cmd, "--workers", "2", "--shard-files", "1", "--no-progress"]
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
+    with _build_process(args, start_new_session=True, **pipes) as proc:
         while not list((tmp_path / "out").glob(".staging/*/files/part-*.parquet")):
             assert proc.poll() is None, proc.communicate()
             time.sleep(0.005)
         family = _workers(proc.pid)
         os.killpg(proc.pid, signal.SIGINT)
         _, err = proc.communicate(timeout=60)
-    except BaseException:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        raise
     assert proc.returncode == 1
     assert err.decode().strip() == "Aborted!"  # click's message; no traceback from anyone
     assert family and not any(_alive(p) for p in family)

@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -99,6 +100,21 @@ def _wait_gone(pids: list[int], timeout: float = 10.0) -> list[int]:
     return left
 
 
+@contextlib.contextmanager
+def _build_process(cmd: list[str], **kwargs: Any) -> Iterator[subprocess.Popen[bytes]]:
+    """A process this test starts: if the test fails, it is killed with its descendants,
+    and its pipes are closed whatever happens (an unclosed pipe would surface as a
+    ResourceWarning, an error, in whichever later test the garbage collector runs)."""
+    with subprocess.Popen(cmd, **kwargs) as proc:
+        try:
+            yield proc
+        except BaseException:
+            for pid in [proc.pid, *_descendants(proc.pid)]:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            raise
+
+
 @dataclass
 class Corpus:
     source: Path
@@ -131,11 +147,11 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Corpus:
     synth(source, datapoints=60, cameras=2, layout="mixed", seed=11, extras=False)
     out = base / "reference"
     started = time.perf_counter()
-    proc = subprocess.Popen(_cmd(source, out), stdout=subprocess.DEVNULL)
-    while not _workers(proc.pid) and proc.poll() is None:
-        time.sleep(0.002)
-    working = time.perf_counter()
-    assert proc.wait() == 0
+    with _build_process(_cmd(source, out), stdout=subprocess.DEVNULL) as proc:
+        while not _workers(proc.pid) and proc.poll() is None:
+            time.sleep(0.002)
+        working = time.perf_counter()
+        assert proc.wait() == 0
     ended = time.perf_counter()
     return Corpus(
         source, open_store(out).manifest().tables, ended - started, max(0.05, ended - working)
@@ -171,17 +187,16 @@ def _kill_main_trials(corpus: Corpus, out: Path, trials: int, seed: int) -> dict
     previous = _rerun(out, corpus)
     seen = {"published before the kill": 0, "killed before publishing": 0}
     for _ in range(trials):
-        proc = subprocess.Popen(
-            _cmd(corpus.source, out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        deadline = time.monotonic() + rng.uniform(0, corpus.seconds * 1.1)
-        family: set[int] = set()
-        while time.monotonic() < deadline and proc.poll() is None:
+        quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+        with _build_process(_cmd(corpus.source, out), **quiet) as proc:
+            deadline = time.monotonic() + rng.uniform(0, corpus.seconds * 1.1)
+            family: set[int] = set()
+            while time.monotonic() < deadline and proc.poll() is None:
+                family.update(_descendants(proc.pid))
+                time.sleep(0.005)
             family.update(_descendants(proc.pid))
-            time.sleep(0.005)
-        family.update(_descendants(proc.pid))
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
         assert _wait_gone(sorted(family)) == [], "processes of the killed build outlived it"
         current = _check_promises(out, previous, corpus)
         seen[
@@ -203,24 +218,16 @@ def _kill_worker_trials(corpus: Corpus, out: Path, trials: int, seed: int) -> di
     previous = _rerun(out, corpus)
     seen = {"retried": 0, "idle worker killed": 0, "nothing lost": 0, "worker had exited": 0}
     for _ in range(trials):
-        proc = subprocess.Popen(
-            _cmd(corpus.source, out), stdout=subprocess.PIPE, stderr=subprocess.PIPE
-        )
-        workers: list[int] = []
-        while not workers and proc.poll() is None:
+        pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
+        with _build_process(_cmd(corpus.source, out), **pipes) as proc:
+            workers: list[int] = []
+            while not workers and proc.poll() is None:
+                workers = _workers(proc.pid)
+                time.sleep(0.002)
+            time.sleep(rng.uniform(0, corpus.work_seconds * 0.7))
             workers = _workers(proc.pid)
-            time.sleep(0.002)
-        time.sleep(rng.uniform(0, corpus.work_seconds * 0.7))
-        workers = _workers(proc.pid)
-        landed = bool(workers) and _kill(rng.choice(workers))
-        try:
-            _, err = proc.communicate(timeout=120)
-        except subprocess.TimeoutExpired:
-            family = [proc.pid, *_descendants(proc.pid)]
-            for pid in family:  # processes this test started
-                os.kill(pid, signal.SIGKILL)
-            proc.communicate()
-            pytest.fail("the build hangs after a worker was killed")
+            landed = bool(workers) and _kill(rng.choice(workers))
+            _, err = proc.communicate(timeout=120)  # raises TimeoutExpired if the build hangs
         # one dead worker is retried: the build succeeds with exactly the reference files
         assert proc.returncode == 0, err.decode()
         current = _check_promises(out, previous, corpus)
@@ -272,19 +279,9 @@ print(r.compiled)
 
 def test_a_worker_killed_mid_shard_is_retried(corpus: Corpus, tmp_path: Path) -> None:
     marker = tmp_path / "worker-pid"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            _MID_SHARD_DRIVER,
-            str(corpus.source),
-            str(tmp_path / "out"),
-            str(marker),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    try:
+    cmd = [sys.executable, "-c", _MID_SHARD_DRIVER, str(corpus.source), str(tmp_path / "out")]
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
+    with _build_process([*cmd, str(marker)], **pipes) as proc:
         deadline = time.monotonic() + 60
         while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.005)
@@ -293,12 +290,6 @@ def test_a_worker_killed_mid_shard_is_retried(corpus: Corpus, tmp_path: Path) ->
         assert pid in _workers(proc.pid)
         os.kill(pid, signal.SIGKILL)
         out, err = proc.communicate(timeout=120)
-    except BaseException:
-        for p in [proc.pid, *_descendants(proc.pid)]:  # processes this test started
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(p, signal.SIGKILL)
-        proc.communicate()
-        raise
     assert proc.returncode == 0, err.decode()
     assert out.decode().strip() == "120"
     assert err.decode().count("a worker process died; retrying shard 1") == 1, err.decode()
