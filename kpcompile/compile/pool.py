@@ -4,8 +4,9 @@ Workers are forked from the coordinator when that is safe: fork is available, po
 is not loaded (its thread pool does not survive a fork) and no other thread runs (a
 fork copies whatever locks those threads hold). A fork costs about a millisecond and
 the worker starts with every module already imported. Otherwise a worker is a fresh
-interpreter running only :mod:`kpcompile.compile.serve` (about 0.3 s to import
-pyarrow): never the caller's ``__main__``, so no script needs a ``__main__`` guard.
+interpreter running only :mod:`kpcompile.compile.serve` (a few tenths of a second to
+import kpcompile and pyarrow). Neither runs the caller's ``__main__`` module again,
+so no script needs an ``if __name__ == "__main__":`` guard.
 
 Each worker has its own channel and holds at most one task; the pool keeps at most
 one more task per worker ready, so at most ``2 x workers`` tasks exist at once
@@ -26,6 +27,7 @@ import contextlib
 import gc
 import logging
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -34,7 +36,6 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from multiprocessing.connection import wait
 from types import TracebackType
 from typing import NoReturn
 
@@ -243,9 +244,13 @@ class WorkerPool:
             return None
 
     def _ready(self, timeout: float | None) -> list[_Worker]:
-        """Workers with a reply, or whose process ended (idle ones too)."""
-        by_socket = {w.channel.sock: w for w in self._workers}
-        return [by_socket[s] for s in wait(list(by_socket), timeout)]  # type: ignore[index]
+        """Workers with a reply, or whose process ended (idle ones too): its channel's
+        end-of-file is readable."""
+        poll = select.poll()
+        by_fd = {w.channel.fileno(): w for w in self._workers}
+        for fd in by_fd:
+            poll.register(fd, select.POLLIN)
+        return [by_fd[fd] for fd, _ in poll.poll(None if timeout is None else timeout * 1000)]
 
     def _receive(self, worker: _Worker, work: _Work, on_done: OnDone) -> None:
         try:
