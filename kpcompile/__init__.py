@@ -5,8 +5,9 @@ Example:
     >>> kpcompile.build("dataset", "compiled")  # doctest: +SKIP
     >>> kpcompile.scan("compiled").filter(pl.col("kp_id") == 1).collect()  # doctest: +SKIP
 
-Query helpers (which import polars) load on first use, so worker processes and
-``kpcompile build`` start without polars.
+Everything but the exceptions and the options loads on first use: ``kpcompile
+build`` never imports polars, ``kpcompile info`` never imports the compiler, and a
+fresh worker process imports only what compiling needs.
 """
 
 from __future__ import annotations
@@ -26,21 +27,10 @@ from kpcompile.errors import (
     SourceError,
 )
 from kpcompile.options import BuildOptions
-from kpcompile.parsing import SUPPORTED_VERSIONS, Landmarks, parse
-from kpcompile.pipeline import BuildResult, build
-from kpcompile.store.history import (
-    Info,
-    Rejections,
-    SnapshotDiff,
-    SnapshotSummary,
-    diff,
-    info,
-    rejections,
-    snapshots,
-)
-from kpcompile.store.retention import GcResult, gc
 
 if TYPE_CHECKING:
+    from kpcompile.parsing import SUPPORTED_VERSIONS, Landmarks, parse
+    from kpcompile.pipeline import BuildResult, build
     from kpcompile.query.analytics import (
         filter_region,
         inconsistent_3d,
@@ -53,9 +43,35 @@ if TYPE_CHECKING:
     from kpcompile.query.projection import project, reprojection_error
     from kpcompile.query.scan import read, scan, sql, tables
     from kpcompile.query.tensors import Tensors, iter_tensors, tensors
+    from kpcompile.store.history import (
+        Info,
+        Rejections,
+        SnapshotDiff,
+        SnapshotSummary,
+        diff,
+        info,
+        rejections,
+        snapshots,
+    )
+    from kpcompile.store.retention import GcResult, gc
     from kpcompile.store.verify import Verification, verify
 
 _LAZY = {
+    "SUPPORTED_VERSIONS": "kpcompile.parsing",
+    "Landmarks": "kpcompile.parsing",
+    "parse": "kpcompile.parsing",
+    "BuildResult": "kpcompile.pipeline",
+    "build": "kpcompile.pipeline",
+    "Info": "kpcompile.store.history",
+    "Rejections": "kpcompile.store.history",
+    "SnapshotDiff": "kpcompile.store.history",
+    "SnapshotSummary": "kpcompile.store.history",
+    "diff": "kpcompile.store.history",
+    "info": "kpcompile.store.history",
+    "rejections": "kpcompile.store.history",
+    "snapshots": "kpcompile.store.history",
+    "GcResult": "kpcompile.store.retention",
+    "gc": "kpcompile.store.retention",
     "verify": "kpcompile.store.verify",
     "Verification": "kpcompile.store.verify",
     "scan": "kpcompile.query.scan",

@@ -9,6 +9,7 @@ manifest; workers write the Parquet files.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import sys
@@ -19,9 +20,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kpcompile._version import __version__
-from kpcompile.compile.executor import prestart, release, run
+from kpcompile.compile.executor import run
 from kpcompile.compile.incremental import Previous, previous_of, reuse_shard, shard_record
 from kpcompile.compile.plan import inputs_digest, plan, shard_digest
+from kpcompile.compile.pool import WorkerPool
 from kpcompile.compile.sets import SetsResult, compile_sets
 from kpcompile.compile.stage import Stage
 from kpcompile.compile.worker import PreviousFile, ShardResult, ShardTask
@@ -136,16 +138,24 @@ def build(
     """
     opts = BuildOptions.from_kwargs(options, kwargs)
     started = time.perf_counter()
-    # Workers forked now, before the file lists exist, do not carry them (see prestart).
-    pool = prestart(opts.resolved_workers) if opts.executor == "local" else None
-    try:
+    with _worker_pool(opts) as pool:
         return _build(source, open_store(out), opts, started, pool)
-    finally:
-        release(pool)
+
+
+def _worker_pool(opts: BuildOptions) -> contextlib.AbstractContextManager[WorkerPool | None]:
+    """The local executor's workers, started now: before the file lists exist, so
+    forked workers do not carry them (see :meth:`WorkerPool.start`)."""
+    if opts.executor == "local" and opts.resolved_workers > 1:
+        return WorkerPool.start(opts.resolved_workers)
+    return contextlib.nullcontext()
 
 
 def _build(
-    source: str | os.PathLike[str], store: Store, opts: BuildOptions, started: float, pool: Any
+    source: str | os.PathLike[str],
+    store: Store,
+    opts: BuildOptions,
+    started: float,
+    pool: WorkerPool | None,
 ) -> BuildResult:
     names = LANDMARK_NAMES | SET_NAMES if opts.sets else LANDMARK_NAMES
     with open_source(source, max_file_bytes=opts.max_file_bytes, names=names) as src:
@@ -269,7 +279,11 @@ def _refusal(exc: RejectedFilesError, inputs: _Inputs, created: dt.datetime) -> 
 
 
 def _compile(
-    inputs: _Inputs, current: Manifest | None, stage: Stage, opts: BuildOptions, pool: Any
+    inputs: _Inputs,
+    current: Manifest | None,
+    stage: Stage,
+    opts: BuildOptions,
+    pool: WorkerPool | None,
 ) -> _Run:
     prev = None
     if current is not None and not opts.full:
@@ -287,7 +301,7 @@ def _run(
     opts: BuildOptions,
     stage: Stage,
     prev: Previous | None,
-    pool: Any,
+    pool: WorkerPool | None,
 ) -> _Run:
     shards = plan(files, opts.shard_files, opts.partition_by)
     digests = [shard_digest(s) for s in shards]

@@ -7,7 +7,9 @@ import signal
 import subprocess
 import sys
 import tarfile
+import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -25,8 +27,10 @@ def big(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def _interrupt(args: list[str], when: float) -> tuple[subprocess.CompletedProcess[str], list[int]]:
-    """Run ``kpcompile ARGS`` in its own process group and press Ctrl-C after ``when`` s."""
+def _interrupt(
+    args: list[str], ready: Callable[[], bool]
+) -> tuple[subprocess.CompletedProcess[str], list[int]]:
+    """Run ``kpcompile ARGS`` in its own process group; press Ctrl-C once ``ready()``."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "kpcompile", *args],
         stdout=subprocess.PIPE,
@@ -34,21 +38,27 @@ def _interrupt(args: list[str], when: float) -> tuple[subprocess.CompletedProces
         text=True,
         start_new_session=True,
     )
-    time.sleep(when)
+    deadline = time.monotonic() + 60
+    while not ready():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline
+        time.sleep(0.002)
     family = [proc.pid, *_descendants(proc.pid)]
     os.killpg(proc.pid, signal.SIGINT)  # what a terminal sends: the whole foreground group
     out, err = proc.communicate(timeout=60)
     return subprocess.CompletedProcess(args, proc.returncode, out, err), family
 
 
-@pytest.mark.parametrize("when", [0.6, 1.2])
-def test_ctrl_c_during_a_build(big: Path, tmp_path: Path, when: float) -> None:
+@pytest.mark.parametrize("shards_done", [1, 5])
+def test_ctrl_c_during_a_build(big: Path, tmp_path: Path, shards_done: int) -> None:
     out = tmp_path / "out"
     before = kpcompile.build(big, out, workers=1, shard_files=600).snapshot_id
     args = ["build", str(big), str(out), "--workers", "2", "--full", "--shard-files", "20"]
-    res, family = _interrupt(args, when)
-    if res.returncode == 0:
-        pytest.skip("the build finished before Ctrl-C; the machine is faster than assumed")
+
+    def ready() -> bool:
+        return len(list(out.glob(".staging/*/files/part-*.parquet"))) >= shards_done
+
+    res, family = _interrupt(args, ready)
     assert (res.returncode, res.stderr, res.stdout) == (130, "interrupted; nothing published\n", "")
     assert len(family) > 1  # workers were running
     assert _wait_gone(family) == []
@@ -61,11 +71,14 @@ def test_ctrl_c_while_an_archive_is_spooled(big: Path, tmp_path: Path) -> None:
     archive = tmp_path / "big.tar.gz"
     with tarfile.open(archive, "w:gz", compresslevel=1) as tf:
         tf.add(big, arcname="big")
-    spools = set(Path("/tmp").glob("kpcompile-spool-*"))
-    res, family = _interrupt(["build", str(archive), str(tmp_path / "out"), "-j", "2"], 0.8)
-    if res.returncode == 0:
-        pytest.skip("the build finished before Ctrl-C")
-    assert (res.returncode, res.stderr) == (130, "interrupted; nothing published\n")
+    spools = set(Path(tempfile.gettempdir()).glob("kpcompile-spool-*"))
+
+    def spooling() -> bool:  # a new spool file holds some of the archive's members
+        new = set(Path(tempfile.gettempdir()).glob("kpcompile-spool-*")) - spools
+        return any(p.stat().st_size > 0 for p in new if p.exists())
+
+    res, family = _interrupt(["build", str(archive), str(tmp_path / "out"), "-j", "2"], spooling)
+    assert (res.returncode, res.stderr) == (130, "interrupted; nothing published\n"), res.stderr
     assert _wait_gone(family) == []
-    assert set(Path("/tmp").glob("kpcompile-spool-*")) <= spools  # the spool is gone
+    assert set(Path(tempfile.gettempdir()).glob("kpcompile-spool-*")) <= spools  # spool gone
     assert not (tmp_path / "out" / "CURRENT").exists()

@@ -1,11 +1,15 @@
-"""executor: a worker killed under a shard is retried (same bytes), repeated deaths fail
-the build without publishing, and a retry starts from a clean slate."""
+"""executor and pool: a worker killed under a shard is retried (same bytes), repeated
+deaths fail the build without publishing, a retry starts from a clean slate, no
+worker outlives a build, and scripts need no ``__main__`` guard."""
 
 from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -16,13 +20,14 @@ import pytest
 import kpcompile
 from kpcompile import KpcompileError
 from kpcompile.compile.executor import MAX_ATTEMPTS
+from kpcompile.compile.pool import WorkerPool
 from kpcompile.compile.worker import ShardTask, remove_outputs
 from kpcompile.compile.writer import ParquetSettings
 from kpcompile.ingest.folder import FolderSource
 from kpcompile.store import open_store
 from kpcompile.store.local import LocalStage
 from kpcompile.synth import synth
-from tests.compile.test_kill import _workers
+from tests.compile.test_kill import _alive, _build_process, _children, _kill, _workers
 
 
 @pytest.fixture(scope="module")
@@ -47,17 +52,20 @@ def _build_in_thread(source: Path, out: Path, **opts: Any) -> tuple[threading.Th
 
 
 def _kill_workers(thread: threading.Thread, times: int) -> int:
+    """Kill a worker of the build running in ``thread``, ``times`` times; count the kills
+    that landed (a worker may exit on its own between being listed and being killed)."""
     killed = 0
     while thread.is_alive() and killed < times:
-        for pid in _workers(os.getpid()):
-            try:
-                os.kill(pid, signal.SIGKILL)
-                killed += 1
-            except ProcessLookupError:
-                pass
-            break
+        for pid in _workers(os.getpid())[:1]:
+            killed += _kill(pid)
         time.sleep(0.005)
     return killed
+
+
+def _assert_no_process_left() -> None:
+    """No worker of this process runs, and no child of it is left unreaped."""
+    assert _workers(os.getpid()) == []
+    assert [c for c in _children(os.getpid()) if not _alive(c)] == []
 
 
 def test_a_killed_worker_is_retried_with_identical_output(
@@ -116,30 +124,131 @@ def test_remove_outputs_touches_only_its_shard(tmp_path: Path) -> None:
     assert left == sorted(names[3:])
 
 
-def test_a_pool_broken_before_its_first_task_still_runs_every_shard(
-    dataset: Path, tmp_path: Path
-) -> None:
-    """Workers started early (prestart) can die while idle: the pool is then broken
-    at the first submit, with no task lost; every shard must still run."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    from kpcompile.compile.executor import run_local
+def _tasks(dataset: Path, out: Path, shard_files: int = 10) -> list[ShardTask]:
     from kpcompile.compile.plan import plan
     from kpcompile.ingest import discover, open_source
 
     source = open_source(dataset)
-    files = discover(source)
-    stage = open_store(tmp_path / "out").stage("s")
-    tasks = [
+    stage = open_store(out).stage("s")
+    return [
         ShardTask(i, tuple(s), source, stage, "camera", ParquetSettings(), 1 << 26)
-        for i, s in enumerate(plan(files, 10, "camera"))
+        for i, s in enumerate(plan(discover(source), shard_files, "camera"))
     ]
-    pool = ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("forkserver"))
-    pool.submit(int).result()
-    for proc in list(pool._processes.values()):  # private: the test breaks the pool on purpose
-        os.kill(proc.pid, signal.SIGKILL)
-    time.sleep(0.2)
-    results = run_local(tasks, 2, lambda r, n: None, pool=pool)
+
+
+@pytest.fixture(params=["forked", "fresh"])
+def start_method(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Workers forked, or fresh interpreters (what the pool picks depends on the
+    process: polars loaded or not, other threads or not)."""
+    monkeypatch.setattr("kpcompile.compile.pool._forkable", lambda: request.param == "forked")
+    return str(request.param)
+
+
+def test_a_pool_whose_idle_workers_died_still_runs_every_shard(
+    dataset: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture, start_method: str
+) -> None:
+    """Workers started early can die while idle: no task is lost, every shard runs."""
+    tasks = _tasks(dataset, tmp_path / "out")
+    with WorkerPool.start(2) as pool:
+        dead = pool.pids
+        for pid in dead:
+            os.kill(pid, signal.SIGKILL)
+        while any(_alive(pid) for pid in dead):
+            time.sleep(0.005)
+        with caplog.at_level(logging.WARNING, logger="kpcompile"):
+            results = pool.run(tasks, lambda r, n: None)
+        assert not set(pool.pids) & set(dead)
     assert [r.index for r in results] == [t.index for t in tasks]
     assert sum(r.compiled for r in results) == 80
+    assert "a worker process died" in caplog.text
+    _assert_no_process_left()
+
+
+def test_an_error_in_a_worker_is_raised_and_no_worker_is_left(
+    dataset: Path, tmp_path: Path, start_method: str
+) -> None:
+    tasks = _tasks(dataset, tmp_path / "out")
+    staging = Path(tasks[0].stage.path)
+    shutil.rmtree(staging)
+    staging.write_bytes(b"")  # a file where the staging folder should be: workers cannot write
+    with WorkerPool.start(2) as pool, pytest.raises(NotADirectoryError) as info:
+        pool.run(tasks, lambda r, n: None)
+    assert str(info.value.filename).startswith(str(staging))
+    assert any("raised in a worker process" in n for n in info.value.__notes__)
+    assert pool.pids == []  # killed by run() before it raised, not only when the pool closed
+    _assert_no_process_left()
+
+
+def test_tasks_are_taken_lazily(dataset: Path, tmp_path: Path, start_method: str) -> None:
+    """At most 2 x workers tasks are taken before the first result comes back."""
+    tasks = _tasks(dataset, tmp_path / "out", shard_files=2)
+    taken: list[int] = []
+    first_done: list[int] = []
+
+    def feed() -> Any:
+        for t in tasks:
+            taken.append(t.index)
+            yield t
+
+    def done(r: Any, n: int) -> None:
+        if not first_done:
+            first_done.append(len(taken))
+
+    with WorkerPool.start(2) as pool:
+        results = pool.run(feed(), done)
+    assert len(results) == len(tasks) > 20
+    assert first_done[0] <= 2 * 2 + 1  # in flight and ready, plus the one being pulled
+    _assert_no_process_left()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_no_process_is_left_after_a_build(dataset: Path, tmp_path: Path, workers: int) -> None:
+    kpcompile.build(dataset, tmp_path / "out", workers=workers, shard_files=10)
+    _assert_no_process_left()
+    with pytest.raises(KpcompileError):
+        kpcompile.build(dataset, tmp_path / "out", workers=workers, max_errors=-1)
+    _assert_no_process_left()
+
+
+_UNGUARDED = """
+{imports}
+import kpcompile
+
+r = kpcompile.build({source!r}, {out!r}, workers=2, shard_files=10, progress=False)
+print("built", r.compiled)
+"""
+
+
+@pytest.mark.parametrize("imports", ["import polars", "import json"])
+def test_a_script_without_a_main_guard_builds_once(
+    dataset: Path, tmp_path: Path, imports: str
+) -> None:
+    """Workers never run the caller's script again: forked ones, and fresh interpreters
+    (what the pool starts when polars is loaded)."""
+    script = tmp_path / "script.py"
+    out = str(tmp_path / "out")
+    script.write_text(_UNGUARDED.format(imports=imports, source=str(dataset), out=out))
+    res = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout == "built 80\n"
+    assert res.stderr == ""
+    assert len(open_store(tmp_path / "out").list_snapshots()) == 1
+
+
+def test_ctrl_c_stops_the_build_and_its_workers_quietly(dataset: Path, tmp_path: Path) -> None:
+    """SIGINT to the whole process group (what Ctrl-C does): workers ignore it, the
+    build stops, kills its workers, and only the coordinator reports it."""
+    cmd = [sys.executable, "-m", "kpcompile", "build", str(dataset), str(tmp_path / "out")]
+    args = [*cmd, "--workers", "2", "--shard-files", "1", "--no-progress"]
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
+    with _build_process(args, start_new_session=True, **pipes) as proc:
+        while not list((tmp_path / "out").glob(".staging/*/files/part-*.parquet")):
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.005)
+        family = _workers(proc.pid)
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert err.decode() == "interrupted; nothing published\n"  # no traceback from anyone
+    assert family and not any(_alive(p) for p in family)
+    assert not (tmp_path / "out" / "CURRENT").exists()
