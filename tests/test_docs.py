@@ -43,6 +43,12 @@ def test_tests_named_in_the_docs_exist() -> None:
     named = set(re.findall(r"\b(test_\w+)\b(?!\.py)", text))
     named -= {Path(p).stem for p in paths}
     assert named - defined == set(), f"docs/ names tests that do not exist: {named - defined}"
+    wrong = [
+        f"{path}::{name}"
+        for path, name in re.findall(r"\b(tests/[\w/]+\.py)::(test_\w+)", text)
+        if not re.search(rf"^def {name}\b", (ROOT / path).read_text(encoding="utf-8"), re.M)
+    ]
+    assert wrong == [], f"docs/ names tests in the wrong file: {wrong}"
 
 
 def test_readme_is_a_landing_page() -> None:
