@@ -108,6 +108,25 @@ def synth(
         raise OptionsError(msg)
     root = Path(out)
     _make_room(root, overwrite)
+    try:
+        counts = _write_all(root, datapoints, cameras, layout, seed, version, extras)
+    except OSError as exc:
+        where = f" ({exc.filename})" if exc.filename else ""
+        msg = f"cannot write the dataset in {os.fspath(out)!r}: {exc.strerror or exc}{where}"
+        raise OutputError(msg) from None
+    return SynthResult(counts[0], counts[1], counts[2], os.fspath(out))
+
+
+def _write_all(
+    root: Path,
+    datapoints: int,
+    cameras: int,
+    layout: str,
+    seed: int,
+    version: str | None,
+    extras: bool,
+) -> list[int]:
+    """Write every file; return (landmark files, files, bytes)."""
     counts = [0, 0, 0]
     for i, lay, folder, unversioned in _plan(datapoints, layout):
         rng = np.random.default_rng([seed, i])
@@ -124,7 +143,7 @@ def synth(
                 counts[1] += 1
                 counts[2] += len(data)
             counts[0] += 1
-    return SynthResult(counts[0], counts[1], counts[2], os.fspath(out))
+    return counts
 
 
 _MIXED = ("faces", "in_cabin", "legacy", "documented", "in_cabin_unversioned")

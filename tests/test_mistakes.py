@@ -201,3 +201,44 @@ def test_info_counts_datapoints_cameras_tables_and_rejected_set_files(
     text = run("info", str(tmp_path / "out")).stdout
     assert "files        24 (24 compiled, 0 rejected; 1 set file rejected)" in text
     assert "datapoints   12 datapoints, 4 cameras" in text
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (
+            ["synth", "/proc/no/such/dataset"],
+            5,
+            "error: cannot write the dataset in '/proc/no/such/dataset': ",
+        ),
+        (["build", "{ds}", "s3://"], 5, "error: cannot use output 's3://': it names no bucket"),
+        (["build", "s3://", "{tmp}/o"], 4, "error: source 's3://' names no bucket or folder"),
+        (["build", "nope://x/y", "{tmp}/o"], 4, "error: cannot list source 'nope://x/y': "),
+        (["build", "{ds}", "nope://x/y"], 5, "error: cannot use 'nope://x/y': Protocol not known"),
+        (
+            ["query", "{out}", "select * from nope"],
+            2,
+            "error: invalid query: relation 'nope' was not found\n",
+        ),
+        (
+            ["query", "{out}", "select 1", "-o", "/proc/x.csv"],
+            5,
+            "error: cannot write '/proc/x.csv': no file can be created in '/proc'\n",
+        ),
+        (
+            ["errors", "{out}", "--last", "--snapshot", "x"],
+            2,
+            "Error: give --last or --snapshot, not both",
+        ),
+    ],
+)
+def test_newcomer_mistakes_are_named_without_a_traceback(
+    small_dataset: Path, tmp_path: Path, args: list[str], code: int, message: str
+) -> None:
+    out = tmp_path / "out"
+    kpcompile.build(small_dataset, out, workers=1)
+    fill = {"ds": str(small_dataset), "tmp": str(tmp_path), "out": str(out)}
+    res = run(*(a.format(**fill) for a in args))
+    assert res.exit_code == code, res.output
+    assert message in res.stderr and "Traceback" not in res.output
+    assert res.exception is None or isinstance(res.exception, SystemExit)

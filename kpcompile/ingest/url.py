@@ -32,6 +32,9 @@ class UrlSource(Source):
         super().__init__(url, PurePosixPath(url.rstrip("/")).name)
         try:
             fs, self._path = filesystem(url)
+            if not self._path or self._path.startswith("/"):
+                msg = f"source {url!r} names no bucket or folder (s3://bucket/prefix)"
+                raise SourceError(msg)
             if not fs.isdir(self._path):
                 what = "does not exist" if not fs.exists(self._path) else "is not a folder"
                 msg = f"source {url!r} {what}"

@@ -124,8 +124,10 @@ def _reason(dest: Path, exc: OSError) -> str:
             (p for p in reversed(dest.parents) if p.exists() and not p.is_dir()), dest.parent
         )
         return f"{os.fspath(blocker)!r} is not a folder"
-    if exc.errno == errno.ENOENT:
+    if exc.errno == errno.ENOENT and not dest.parent.is_dir():
         return f"folder {os.fspath(dest.parent)!r} does not exist"
+    if exc.errno == errno.ENOENT:
+        return f"no file can be created in {os.fspath(dest.parent)!r}"
     if exc.errno in (errno.EACCES, errno.EPERM):
         return "permission denied"
     if exc.errno == errno.EISDIR:

@@ -133,7 +133,7 @@ def query_errors() -> Iterator[None]:
     try:
         yield
     except (pl.exceptions.SQLInterfaceError, pl.exceptions.SQLSyntaxError) as exc:
-        msg = f"invalid query: {exc}"
+        msg = f"invalid query: {str(exc).split(chr(10) * 2)[0]}"  # not polars' context stack
         raise QueryError(msg) from None
     except (pl.exceptions.ColumnNotFoundError, pl.exceptions.InvalidOperationError) as exc:
         msg = f"query failed: {str(exc).splitlines()[0]}"

@@ -101,6 +101,9 @@ class ObjectStore(Store):
     def __init__(self, url: str) -> None:
         super().__init__(url, url.rstrip("/"))
         self.url = url.rstrip("/")
+        if not _fs(self.url)[1] or _fs(self.url)[1].startswith("/"):
+            msg = f"cannot use output {url!r}: it names no bucket (s3://bucket/prefix)"
+            raise OutputError(msg)
 
     def _path(self, *parts: str) -> str:
         return "/".join([_fs(self.url)[1], *parts])
