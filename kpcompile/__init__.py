@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     )
     from kpcompile.query.plot import plot_face, plot_visibility
     from kpcompile.query.projection import project, reprojection_error
+    from kpcompile.query.report import ReportResult, report
     from kpcompile.query.scan import read, scan, sql, tables
     from kpcompile.query.tensors import Tensors, iter_tensors, tensors
     from kpcompile.store.verify import Verification, verify
@@ -75,6 +76,8 @@ _LAZY = {
     "reprojection_error": "kpcompile.query.projection",
     "plot_face": "kpcompile.query.plot",
     "plot_visibility": "kpcompile.query.plot",
+    "report": "kpcompile.query.report",
+    "ReportResult": "kpcompile.query.report",
 }
 
 __all__ = [
@@ -92,6 +95,7 @@ __all__ = [
     "QueryError",
     "RejectedFilesError",
     "Rejections",
+    "ReportResult",
     "SnapshotDiff",
     "SnapshotError",
     "SnapshotSummary",
@@ -115,6 +119,7 @@ __all__ = [
     "read",
     "region_ids",
     "rejections",
+    "report",
     "reprojection_error",
     "scan",
     "snapshots",
