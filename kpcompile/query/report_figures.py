@@ -57,6 +57,7 @@ def histograms(hist: pl.DataFrame, coords: tuple[str, ...], bins: int) -> str:
     :class:`~kpcompile.query.report_data.ReportData`).
     """
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     hist = _top_cameras(hist)
     cameras = hist["camera"].unique(maintain_order=True).to_list()
@@ -77,6 +78,7 @@ def histograms(hist: pl.DataFrame, coords: tuple[str, ...], bins: int) -> str:
             counts[rows["bin"].to_numpy()] = rows["n"].to_numpy()
             ax.stairs(counts, edges, color=PALETTE[i % MAX_SERIES], lw=1.3)
         ax.set_title(COORD_LABELS.get(coord, coord), fontsize=10)
+        ax.xaxis.set_major_locator(MaxNLocator(5))
         ax.tick_params(labelsize=8)
         ax.set_ylabel("landmarks", fontsize=8)
         ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 4))
