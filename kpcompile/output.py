@@ -194,7 +194,7 @@ def _report(r: ReportResult) -> str:
     lines = [f"note: {title}: {why}" for title, why in r.missing.items()]
     lines.append(
         f"wrote {r.path}: snapshot {r.snapshot}, {len(r.sections)} sections, "
-        f"{r.bytes / 1e6:,.1f} MB in {r.seconds:.2f} s"
+        f"{r.bytes:,} bytes in {r.seconds:.2f} s"
     )
     return "\n".join(lines)
 

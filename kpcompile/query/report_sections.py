@@ -256,6 +256,15 @@ def visibility_section(data: ReportData) -> Section:
     files = data.files.filter(pl.col("status") == "ok")
     flagged_files = int(files["visible"].is_not_null().sum())
     section = Section("visibility", "Visibility")
+    if files.is_empty():
+        section.missing = "The snapshot holds no compiled file."
+        return section
+    if flagged_files == 0:
+        section.missing = (
+            f"None of the {files.height:,} compiled files carries visibility flags "
+            "(in-cabin exports have none), so there is no visibility rate to show."
+        )
+        return section
     per_kp = vis.group_by("kp_id").agg(pl.col("flagged").sum(), pl.col("visible").sum())
     rates = per_kp.select("kp_id", (pl.col("visible") / pl.col("flagged")).alias("rate")).sort(
         "kp_id"
@@ -267,13 +276,6 @@ def visibility_section(data: ReportData) -> Section:
             "Each landmark's share of visible rows among rows with a visibility flag.",
         )
     )
-    if flagged_files == 0:
-        section.missing = (
-            f"None of the {files.height:,} compiled files carries visibility flags "
-            "(in-cabin exports have none), so there is no visibility rate to show."
-        )
-        section.blocks = []
-        return section
     section.blocks += [_visibility_by_camera(vis, files), _visibility_by_region(vis)]
     section.blocks.append(_visibility_per_landmark(per_kp.join(region_of(), on="kp_id")))
     return section

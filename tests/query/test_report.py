@@ -144,6 +144,18 @@ def test_a_single_camera_snapshot_has_no_consistency_to_show(
     }
 
 
+def test_a_snapshot_without_compiled_files(tmp_path: Path) -> None:
+    bad = tmp_path / "dataset/datapoint_00001/camera/key_points/face_dense_key_points.json"
+    bad.parent.mkdir(parents=True)
+    bad.write_text('{"a": 1}')
+    kpcompile.build(tmp_path / "dataset", tmp_path / "out", max_errors=1, workers=1)
+    r = kpcompile.report(tmp_path / "out", tmp_path / "r.html")
+    none = "The snapshot holds no compiled file."
+    assert r.missing["Visibility"] == none and r.missing["Sample faces"] == none
+    assert r.missing["Coordinates"] == "The snapshot holds no landmark."
+    assert "unknown_layout 1 100.0%" in _text((tmp_path / "r.html").read_text(encoding="utf-8"))
+
+
 def test_cameras_that_disagree_are_found(small_dataset: Path, tmp_path: Path) -> None:
     path = small_dataset / "datapoint_00002/camera_01/key_points/face_dense_key_points.json"
     doc = json.loads(path.read_text())
@@ -255,7 +267,7 @@ def test_cli_report(compiled_sets: Path, tmp_path: Path, monkeypatch: pytest.Mon
     assert r.exit_code == 0, r.output
     sid = kpcompile.info(compiled_sets).snapshot
     assert re.fullmatch(
-        rf"wrote report\.html: snapshot {sid}, 9 sections, [\d.]+ MB in [\d.]+ s\n", r.output
+        rf"wrote report\.html: snapshot {sid}, 9 sections, [\d,]+ bytes in [\d.]+ s\n", r.output
     )
     assert (tmp_path / "report.html").stat().st_size > 100_000
     r = CliRunner().invoke(
