@@ -14,6 +14,8 @@ turns it into the page.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import polars as pl
@@ -29,7 +31,8 @@ from kpcompile.store.base import Store
 BINS = 40
 """Bins of each coordinate's histogram."""
 BATCH_ROWS = 1_000_000
-"""Landmarks read at a time (whole Parquet files; about 60 MB of columns)."""
+"""Landmarks read at a time (whole Parquet files; about 60 MB of columns). The next
+batch is read while the current one is reduced, so two are in memory."""
 SAMPLE_FACES = 8
 """Faces in the grid of samples."""
 OTHER_REGION = "other"
@@ -92,8 +95,8 @@ def gather(store: Store, manifest: Manifest) -> ReportData:
     cameras = scan(store, "cameras", snapshot=sid).collect() if has_cameras else None
     files, errors, multi = _file_tables(store, sid)
     landmarks = LandmarkPass(column_ranges(store, manifest), cameras, BINS)
-    for rels in _batches(manifest):
-        landmarks.add(store.scan_parquet(sid, "keypoints", rels).collect())
+    for batch in _read_ahead(store, sid, _batches(manifest)):
+        landmarks.add(batch)
     per_file = landmarks.per_file()
     return ReportData(
         manifest=manifest,
@@ -122,6 +125,19 @@ def _batches(manifest: Manifest) -> list[list[str]]:
         groups[-1].append(entry.path)
         rows += entry.rows
     return [g for g in groups if g]
+
+
+def _read_ahead(store: Store, sid: str, groups: list[list[str]]) -> Iterator[pl.DataFrame]:
+    """Each group's keypoints, read while the caller works on the previous one."""
+    with ThreadPoolExecutor(1) as pool:
+        pending: Future[pl.DataFrame] | None = None
+        for rels in groups:
+            ahead = pool.submit(store.scan_parquet(sid, "keypoints", rels).collect)
+            if pending is not None:
+                yield pending.result()
+            pending = ahead
+        if pending is not None:
+            yield pending.result()
 
 
 def column_ranges(store: Store, manifest: Manifest) -> dict[str, tuple[float, float]]:

@@ -17,6 +17,7 @@ numpy; ``tests/query/test_report.py`` checks both give the same errors.
 from __future__ import annotations
 
 import hashlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -141,6 +142,13 @@ class LandmarkPass:
         if df.height == 0:
             return
         b = _batch(df)
+        # numpy releases the GIL: the per-file numbers are computed beside the per-camera ones
+        with ThreadPoolExecutor(1) as pool:
+            per_file = pool.submit(self._per_file, b)
+            self._per_camera(b)
+            self.files.append(per_file.result())
+
+    def _per_camera(self, b: _Batch) -> None:
         names, codes = np.unique(b.index["camera"].to_numpy(), return_inverse=True)
         for i, name in enumerate(names):
             cam = self.per_camera.setdefault(str(name), _Camera(self.bins))
@@ -153,7 +161,6 @@ class LandmarkPass:
             cam.rows[b.ids] += b.cols["x3"][mine].shape[0]
             cam.flagged[b.ids] += b.known[mine].sum(axis=0)
             cam.visible[b.ids] += (b.visible[mine] & b.known[mine]).sum(axis=0)
-        self.files.append(self._per_file(b))
 
     def _histogram(self, coord: str, values: Floats) -> npt.NDArray[np.int64]:
         lo, hi = self.ranges[coord]
