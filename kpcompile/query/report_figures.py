@@ -76,7 +76,7 @@ def histograms(hist: pl.DataFrame, coords: tuple[str, ...], bins: int) -> str:
             counts = np.zeros(bins)
             rows = part.filter(pl.col("camera") == cam)
             counts[rows["bin"].to_numpy()] = rows["n"].to_numpy()
-            ax.stairs(counts, edges, color=PALETTE[i % MAX_SERIES], lw=1.3)
+            ax.stairs(counts, edges, color=PALETTE[i % MAX_SERIES], lw=1.3, ls=_style(i))
         ax.set_title(COORD_LABELS.get(coord, coord), fontsize=10)
         ax.xaxis.set_major_locator(MaxNLocator(5))
         ax.tick_params(labelsize=8)
@@ -84,15 +84,21 @@ def histograms(hist: pl.DataFrame, coords: tuple[str, ...], bins: int) -> str:
         ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 4))
     legend_ax = axes[len(coords)] if len(coords) < len(axes) else axes[-1]
     legend_ax.set_axis_off()
-    handles = [_line(PALETTE[i % MAX_SERIES], cam) for i, cam in enumerate(cameras)]
+    handles = [_line(PALETTE[i % MAX_SERIES], cam, i) for i, cam in enumerate(cameras)]
     legend_ax.legend(handles=handles, loc="center", fontsize=8, frameon=False, title="camera")
     return svg_uri(fig)
 
 
-def _line(colour: str, label: str) -> Any:
+def _style(i: int) -> Any:
+    """Line style of the ``i``-th camera: cameras with the same counts stay visible on top
+    of each other (solid under dashed under dotted)."""
+    return ("-", (0, (5, 3)), (0, (1, 2)))[i % 3]
+
+
+def _line(colour: str, label: str, i: int) -> Any:
     from matplotlib.lines import Line2D
 
-    return Line2D([], [], color=colour, lw=1.5, label=label)
+    return Line2D([], [], color=colour, lw=1.5, ls=_style(i), label=label)
 
 
 def _top_cameras(hist: pl.DataFrame) -> pl.DataFrame:

@@ -82,12 +82,14 @@ def pct(part: float, whole: float) -> str:
     ``-`` when ``whole`` is 0; a share that is not 0 never shows as 0.
 
     Example:
-        >>> pct(1, 3), pct(1, 3276), pct(0, 5), pct(1, 0)
-        ('33.3%', '0.031%', '0.0%', '-')
+        >>> pct(1, 3), pct(1, 3276), pct(4, 4_680_000), pct(0, 5), pct(1, 0)
+        ('33.3%', '0.031%', '<0.001%', '0.0%', '-')
     """
     if not whole:
         return "-"
     share = 100 * part / whole
+    if 0 < share < 0.001:
+        return "<0.001%"
     return f"{share:.2g}%" if 0 < share < 1 else f"{share:.1f}%"
 
 
@@ -341,7 +343,9 @@ def coordinates_section(data: ReportData) -> Section:
         Picture(
             figures.histograms(data.histograms, COORDS, BINS),
             "histograms of x3, y3, z3, px and py, one line per camera",
-            f"Landmarks per bin ({BINS} equal bins over each coordinate's range), per camera.",
+            f"Landmarks per bin ({BINS} equal bins over each coordinate's range), per camera; "
+            "cameras with the same counts overlap (solid, dashed and dotted lines keep each "
+            "in sight).",
         )
     )
     rows = [
