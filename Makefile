@@ -9,7 +9,7 @@ PAGES  := $(wildcard docs/*.md)
 COG    := $(BIN)/cog -I docs
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-long lint format docs bench clean
+.PHONY: help install browser demo test test-long lint format docs bench clean
 
 help: ## Show this help
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -20,7 +20,19 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
-install: $(STAMP) ## Create .venv with kpcompile and its dev dependencies
+install: $(STAMP) browser ## Create .venv with kpcompile and its dev dependencies (as root: chromium too)
+
+# The HTML report's browser test drives Debian's chromium (never Playwright's downloads).
+# As root (CI) it is installed once; otherwise a missing chromium only skips that test.
+browser: ## Install Debian's chromium for the report's browser test, when root and not there yet
+	@if command -v chromium >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ]; then \
+	  echo "installing chromium (apt-get) for the report's browser test"; \
+	  apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    --no-install-recommends chromium fonts-liberation >/dev/null; \
+	else \
+	  echo "note: no chromium; the report's browser test will skip (make install as root adds it)"; \
+	fi
 
 demo: $(STAMP) ## Synthesize a small dataset, compile it, print a summary and a query
 	rm -rf $(DEMO)

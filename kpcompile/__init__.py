@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     )
     from kpcompile.query.plot import plot_face, plot_visibility
     from kpcompile.query.projection import project, reprojection_error
+    from kpcompile.query.report import ReportResult, report
     from kpcompile.query.scan import read, scan, sql, tables
     from kpcompile.query.tensors import Tensors, iter_tensors, tensors
     from kpcompile.store.history import (
@@ -91,6 +92,8 @@ _LAZY = {
     "reprojection_error": "kpcompile.query.projection",
     "plot_face": "kpcompile.query.plot",
     "plot_visibility": "kpcompile.query.plot",
+    "report": "kpcompile.query.report",
+    "ReportResult": "kpcompile.query.report",
 }
 
 __all__ = [
@@ -108,6 +111,7 @@ __all__ = [
     "QueryError",
     "RejectedFilesError",
     "Rejections",
+    "ReportResult",
     "SnapshotDiff",
     "SnapshotError",
     "SnapshotSummary",
@@ -131,6 +135,7 @@ __all__ = [
     "read",
     "region_ids",
     "rejections",
+    "report",
     "reprojection_error",
     "scan",
     "snapshots",

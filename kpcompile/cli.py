@@ -452,6 +452,39 @@ def plot(
 @cli.command()
 @click.argument("out")
 @click.option(
+    "-o",
+    "--output",
+    default="report.html",
+    show_default=True,
+    help="The HTML file to write (.html or .htm); replaced if it exists.",
+)
+@snapshot_option
+@json_option
+@handle_errors
+def report(out: str, output: str, snapshot: str | None, as_json: bool) -> None:
+    """Write one self-contained HTML page describing a snapshot of OUT.
+
+    The page shows the snapshot, its source, tool version and options; files,
+    datapoints and landmarks by layout, version and camera; rejected files by code
+    with examples; visibility per landmark (on the canonical face), camera and
+    region; coordinate distributions per camera and pixels outside the image; 3D
+    consistency across cameras; reprojection error; sizes; and sample faces.
+    Numbers are text; pictures are embedded; the page loads nothing, so it opens
+    offline. Sections that need `build --sets` (image sizes, reprojection) say so.
+
+    \b
+    Example:
+      kpcompile report compiled
+      kpcompile report compiled -o reports/latest.html --snapshot 20250101T120000Z-1a2b3c4d
+    """
+    from kpcompile.query.report import report as make_report
+
+    _emit(make_report(out, output, snapshot=snapshot), as_json)
+
+
+@cli.command()
+@click.argument("out")
+@click.option(
     "--keep",
     type=click.IntRange(min=0),
     required=True,

@@ -19,6 +19,7 @@ import click
 
 from kpcompile.errors import RejectedFilesError
 from kpcompile.pipeline import BuildResult
+from kpcompile.query.report import ReportResult
 from kpcompile.store.history import Info, Rejections, SnapshotDiff, SnapshotSummary
 from kpcompile.store.retention import GcResult
 from kpcompile.store.verify import Verification
@@ -185,6 +186,16 @@ def _verification(v: Verification) -> str:
         lines.append(
             f"snapshot {v.snapshot}: {n:,} difference{'s' if n != 1 else ''} ({checked} checked)"
         )
+    return "\n".join(lines)
+
+
+@text.register
+def _report(r: ReportResult) -> str:
+    lines = [f"note: {title}: {why}" for title, why in r.missing.items()]
+    lines.append(
+        f"wrote {r.path}: snapshot {r.snapshot}, {len(r.sections)} sections, "
+        f"{r.bytes:,} bytes in {r.seconds:.2f} s"
+    )
     return "\n".join(lines)
 
 
