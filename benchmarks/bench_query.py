@@ -29,7 +29,7 @@ import orjson
 import polars as pl
 
 import kpcompile
-from kpcompile.query.scan import table_uris
+from kpcompile.query.scan import files as table_uris
 from kpcompile.synth import synth
 
 HERE = Path(__file__).resolve().parent
