@@ -18,19 +18,22 @@ same object, fully typed (``KeypointsLazyFrame`` or ``KeypointsFrame``).
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any, overload
+from typing import TYPE_CHECKING, Any, Literal, overload
 
-import numpy as np
-import numpy.typing as npt
 import polars as pl
 
-from kpcompile.query import analytics
-from kpcompile.query.boxes import bboxes
-from kpcompile.query.rowgroups import PixelOrder
-from kpcompile.query.tensors import Tensors, tensors
+# The helpers load when a method runs: this module is imported the moment polars
+# is (kpcompile/__init__.py), possibly from within a helper module being imported.
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
 
-Predictions = pl.LazyFrame | pl.DataFrame | npt.NDArray[np.floating[Any]]
-Ids = Sequence[int] | npt.NDArray[np.integer[Any]] | None
+    from kpcompile.query.tensors import Tensors
+
+    Predictions = pl.LazyFrame | pl.DataFrame | npt.NDArray[np.floating[Any]]
+    Ids = Sequence[int] | npt.NDArray[np.integer[Any]] | None
+
+PixelOrder = Literal["as_stored", "xy"]
 
 
 @pl.api.register_lazyframe_namespace("kp")
@@ -46,6 +49,8 @@ class KeypointsLazyFrame:
         Example:
             >>> kpcompile.scan("compiled").kp.region("lips")  # doctest: +SKIP
         """
+        from kpcompile.query import analytics
+
         return analytics.filter_region(self._lf, regions, column=column)
 
     def stats(self, *, by: Sequence[str] = ()) -> pl.LazyFrame:
@@ -54,6 +59,8 @@ class KeypointsLazyFrame:
         Example:
             >>> kpcompile.scan("compiled").kp.stats(by=["camera"]).collect()  # doctest: +SKIP
         """
+        from kpcompile.query import analytics
+
         return analytics.landmark_stats(self._lf, by)
 
     def visibility_rate(self, *, by: Sequence[str] = ()) -> pl.LazyFrame:
@@ -62,10 +69,14 @@ class KeypointsLazyFrame:
         Example:
             >>> kpcompile.scan("compiled").kp.visibility_rate().collect()  # doctest: +SKIP
         """
+        from kpcompile.query import analytics
+
         return analytics.visibility_rate(self._lf, by)
 
     def inconsistent_3d(self, *, tolerance: float = 0.0) -> pl.LazyFrame:
         """Datapoints whose 3D landmarks differ by camera: :func:`kpcompile.inconsistent_3d`."""
+        from kpcompile.query import analytics
+
         return analytics.inconsistent_3d(self._lf, tolerance=tolerance)
 
     def nme(
@@ -84,6 +95,8 @@ class KeypointsLazyFrame:
             >>> truth = kpcompile.scan("compiled")  # doctest: +SKIP
             >>> truth.kp.nme(pred, normalizer="inter_ocular").collect()  # doctest: +SKIP
         """
+        from kpcompile.query import analytics
+
         return analytics.nme(
             predictions,
             self._lf,
@@ -106,6 +119,8 @@ class KeypointsLazyFrame:
         Example:
             >>> kpcompile.scan("compiled").kp.bboxes(pixel_order="xy").collect()  # doctest: +SKIP
         """
+        from kpcompile.query.boxes import bboxes
+
         return bboxes(self._lf, visible_only=visible_only, pixel_order=pixel_order, cameras=cameras)
 
     def tensors(self, *, dtype: Any = "float64", pixel_order: PixelOrder = "as_stored") -> Tensors:
@@ -115,6 +130,8 @@ class KeypointsLazyFrame:
             >>> kpcompile.scan("compiled").kp.tensors(dtype="float32").xyz.shape  # doctest: +SKIP
             (24, 468, 3)
         """
+        from kpcompile.query.tensors import tensors
+
         return tensors(self._lf, dtype=dtype, pixel_order=pixel_order)
 
 
@@ -132,6 +149,8 @@ class KeypointsFrame:
         Example:
             >>> kpcompile.read("compiled").kp.region(["left_eye", "right_eye"])  # doctest: +SKIP
         """
+        from kpcompile.query import analytics
+
         return analytics.filter_region(self._df, regions, column=column)
 
     def stats(self, *, by: Sequence[str] = ()) -> pl.DataFrame:
@@ -177,6 +196,8 @@ class KeypointsFrame:
 
     def tensors(self, *, dtype: Any = "float64", pixel_order: PixelOrder = "as_stored") -> Tensors:
         """Arrays of this frame's files: :func:`kpcompile.tensors`."""
+        from kpcompile.query.tensors import tensors
+
         return tensors(self._df, dtype=dtype, pixel_order=pixel_order)
 
 

@@ -185,12 +185,17 @@ def _from_parts(parts: Parts, dtype: np.dtype[Any], pixel_order: str) -> Tensors
     out = rg.empty_arrays(len(order), dtype)
     starts = np.cumsum([0, *(g.files for g in groups)])
 
-    def fill(i: int) -> None:
-        group = parts.read(groups[i], (*rg.FLOATS, "visible"))
-        group.fill(out, place[starts[i] : starts[i + 1]], pixel_order)
+    by_file: dict[str, list[int]] = {}
+    for i, g in enumerate(groups):
+        by_file.setdefault(g.rel, []).append(i)
+
+    def fill(rel: str) -> None:  # one thread per file: a ParquetFile is not thread-safe
+        for i in by_file[rel]:
+            group = parts.read(groups[i], (*rg.FLOATS, "visible"))
+            group.fill(out, place[starts[i] : starts[i + 1]], pixel_order)
 
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        list(pool.map(fill, range(len(groups))))
+        list(pool.map(fill, by_file))
     index = pl.DataFrame({"datapoint": datapoint[order], "camera": camera[order]})
     return _tensors(out, index)
 
