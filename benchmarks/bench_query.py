@@ -1,25 +1,24 @@
-"""Query benchmarks: kpcompile (polars) beside DuckDB on the same Parquet files and raw JSON.
+"""Query benchmarks: kpcompile's helpers beside DuckDB on the same Parquet files (and raw JSON).
 
-Four queries on one snapshot: visibility rate per landmark, per-camera mean of one
-region (lips), one datapoint's lookup, and the tensor export. Each is answered
-three ways (kpcompile helpers over the snapshot, DuckDB over the same Parquet
-files, plain Python + orjson over the source JSON), the answers are checked to be
-equal, and the times are written to ``benchmarks/results/query.json``.
+Seven queries on one snapshot, each answered by kpcompile's helper and by DuckDB over
+the same Parquet files (the snapshot's ``kpcompile.files``), in the same run, best of
+N; the answers are checked equal. The first four are also answered by plain Python
++ orjson over the source JSON (one pass). Results go to
+``benchmarks/results/query.json``, with the machine's load average before and after.
 
-Run: ``python -m benchmarks.bench_query [--files 21400] [--keep]`` (default
-size: 21,400 files = 10,015,200 landmarks; the data goes to benchmarks/data/,
-which is git-ignored, and is deleted afterwards unless ``--keep``).
+Run: ``python -m benchmarks.bench_query [--files 20000] [--repeat 5] [--keep]``
+(default: 20,000 files = 9,360,000 landmarks; the synthesized dataset is kept in
+benchmarks/data/ for the next run, the compiled snapshot is deleted unless ``--keep``).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import shutil
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,40 +28,249 @@ import orjson
 import polars as pl
 
 import kpcompile
-from kpcompile.query.scan import table_uris
-from kpcompile.synth import synth
+from benchmarks.common import DATA, dataset, save
 
-HERE = Path(__file__).resolve().parent
 LIPS = kpcompile.region_ids("lips")
+LIPS_SQL = ", ".join(map(str, LIPS))
+FLOATS = ("x3", "y3", "z3", "px", "py")
 
 
-def _best(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
-    best, result = float("inf"), None
+@dataclass
+class Query:
+    """One question, asked of kpcompile and of DuckDB; ``check`` compares the answers."""
+
+    name: str
+    label: str
+    kpcompile: Callable[[], Any]
+    duckdb: Callable[[], Any]
+    check: Callable[[Any, Any], None]
+    raw: Callable[[], Any] | None = None
+    check_raw: Callable[[Any, Any], None] | None = None
+
+
+def _best_pair(a: Callable[[], Any], b: Callable[[], Any], repeat: int) -> tuple[Any, ...]:
+    """Best times of ``a`` and ``b`` over ``repeat`` alternating runs, and their results.
+
+    Alternating (a, b, a, b, ...) makes both see the same machine: on a shared machine
+    other processes' load comes and goes, and best-of-N of one after the other would
+    compare different moments.
+    """
+    best_a = best_b = float("inf")
+    result_a = result_b = None
     for _ in range(repeat):
         t = time.perf_counter()
-        result = fn()
-        best = min(best, time.perf_counter() - t)
-    return best, result
+        result_a = a()
+        best_a = min(best_a, time.perf_counter() - t)
+        t = time.perf_counter()
+        result_b = b()
+        best_b = min(best_b, time.perf_counter() - t)
+    return best_a, result_a, best_b, result_b
 
 
-def _raw_files(source: Path, out: Path) -> list[tuple[str, str, Path]]:
+def connect(out: Path) -> duckdb.DuckDBPyConnection:
+    """DuckDB with a ``keypoints`` view over the snapshot's files (the documented recipe)."""
+    con = duckdb.connect()
+    files = kpcompile.files(out)
+    con.execute(
+        f"CREATE VIEW keypoints AS SELECT * FROM read_parquet({files!r}, hive_partitioning = false)"
+    )
+    return con
+
+
+def queries(out: Path, con: duckdb.DuckDBPyConnection) -> list[Query]:
+    """The benchmark's queries over snapshot ``out`` (DuckDB on the same files via ``con``)."""
+    target = kpcompile.read(out, "files")["datapoint"].sort()[kpcompile.info(out).compiled // 2]
+    return [
+        _visibility(out, con),
+        _lips(out, con),
+        _lookup(out, con, target),
+        _tensors(out, con),
+        _sql(out, con),
+        _stats(out, con),
+        _nme(out, con),
+    ]
+
+
+def _visibility(out: Path, con: duckdb.DuckDBPyConnection) -> Query:
+    def check(p: pl.DataFrame, d: np.ndarray) -> None:
+        assert np.allclose(p["visible_rate"].to_numpy(), d)
+
+    return Query(
+        "visibility_rate_per_landmark",
+        "visibility rate per landmark (`visibility_rate`)",
+        lambda: kpcompile.visibility_rate(kpcompile.scan(out)).collect(),
+        lambda: con.execute(
+            "SELECT kp_id, avg(visible::INT) AS r FROM keypoints GROUP BY kp_id ORDER BY kp_id"
+        ).fetchnumpy()["r"],
+        check,
+    )
+
+
+def _lips(out: Path, con: duckdb.DuckDBPyConnection) -> Query:
+    def check(p: pl.DataFrame, d: list[tuple[Any, ...]]) -> None:
+        assert np.allclose(p.select("x3", "y3", "z3").to_numpy(), np.array([r[1:] for r in d]))
+
+    return Query(
+        "per_camera_mean_of_lips",
+        "mean x3, y3, z3 of the lips per camera (`filter_region` + group_by)",
+        lambda: (
+            kpcompile.filter_region(kpcompile.scan(out), "lips")
+            .group_by("camera")
+            .agg(pl.col("x3", "y3", "z3").mean())
+            .sort("camera")
+            .collect()
+        ),
+        lambda: con.execute(
+            f"SELECT camera, avg(x3), avg(y3), avg(z3) FROM keypoints WHERE kp_id IN ({LIPS_SQL}) "
+            "GROUP BY camera ORDER BY camera"
+        ).fetchall(),
+        check,
+    )
+
+
+def _lookup(out: Path, con: duckdb.DuckDBPyConnection, target: str) -> Query:
+    def check(p: pl.DataFrame, d: dict[str, np.ndarray]) -> None:
+        assert np.array_equal(p.select("x3", "y3", "z3").to_numpy(), np.stack(list(d.values()), 1))
+
+    return Query(
+        "one_datapoint_lookup",
+        "one datapoint's rows",
+        lambda: (
+            kpcompile.scan(out)
+            .filter(pl.col("datapoint") == target)
+            .sort("camera", "kp_id")
+            .collect()
+        ),
+        lambda: con.execute(
+            "SELECT x3, y3, z3 FROM keypoints WHERE datapoint = ? ORDER BY camera, kp_id", [target]
+        ).fetchnumpy(),
+        check,
+    )
+
+
+def _tensors(out: Path, con: duckdb.DuckDBPyConnection) -> Query:
+    def duck() -> np.ndarray:
+        cols = con.execute(
+            "SELECT x3, y3, z3 FROM keypoints ORDER BY datapoint, camera, kp_id"
+        ).fetchnumpy()
+        return np.stack([cols["x3"], cols["y3"], cols["z3"]], axis=-1).reshape(-1, 468, 3)
+
+    def check(p: kpcompile.Tensors, d: np.ndarray) -> None:
+        assert np.array_equal(p.xyz, d)
+
+    return Query(
+        "tensor_export",
+        "`tensors(scan(out))` (xyz, pixels, visible, index) vs `ORDER BY datapoint, camera, "
+        "kp_id` fetchnumpy of x3, y3, z3",
+        lambda: kpcompile.tensors(kpcompile.scan(out)),
+        duck,
+        check,
+    )
+
+
+def _sql(out: Path, con: duckdb.DuckDBPyConnection) -> Query:
+    query = "SELECT camera, count(*) AS n, avg(z3) AS z FROM keypoints GROUP BY camera"
+
+    def check(p: pl.DataFrame, d: list[tuple[Any, ...]]) -> None:
+        got = sorted(p.rows())
+        assert [r[:2] for r in got] == [r[:2] for r in sorted(d)]
+        assert np.allclose([r[2] for r in got], [r[2] for r in sorted(d)])
+
+    return Query(
+        "sql_group_by_camera",
+        f'`kpcompile.sql(out, "{query}")`',
+        lambda: kpcompile.sql(out, query),
+        lambda: con.execute(query).fetchall(),
+        check,
+    )
+
+
+def _stats(out: Path, con: duckdb.DuckDBPyConnection) -> Query:
+    cols = ", ".join(f"avg({c}) AS mean_{c}, stddev_samp({c}) AS std_{c}" for c in FLOATS)
+
+    def check(p: pl.DataFrame, d: dict[str, np.ndarray]) -> None:
+        for c in FLOATS:
+            assert np.allclose(p[f"mean_{c}"].to_numpy(), d[f"mean_{c}"], rtol=1e-9)
+            assert np.allclose(p[f"std_{c}"].to_numpy(), d[f"std_{c}"], rtol=1e-6)
+        assert np.allclose(p["visible_rate"].to_numpy(), d["visible_rate"])
+
+    return Query(
+        "landmark_stats",
+        "per-landmark statistics (`landmark_stats`: n, mean and std of 5 columns, visibility)",
+        lambda: kpcompile.landmark_stats(kpcompile.scan(out)).collect(),
+        lambda: con.execute(
+            f"SELECT kp_id, count(*) AS n, {cols}, count(visible) AS visible_n, "
+            "avg(visible::INT) AS visible_rate FROM keypoints GROUP BY kp_id ORDER BY kp_id"
+        ).fetchnumpy(),
+        check,
+    )
+
+
+def _nme(out: Path, con: duckdb.DuckDBPyConnection) -> Query:
+    """NME of predictions (the truth plus noise), given to each engine as a long table."""
+    truth = kpcompile.read(out).select("datapoint", "camera", "kp_id", "px", "py")
+    noise = np.random.default_rng(0).normal(0.0, 2.0, (truth.height, 2))
+    pred = truth.with_columns(pl.col("px") + noise[:, 0], pl.col("py") + noise[:, 1])
+    pred_arrow = pred.to_arrow()
+    con.register("predictions", pred_arrow)
+    eye = "max({c}) FILTER (WHERE kp_id = 33) - max({c}) FILTER (WHERE kp_id = 263)"
+    sql = f"""
+        WITH err AS (
+            SELECT p.datapoint, p.camera, avg(sqrt((p.px - t.px)^2 + (p.py - t.py)^2)) AS e
+            FROM predictions p JOIN keypoints t USING (datapoint, camera, kp_id)
+            GROUP BY p.datapoint, p.camera),
+        eyes AS (
+            SELECT datapoint, camera,
+                sqrt(({eye.format(c="px")})^2 + ({eye.format(c="py")})^2) AS norm
+            FROM keypoints WHERE kp_id IN (33, 263) GROUP BY datapoint, camera)
+        SELECT datapoint, camera, e / norm AS nme FROM err JOIN eyes USING (datapoint, camera)
+        ORDER BY datapoint, camera"""
+
+    def check(p: pl.DataFrame, d: dict[str, np.ndarray]) -> None:
+        assert np.allclose(p["nme"].to_numpy(), d["nme"], rtol=1e-9)
+
+    return Query(
+        "nme",
+        "NME of 2D predictions (`nme`, inter-ocular; predictions a long frame)",
+        lambda: kpcompile.nme(pred, kpcompile.scan(out), normalizer="inter_ocular").collect(),
+        lambda: con.execute(sql).fetchnumpy(),
+        check,
+    )
+
+
+def with_raw(qs: list[Query], source: Path, out: Path) -> None:
+    """Add the plain Python + orjson answers over the source JSON to the first four queries."""
     files = kpcompile.read(out, "files").sort("datapoint", "camera")
-    return [(d, c, source / p) for d, c, p in files.select("datapoint", "camera", "path").rows()]
+    raw = [(d, c, source / p) for d, c, p in files.select("datapoint", "camera", "path").rows()]
+    target = raw[len(raw) // 2][0]
+    by_name = {q.name: q for q in qs}
+    by_name["visibility_rate_per_landmark"].raw = lambda: raw_visibility(raw)
+    by_name["visibility_rate_per_landmark"].check_raw = lambda p, r: _close(
+        p["visible_rate"].to_numpy(), r
+    )
+    by_name["per_camera_mean_of_lips"].raw = lambda: raw_region_mean(raw)
+    by_name["per_camera_mean_of_lips"].check_raw = lambda p, r: _close(
+        p.select("x3", "y3", "z3").to_numpy(), np.array([r[c] for c in sorted(r)])
+    )
+    by_name["one_datapoint_lookup"].raw = lambda: raw_lookup(raw, target)
+    by_name["tensor_export"].raw = lambda: raw_tensors(raw)
+    by_name["tensor_export"].check_raw = lambda p, r: _close(p.xyz, r)
+
+
+def _close(a: np.ndarray, b: np.ndarray) -> None:
+    assert np.allclose(a, b)
 
 
 def _raw_landmarks(path: Path) -> list[dict[str, Any]]:
-    doc = orjson.loads(path.read_bytes())
-    dense = doc["face"]["dense"]
+    dense = orjson.loads(path.read_bytes())["face"]["dense"]
     return [dense[str(i)] for i in range(468)]
 
 
 def raw_visibility(files: list[tuple[str, str, Path]]) -> np.ndarray:
-    seen = np.zeros(468)
-    visible = np.zeros(468)
+    seen, visible = np.zeros(468), np.zeros(468)
     for _d, _c, path in files:
         flags = [lm.get("is_visible") for lm in _raw_landmarks(path)]
-        known = np.array([f is not None for f in flags])
-        seen += known
+        seen += np.array([f is not None for f in flags])
         visible += np.array([f in (True, "true") for f in flags])
     return visible / seen
 
@@ -80,11 +288,11 @@ def raw_region_mean(files: list[tuple[str, str, Path]]) -> dict[str, np.ndarray]
 
 def raw_lookup(files: list[tuple[str, str, Path]], datapoint: str) -> np.ndarray:
     # Raw JSON knows where a datapoint's files are: no scan, just read them.
-    out = []
-    for d, _c, path in files:
-        if d == datapoint:
-            lms = _raw_landmarks(path)
-            out.append([[lm["global_3d"][a] for a in "xyz"] for lm in lms])
+    out = [
+        [[lm["global_3d"][a] for a in "xyz"] for lm in _raw_landmarks(path)]
+        for d, _c, path in files
+        if d == datapoint
+    ]
     return np.array(out)
 
 
@@ -95,164 +303,71 @@ def raw_tensors(files: list[tuple[str, str, Path]]) -> np.ndarray:
     return xyz
 
 
-def run(n_files: int, data: Path, keep: bool, repeat: int, workers: int | None) -> dict[str, Any]:
-    source, out = data / "dataset", data / "compiled"
-    shutil.rmtree(data, ignore_errors=True)
-    cameras = 2
-    t0 = time.perf_counter()
-    synth(source, datapoints=n_files // cameras, cameras=cameras, layout="faces", extras=False)
-    synth_s = time.perf_counter() - t0
-    built = kpcompile.build(source, out, workers=workers)
-    files = _raw_files(source, out)
-    landmarks = built.rows
-    kp_files = table_uris(out, "keypoints")
-    con = duckdb.connect()
-    con.execute(
-        "CREATE VIEW keypoints AS SELECT * FROM read_parquet("
-        f"{kp_files!r}, hive_partitioning = false)"
-    )
-    target = files[len(files) // 2][0]
-    lips_sql = ", ".join(map(str, LIPS))
-    results: dict[str, Any] = {}
-
-    def record(
-        name: str,
-        polars_fn: Callable[[], Any],
-        duck_fn: Callable[[], Any],
-        raw_fn: Callable[[], Any],
-        check: Callable[[Any, Any, Any], None],
-    ) -> None:
-        tp, rp = _best(polars_fn, repeat)
-        td, rd = _best(duck_fn, repeat)
-        tr, rr = _best(raw_fn, 1)
-        check(rp, rd, rr)
-        results[name] = {
-            "kpcompile_s": round(tp, 4),
+def measure(qs: list[Query], repeat: int) -> dict[str, dict[str, Any]]:
+    """Best-of-``repeat`` times of both engines (and one raw JSON pass where there is one)."""
+    results: dict[str, dict[str, Any]] = {}
+    for q in qs:
+        tk, rk, td, rd = _best_pair(q.kpcompile, q.duckdb, repeat)
+        q.check(rk, rd)
+        r: dict[str, Any] = {
+            "label": q.label,
+            "kpcompile_s": round(tk, 4),
             "duckdb_s": round(td, 4),
-            "raw_json_s": round(tr, 4),
-            "duckdb_over_kpcompile": round(td / tp, 2),
-            "raw_json_over_kpcompile": round(tr / tp, 1),
+            "duckdb_over_kpcompile": round(td / tk, 2),
         }
+        if q.raw is not None:
+            t = time.perf_counter()
+            rr = q.raw()
+            tr = time.perf_counter() - t
+            if q.check_raw is not None:
+                q.check_raw(rk, rr)
+            r |= {"raw_json_s": round(tr, 2), "raw_json_over_kpcompile": round(tr / tk, 1)}
+        results[q.name] = r
+        print(
+            f"  {q.name:30} kpcompile {tk * 1e3:8.1f} ms  DuckDB {td * 1e3:8.1f} ms  {td / tk:.2f}x"
+        )
+    return results
 
-    def check_vis(p: pl.DataFrame, d: np.ndarray, r: np.ndarray) -> None:
-        assert np.allclose(p["visible_rate"].to_numpy(), d) and np.allclose(d, r)
 
-    record(
-        "visibility_rate_per_landmark",
-        lambda: kpcompile.visibility_rate(kpcompile.scan(out)).collect(),
-        lambda: con.execute(
-            "SELECT kp_id, avg(visible::INT) FROM keypoints GROUP BY kp_id ORDER BY kp_id"
-        ).fetchnumpy()["avg(CAST(visible AS INTEGER))"],
-        lambda: raw_visibility(files),
-        check_vis,
-    )
-
-    def check_region(p: pl.DataFrame, d: Any, r: dict[str, np.ndarray]) -> None:
-        pm = p.select("mx", "my", "mz").to_numpy()
-        assert np.allclose(pm, np.array(d)[:, 1:].astype(float))
-        assert np.allclose(pm, np.array([r[c] for c in sorted(r)]))
-
-    record(
-        "per_camera_mean_of_lips",
-        lambda: (
-            kpcompile.filter_region(kpcompile.scan(out), "lips")
-            .group_by("camera")
-            .agg(
-                pl.col("x3").mean().alias("mx"),
-                pl.col("y3").mean().alias("my"),
-                pl.col("z3").mean().alias("mz"),
-            )
-            .sort("camera")
-            .collect()
-        ),
-        lambda: con.execute(
-            f"SELECT camera, avg(x3), avg(y3), avg(z3) FROM keypoints WHERE kp_id IN ({lips_sql}) "
-            "GROUP BY camera ORDER BY camera"
-        ).fetchall(),
-        lambda: raw_region_mean(files),
-        check_region,
-    )
-
-    def check_lookup(p: pl.DataFrame, d: np.ndarray, r: np.ndarray) -> None:
-        xyz = p.select("x3", "y3", "z3").to_numpy().reshape(-1, 468, 3)
-        assert np.array_equal(xyz, d.reshape(-1, 468, 3)) and np.array_equal(xyz, r)
-
-    record(
-        "one_datapoint_lookup",
-        lambda: (
-            kpcompile.scan(out)
-            .filter(pl.col("datapoint") == target)
-            .sort("camera", "kp_id")
-            .collect()
-        ),
-        lambda: con.execute(
-            "SELECT x3, y3, z3 FROM keypoints WHERE datapoint = ? ORDER BY camera, kp_id", [target]
-        ).fetchnumpy(),
-        lambda: raw_lookup(files, target),
-        lambda p, d, r: check_lookup(p, np.stack([d["x3"], d["y3"], d["z3"]], axis=-1), r),
-    )
-
-    def duck_tensors() -> np.ndarray:
-        cols = con.execute(
-            "SELECT x3, y3, z3 FROM keypoints ORDER BY datapoint, camera, kp_id"
-        ).fetchnumpy()
-        return np.stack([cols["x3"], cols["y3"], cols["z3"]], axis=-1).reshape(-1, 468, 3)
-
-    def check_tensors(p: Any, d: np.ndarray, r: np.ndarray) -> None:
-        assert np.array_equal(p.xyz, d) and np.array_equal(p.xyz, r)
-
-    record(
-        "tensor_export",
-        lambda: kpcompile.tensors(kpcompile.scan(out)),
-        duck_tensors,
-        lambda: raw_tensors(files),
-        check_tensors,
-    )
+def run(n_files: int, keep: bool, repeat: int, workers: int | None, raw: bool) -> dict[str, Any]:
+    source = dataset(n_files)
+    out = DATA / "query-compiled"
+    shutil.rmtree(out, ignore_errors=True)
+    built = kpcompile.build(source, out, workers=workers)
+    con = connect(out)
+    qs = queries(out, con)
+    if raw:
+        with_raw(qs, source, out)
+    load_before = os.getloadavg()
+    results = measure(qs, repeat)
+    info = kpcompile.info(out)
     report = {
-        "benchmark": "query",
-        "files": len(files),
-        "landmarks": landmarks,
-        "source_bytes": kpcompile.info(out).source_bytes,
-        "snapshot_bytes": kpcompile.info(out).output_bytes,
-        "synth_seconds": round(synth_s, 1),
+        "files": info.compiled,
+        "landmarks": info.rows,
+        "source_bytes": info.source_bytes,
+        "snapshot_bytes": info.output_bytes,
         "build_seconds": round(built.seconds, 1),
         "repeat": repeat,
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "polars": pl.__version__,
-            "duckdb": duckdb.__version__,
-        },
+        "versions": {"polars": pl.__version__, "duckdb": duckdb.__version__},
+        "load_average": {"before": load_before, "after": os.getloadavg()},
         "queries": results,
     }
     if not keep:
-        shutil.rmtree(data, ignore_errors=True)
+        shutil.rmtree(out, ignore_errors=True)
     return report
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--files", type=int, default=21_400, help="landmark files (468 rows each)")
-    ap.add_argument("--data", type=Path, default=HERE / "data" / "query")
-    ap.add_argument("--results", type=Path, default=HERE / "results" / "query.json")
-    ap.add_argument("--repeat", type=int, default=3, help="best of N for kpcompile and DuckDB")
+    ap.add_argument("--files", type=int, default=20_000, help="landmark files (468 rows each)")
+    ap.add_argument("--repeat", type=int, default=5, help="best of N for kpcompile and DuckDB")
     ap.add_argument("--workers", type=int, default=None)
-    ap.add_argument("--keep", action="store_true", help="keep the synthesized data")
+    ap.add_argument("--no-raw", action="store_true", help="skip the raw JSON answers")
+    ap.add_argument("--keep", action="store_true", help="keep the compiled snapshot")
     args = ap.parse_args()
-    report = run(args.files, args.data, args.keep, args.repeat, args.workers)
-    args.results.parent.mkdir(parents=True, exist_ok=True)
-    args.results.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"{report['landmarks']:,} landmarks in {report['files']:,} files")
-    print(
-        f"{'query':32} {'kpcompile':>10} {'duckdb':>10} {'raw json':>10} "
-        f"{'duck/kp':>8} {'json/kp':>8}"
-    )
-    for name, r in report["queries"].items():
-        print(
-            f"{name:32} {r['kpcompile_s']:>9.3f}s {r['duckdb_s']:>9.3f}s {r['raw_json_s']:>9.2f}s "
-            f"{r['duckdb_over_kpcompile']:>7.2f}x {r['raw_json_over_kpcompile']:>7.1f}x"
-        )
-    print(f"results: {args.results}")
+    report = run(args.files, args.keep, args.repeat, args.workers, not args.no_raw)
+    path = save("query", report)
+    print(f"{report['landmarks']:,} landmarks in {report['files']:,} files; results: {path}")
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 
 import kpcompile
 from benchmarks.common import DATA, dataset, save, table
-from kpcompile.query.scan import table_uris
+from kpcompile.query.scan import files as table_uris
 
 
 def _best(fn: Callable[[], Any], repeat: int) -> float:

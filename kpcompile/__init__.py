@@ -8,10 +8,13 @@ Example:
 Everything but the exceptions and the options loads on first use: ``kpcompile
 build`` never imports polars, ``kpcompile info`` never imports the compiler, and a
 fresh worker process imports only what compiling needs.
+The ``.kp`` namespace on polars frames is registered as soon as polars is
+imported (:mod:`kpcompile.query.namespace`).
 """
 
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING, Any
 
 from kpcompile._version import __version__
@@ -39,10 +42,12 @@ if TYPE_CHECKING:
         region_ids,
         visibility_rate,
     )
+    from kpcompile.query.boxes import bboxes
+    from kpcompile.query.namespace import KeypointsFrame, KeypointsLazyFrame, kp
     from kpcompile.query.plot import plot_face, plot_visibility
     from kpcompile.query.projection import project, reprojection_error
     from kpcompile.query.report import ReportResult, report
-    from kpcompile.query.scan import read, scan, sql, tables
+    from kpcompile.query.scan import files, read, scan, sql, tables
     from kpcompile.query.tensors import Tensors, iter_tensors, tensors
     from kpcompile.store.history import (
         Info,
@@ -79,6 +84,11 @@ _LAZY = {
     "read": "kpcompile.query.scan",
     "sql": "kpcompile.query.scan",
     "tables": "kpcompile.query.scan",
+    "files": "kpcompile.query.scan",
+    "bboxes": "kpcompile.query.boxes",
+    "kp": "kpcompile.query.namespace",
+    "KeypointsFrame": "kpcompile.query.namespace",
+    "KeypointsLazyFrame": "kpcompile.query.namespace",
     "region_ids": "kpcompile.query.analytics",
     "filter_region": "kpcompile.query.analytics",
     "landmark_stats": "kpcompile.query.analytics",
@@ -104,6 +114,8 @@ __all__ = [
     "FormatError",
     "GcResult",
     "Info",
+    "KeypointsFrame",
+    "KeypointsLazyFrame",
     "KpcompileError",
     "Landmarks",
     "OptionsError",
@@ -119,13 +131,16 @@ __all__ = [
     "Tensors",
     "Verification",
     "__version__",
+    "bboxes",
     "build",
     "diff",
+    "files",
     "filter_region",
     "gc",
     "inconsistent_3d",
     "info",
     "iter_tensors",
+    "kp",
     "landmark_stats",
     "nme",
     "parse",
@@ -154,3 +169,45 @@ def __getattr__(name: str) -> Any:
         return getattr(importlib.import_module(_LAZY[name]), name)
     msg = f"module 'kpcompile' has no attribute {name!r}"
     raise AttributeError(msg)
+
+
+class _AfterPolars:
+    """Registers the ``.kp`` namespace right after polars is imported (a post-import hook).
+
+    ``import kpcompile`` must not import polars (a build forks workers only while
+    polars is not loaded), yet ``frame.kp`` must work once polars is there.
+    """
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
+        if name != "polars":
+            return None
+        import importlib.util
+
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec("polars")
+        if spec is not None and spec.loader is not None:
+            spec.loader = _RegisteringLoader(spec.loader)  # type: ignore[assignment]
+        return spec
+
+
+class _RegisteringLoader:
+    """A module loader that imports :mod:`kpcompile.query.namespace` after its module."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def create_module(self, spec: Any) -> Any:
+        return self._inner.create_module(spec)
+
+    def exec_module(self, module: Any) -> None:
+        self._inner.exec_module(module)
+        import kpcompile.query.namespace  # noqa: F401 - registers the namespace
+
+
+if "polars" in sys.modules:
+    import kpcompile.query.namespace  # noqa: F401 - registers the namespace
+elif not any(isinstance(f, _AfterPolars) for f in sys.meta_path):
+    sys.meta_path.insert(0, _AfterPolars())

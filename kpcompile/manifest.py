@@ -170,9 +170,27 @@ def encode(manifest: Manifest | Refusal) -> bytes:
 def decode(data: bytes, where: str) -> Manifest:
     """Parse a manifest, naming ``where`` it came from when it cannot be read.
 
+    The last few manifests decoded are kept, keyed by their bytes: a snapshot is
+    never modified, and a query helper reads its manifest on every call (decoding
+    one of 20,000 files takes about 1 ms; comparing the bytes, microseconds).
+    Treat the result as read-only: it may be shared.
+
     Raises:
         SnapshotError: Not a manifest, or a format this version does not read.
     """
+    found = _DECODED.get(data)
+    if found is None:
+        found = _decode(data, where)
+        if len(_DECODED) >= 8:
+            _DECODED.pop(next(iter(_DECODED)))
+        _DECODED[data] = found
+    return found
+
+
+_DECODED: dict[bytes, Manifest] = {}
+
+
+def _decode(data: bytes, where: str) -> Manifest:
     try:
         head = msgspec.json.decode(data, type=dict[str, Any])
     except msgspec.DecodeError as exc:

@@ -21,7 +21,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("kpcompile.parsing",),
     ("kpcompile.compile",),
     ("kpcompile.store",),
-    ("kpcompile.query",),
+    ("kpcompile.query", "kpcompile.torch"),
     ("kpcompile.pipeline", "kpcompile.synth"),
     ("kpcompile.output",),
     ("kpcompile.cli", "kpcompile.__main__", "kpcompile"),

@@ -7,6 +7,7 @@ manifest lists, so a build publishing meanwhile never mixes two snapshots.
 from __future__ import annotations
 
 import os
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Literal, overload
@@ -14,11 +15,17 @@ from typing import Literal, overload
 import polars as pl
 
 from kpcompile.errors import QueryError
+from kpcompile.manifest import Manifest
 from kpcompile.schema import SCHEMAS
 from kpcompile.store import Store, open_store
 
 TABLES: tuple[str, ...] = tuple(SCHEMAS)
 Out = str | os.PathLike[str] | Store
+
+# The keypoints frames scan() returned, by id, while they live: tensors() of such a
+# frame, untouched, reads the snapshot's row groups directly (any derived frame is
+# another object, and is collected by polars).
+_SCANNED: dict[int, tuple[weakref.ref[pl.LazyFrame], Store, str]] = {}
 
 
 def scan(out: Out, table: str = "keypoints", *, snapshot: str | None = None) -> pl.LazyFrame:
@@ -37,15 +44,54 @@ def scan(out: Out, table: str = "keypoints", *, snapshot: str | None = None) -> 
         ...     .collect())  # doctest: +SKIP
     """
     store = open_store(out)
-    manifest = store.manifest(snapshot)
+    return _scan(store, store.manifest(snapshot), table)
+
+
+def _scan(store: Store, manifest: Manifest, table: str) -> pl.LazyFrame:
     rels = [f.path for f in manifest.table(table).files]
     if not rels:
         return pl.LazyFrame(schema=pl.DataFrame(SCHEMAS[table].empty_table()).schema)
-    return store.scan_parquet(manifest.snapshot, table, rels)
+    lf = store.scan_parquet(manifest.snapshot, table, rels)
+    if table == "keypoints":
+        key = id(lf)
+        _SCANNED[key] = (
+            weakref.ref(lf, lambda _: _SCANNED.pop(key, None)),
+            store,
+            manifest.snapshot,
+        )
+    return lf
 
 
-def table_uris(out: Out, table: str = "keypoints", *, snapshot: str | None = None) -> list[str]:
-    """Paths (or URLs) of a table's Parquet files, from the snapshot's manifest (never a glob)."""
+def scanned_snapshot(frame: pl.LazyFrame | pl.DataFrame) -> tuple[Store, str] | None:
+    """``(store, snapshot)`` when ``frame`` is a keypoints frame :func:`scan` returned, as is."""
+    found = _SCANNED.get(id(frame))
+    if found is None or found[0]() is not frame:
+        return None
+    return found[1], found[2]
+
+
+def files(out: Out, table: str = "keypoints", *, snapshot: str | None = None) -> list[str]:
+    """Paths (or URLs) of a snapshot's Parquet files of one table, for any engine.
+
+    The list comes from the snapshot's manifest (never a glob), so it names exactly
+    the snapshot's files even while a build publishes another one. ``keypoints``
+    files sit in ``camera=<name>`` folders, but every file also holds the
+    ``camera`` column: read them without Hive partitioning.
+
+    Args:
+        out: Output folder or URL of ``kpcompile build``.
+        table: ``keypoints`` (default), ``files``, ``errors``, or with ``--sets``
+            ``face_standard``, ``head``, ``ears``, ``cameras``.
+        snapshot: A snapshot id; ``None`` for the current snapshot.
+
+    Raises:
+        SnapshotError: No such table or snapshot.
+
+    Example:
+        >>> import duckdb
+        >>> duckdb.sql(f"SELECT count(*) FROM read_parquet({kpcompile.files('compiled')!r}, "
+        ...            "hive_partitioning = false)")  # doctest: +SKIP
+    """
     store = open_store(out)
     manifest = store.manifest(snapshot)
     return [store.uri(manifest.snapshot, f.path) for f in manifest.table(table).files]
@@ -115,9 +161,7 @@ def sql(
     """
     store = open_store(out)
     manifest = store.manifest(snapshot)
-    frames = {
-        name: scan(store, name, snapshot=manifest.snapshot) for name in sorted(manifest.tables)
-    }
+    frames = {name: _scan(store, manifest, name) for name in sorted(manifest.tables)}
     ctx = pl.SQLContext(frames)
     with query_errors():
         lf = ctx.execute(query, eager=False)

@@ -2,23 +2,32 @@
 
 Rows are reshaped, never looped over: a frame sorted by (datapoint, camera,
 kp_id) in which every file has the same landmark ids is exactly an ``N x K``
-grid. :func:`iter_tensors` streams a snapshot one Parquet file at a time, so
-datasets larger than memory can be fed in batches.
+grid. A whole snapshot (an output folder, or the frame :func:`kpcompile.scan`
+returned, untouched) is read a Parquet row group at a time with pyarrow and
+written straight into the arrays (:mod:`kpcompile.query.rowgroups`).
+:func:`iter_tensors` streams a snapshot in batches of exactly ``batch_size``
+files, in the same order as :func:`tensors`.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import polars as pl
 
 from kpcompile.errors import QueryError
-from kpcompile.query.scan import Out, table_uris
+from kpcompile.query import rowgroups as rg
+from kpcompile.query.rowgroups import Group, K, Parts, PixelOrder
+from kpcompile.query.scan import Out, scanned_snapshot
 
 _COLS = ("datapoint", "camera", "kp_id", "x3", "y3", "z3", "px", "py", "visible")
+Floats = npt.NDArray[np.floating[Any]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,16 +35,18 @@ class Tensors:
     """Landmarks of N files as arrays.
 
     Attributes:
-        xyz: ``(N, K, 3)`` float64 ``global_3d``.
-        pixels: ``(N, K, 2)`` float64 ``pixel_2d`` as written (``px``, ``py``).
+        xyz: ``(N, K, 3)`` ``global_3d`` (float64 unless ``dtype="float32"``).
+        pixels: ``(N, K, 2)`` ``pixel_2d``: with ``pixel_order="as_stored"`` (the
+            default) ``(px, py)`` as written, which the exports write as (row,
+            column); with ``pixel_order="xy"`` image coordinates (x = column, y = row).
         visible: ``(N, K)`` bool; False where the file has no visibility flag.
         has_visibility: ``(N,)`` bool, whether each file carries visibility flags.
         index: ``(N, 2)`` frame of ``datapoint``, ``camera`` naming each row of the arrays.
         ids: ``(K,)`` int16 landmark ids along axis 1 (``0..467`` for whole files).
     """
 
-    xyz: npt.NDArray[np.float64]
-    pixels: npt.NDArray[np.float64]
+    xyz: Floats
+    pixels: Floats
     visible: npt.NDArray[np.bool_]
     has_visibility: npt.NDArray[np.bool_]
     index: pl.DataFrame
@@ -45,30 +56,59 @@ class Tensors:
         return int(self.xyz.shape[0])
 
 
-def tensors(frame: pl.LazyFrame | pl.DataFrame) -> Tensors:
-    """Collect a keypoints frame into tensors, files ordered by (datapoint, camera).
+def tensors(
+    frame: pl.LazyFrame | pl.DataFrame | Out,
+    *,
+    dtype: Any = "float64",
+    pixel_order: PixelOrder = "as_stored",
+) -> Tensors:
+    """Collect keypoints into tensors, files ordered by (datapoint, camera).
 
-    The frame may be filtered by rows of whole files (``datapoint``, ``camera``)
-    and by landmark ids (e.g. :func:`kpcompile.analytics.filter_region`), as long
-    as every file keeps the same ids.
+    ``frame`` is a keypoints frame, or an output folder (its current snapshot).
+    A frame may be filtered by rows of whole files (``datapoint``, ``camera``)
+    and by landmark ids (e.g. :func:`kpcompile.filter_region`), as long as every
+    file keeps the same ids. An output folder, or the frame :func:`kpcompile.scan`
+    returned (untouched), is read straight from its Parquet row groups, the
+    fastest way.
+
+    Args:
+        frame: A keypoints frame, or an output folder or URL.
+        dtype: ``float64`` (default, the stored values exactly) or ``float32``.
+        pixel_order: ``as_stored`` (default; ``px``, ``py`` as written, which the
+            exports write as row, column) or ``xy`` (x = column, y = row).
 
     Raises:
-        QueryError: Files hold different landmark ids, or a required column is missing.
+        QueryError: Files hold different landmark ids, a required column is
+            missing, or an invalid ``dtype`` / ``pixel_order``.
 
     Example:
-        >>> t = tensors(kpcompile.scan("compiled"))  # doctest: +SKIP
+        >>> t = tensors(kpcompile.scan("compiled"), dtype="float32")  # doctest: +SKIP
         >>> t.xyz.shape, t.pixels.shape, t.visible.shape, t.index.columns  # doctest: +SKIP
         ((24, 468, 3), (24, 468, 2), (24, 468), ['datapoint', 'camera'])
     """
-    df = frame.lazy().select(_COLS).collect()
+    dt = rg.check_dtype(dtype)
+    rg.check_pixel_order(pixel_order)
+    if not isinstance(frame, pl.LazyFrame | pl.DataFrame):
+        return _from_parts(Parts(frame), dt, pixel_order)
+    source = scanned_snapshot(frame)
+    if source is not None:
+        return _from_parts(Parts(*source), dt, pixel_order)
+    return _from_frame(frame.lazy().select(_COLS).collect(), dt, pixel_order)
+
+
+def _from_frame(df: pl.DataFrame, dtype: np.dtype[Any], pixel_order: str) -> Tensors:
     # A snapshot stores each file's rows together, in kp_id order: reshape in storage
     # order and reorder whole files (n rows, not n x 468), instead of sorting every row.
     try:
-        t = from_sorted(df)
+        t = from_sorted(df, dtype=dtype, pixel_order=pixel_order)  # type: ignore[arg-type]
     except QueryError:
-        return from_sorted(df.sort("datapoint", "camera", "kp_id"))
-    if t.index.n_unique() != t.index.height or not np.array_equal(t.ids, np.sort(t.ids)):
-        return from_sorted(df.sort("datapoint", "camera", "kp_id"))
+        t = None
+    if t is None or t.index.n_unique() != t.index.height or not _ascending(t.ids):
+        return from_sorted(
+            df.sort("datapoint", "camera", "kp_id"),
+            dtype=dtype,
+            pixel_order=pixel_order,  # type: ignore[arg-type]
+        )
     order = t.index.with_row_index("i").sort("datapoint", "camera")["i"].to_numpy()
     if np.array_equal(order, np.arange(len(order))):
         return t
@@ -82,19 +122,27 @@ def tensors(frame: pl.LazyFrame | pl.DataFrame) -> Tensors:
     )
 
 
-def from_sorted(df: pl.DataFrame) -> Tensors:
+def _ascending(ids: npt.NDArray[np.int16]) -> bool:
+    return bool(np.array_equal(ids, np.sort(ids)))
+
+
+def from_sorted(
+    df: pl.DataFrame, *, dtype: Any = "float64", pixel_order: PixelOrder = "as_stored"
+) -> Tensors:
     """Tensors of a frame already sorted by (datapoint, camera, kp_id) within each file.
 
     Example:
         >>> from_sorted(kpcompile.read("compiled").sort("datapoint", "camera", "kp_id"))
         ... # doctest: +SKIP
     """
+    dt = rg.check_dtype(dtype)
+    rg.check_pixel_order(pixel_order)
     missing = [c for c in _COLS if c not in df.columns]
     if missing:
         msg = f"frame lacks column(s) {', '.join(missing)}"
         raise QueryError(msg)
     if df.height == 0:
-        return _empty()
+        return _empty(dt)
     key_change = (pl.col("datapoint") != pl.col("datapoint").shift()) | (
         pl.col("camera") != pl.col("camera").shift()
     )
@@ -109,8 +157,12 @@ def from_sorted(df: pl.DataFrame) -> Tensors:
     if not (grid == grid[0]).all():
         msg = "files hold different landmark ids; filter every file by the same ids"
         raise QueryError(msg)
-    xyz = np.stack([df[c].to_numpy() for c in ("x3", "y3", "z3")], axis=-1).reshape(n, k, 3)
-    pix = np.stack([df[c].to_numpy() for c in ("px", "py")], axis=-1).reshape(n, k, 2)
+    xyz = np.empty((n, k, 3), dt)
+    pix = np.empty((n, k, 2), dt)
+    for axis, c in enumerate(("x3", "y3", "z3")):
+        xyz[:, :, axis] = df[c].to_numpy().reshape(n, k)
+    for axis, c in enumerate(rg.pixel_columns(pixel_order)):
+        pix[:, :, axis] = df[c].to_numpy().reshape(n, k)
     vis = df["visible"]
     known = vis.is_not_null().to_numpy().reshape(n, k)
     visible = vis.fill_null(False).to_numpy().reshape(n, k).astype(np.bool_)
@@ -119,14 +171,68 @@ def from_sorted(df: pl.DataFrame) -> Tensors:
     return Tensors(xyz, pix, visible, has_vis, index, grid[0].astype(np.int16))
 
 
-def iter_tensors(
-    out: Out, *, batch_size: int = 1024, snapshot: str | None = None
-) -> Iterator[Tensors]:
-    """Stream a snapshot's keypoints as tensors of at most ``batch_size`` files.
+def _from_parts(parts: Parts, dtype: np.dtype[Any], pixel_order: str) -> Tensors:
+    """A whole snapshot: keys first (to place every file), then each row group in place."""
+    groups = parts.row_groups()
+    if not groups:
+        return _empty(dtype)
+    keys = [parts.read(g) for g in groups]
+    datapoint = np.concatenate([k.datapoint for k in keys])
+    camera = np.concatenate([k.camera for k in keys])
+    order = rg.key_order(datapoint, camera)
+    place = np.empty_like(order)
+    place[order] = np.arange(len(order))
+    out = rg.empty_arrays(len(order), dtype)
+    starts = np.cumsum([0, *(g.files for g in groups)])
 
-    Reads one Parquet file of the ``keypoints`` table at a time (each holds whole
-    files, sorted by datapoint), so memory is bounded by one Parquet file plus one
-    batch. Batches come in storage order: by camera partition, then datapoint.
+    by_file: dict[str, list[int]] = {}
+    for i, g in enumerate(groups):
+        by_file.setdefault(g.rel, []).append(i)
+
+    def fill(rel: str) -> None:  # one thread per file: a ParquetFile is not thread-safe
+        for i in by_file[rel]:
+            group = parts.read(groups[i], (*rg.FLOATS, "visible"))
+            group.fill(out, place[starts[i] : starts[i + 1]], pixel_order)
+
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        list(pool.map(fill, by_file))
+    index = pl.DataFrame({"datapoint": datapoint[order], "camera": camera[order]})
+    return _tensors(out, index)
+
+
+def _tensors(arrays: dict[str, npt.NDArray[Any]], index: pl.DataFrame) -> Tensors:
+    return Tensors(
+        arrays["xyz"],
+        arrays["pixels"],
+        arrays["visible"],
+        arrays["has_visibility"],
+        index.cast(pl.String),
+        np.arange(K, dtype=np.int16),
+    )
+
+
+def iter_tensors(
+    out: Out,
+    *,
+    batch_size: int = 1024,
+    snapshot: str | None = None,
+    dtype: Any = "float64",
+    pixel_order: PixelOrder = "as_stored",
+) -> Iterator[Tensors]:
+    """Stream a snapshot's keypoints as tensors of exactly ``batch_size`` files.
+
+    Every batch holds ``batch_size`` files except the last, and the batches,
+    concatenated, equal :func:`tensors` of the snapshot: files in (datapoint,
+    camera) order. Row groups are read one at a time per partition folder
+    (``camera=...``) and merged, so memory is one batch plus one row group per
+    camera partition (one row group with ``--partition-by none``).
+
+    Args:
+        out: Output folder or URL.
+        batch_size: Files per batch.
+        snapshot: A snapshot id; ``None`` for the current snapshot.
+        dtype: ``float64`` (default) or ``float32``.
+        pixel_order: ``as_stored`` (default) or ``xy``, as in :func:`tensors`.
 
     Example:
         >>> for batch in iter_tensors("compiled", batch_size=256):  # doctest: +SKIP
@@ -135,26 +241,24 @@ def iter_tensors(
     if batch_size < 1:
         msg = f"batch_size must be at least 1, got {batch_size}"
         raise QueryError(msg)
-    for path in table_uris(out, "keypoints", snapshot=snapshot):
-        df = pl.read_parquet(path, columns=list(_COLS), hive_partitioning=False)
-        df = df.sort("datapoint", "camera", "kp_id", maintain_order=True)
-        t = from_sorted(df)
-        for s in range(0, len(t), batch_size):
-            e = s + batch_size
-            yield Tensors(
-                t.xyz[s:e],
-                t.pixels[s:e],
-                t.visible[s:e],
-                t.has_visibility[s:e],
-                t.index.slice(s, batch_size),
-                t.ids,
-            )
+    dt = rg.check_dtype(dtype)
+    rg.check_pixel_order(pixel_order)
+    parts = Parts(out, snapshot)
+    chunks = rg.chunks_in_order(parts, parts.row_groups())
+    for batch in rg.regroup(chunks, batch_size):
+        yield to_tensors(batch, dt, pixel_order)
 
 
-def _empty() -> Tensors:
+def to_tensors(group: Group, dtype: np.dtype[Any], pixel_order: str) -> Tensors:
+    """Files of a row group (or of a batch of them) as tensors, in their order."""
+    index = pl.DataFrame({"datapoint": group.datapoint, "camera": group.camera})
+    return _tensors(group.arrays(dtype, pixel_order), index)
+
+
+def _empty(dtype: np.dtype[Any]) -> Tensors:
     return Tensors(
-        np.empty((0, 0, 3)),
-        np.empty((0, 0, 2)),
+        np.empty((0, 0, 3), dtype),
+        np.empty((0, 0, 2), dtype),
         np.empty((0, 0), np.bool_),
         np.empty(0, np.bool_),
         pl.DataFrame(schema={"datapoint": pl.String, "camera": pl.String}),

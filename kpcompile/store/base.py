@@ -30,6 +30,7 @@ from kpcompile.manifest import Manifest, Refusal
 
 if TYPE_CHECKING:
     import polars as pl
+    import pyarrow.parquet as pq
 
 CURRENT = "CURRENT"
 SNAPSHOTS = "snapshots"
@@ -131,6 +132,15 @@ class Store(ABC):
     @abstractmethod
     def scan_parquet(self, snapshot: str, table: str, rels: list[str]) -> pl.LazyFrame:
         """A polars scan of some of a table's Parquet files, read the fastest way there is."""
+
+    @abstractmethod
+    def parquet_file(
+        self, snapshot: str, rel: str, *, read_dictionary: Sequence[str] = ()
+    ) -> pq.ParquetFile:
+        """One Parquet file of a snapshot opened with pyarrow, to read row group by row group.
+
+        ``read_dictionary`` names string columns to read as dictionary arrays.
+        """
 
     # --- writing ------------------------------------------------------------------------
 

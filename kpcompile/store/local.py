@@ -26,6 +26,7 @@ from kpcompile.store.base import CURRENT, OWN_NAMES, REFUSED, SNAPSHOTS, Store
 if TYPE_CHECKING:
     import polars as pl
     import pyarrow as pa
+    import pyarrow.parquet as pq
 
 STAGING = ".staging"
 LOCK = ".lock"
@@ -122,6 +123,13 @@ class LocalStore(Store):
         paths = [self.uri(snapshot, r) for r in rels]
         schema = pl.DataFrame(SCHEMAS[table].empty_table()).schema
         return pl.scan_parquet(paths, hive_partitioning=False, schema=schema)
+
+    def parquet_file(
+        self, snapshot: str, rel: str, *, read_dictionary: Sequence[str] = ()
+    ) -> pq.ParquetFile:
+        import pyarrow.parquet as pq
+
+        return pq.ParquetFile(self.uri(snapshot, rel), read_dictionary=list(read_dictionary))
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:

@@ -36,6 +36,7 @@ from kpcompile.store.base import CURRENT, OWN_NAMES, REFUSED, SNAPSHOTS, Store
 if TYPE_CHECKING:
     import polars as pl
     import pyarrow as pa
+    import pyarrow.parquet as pq
 
 
 def _fs(url: str) -> tuple[Any, str]:
@@ -172,6 +173,15 @@ class ObjectStore(Store):
         filesystem = PyFileSystem(FSSpecHandler(fs))
         dataset = ds.dataset(paths, schema=SCHEMAS[table], format="parquet", filesystem=filesystem)
         return pl.scan_pyarrow_dataset(dataset)
+
+    def parquet_file(
+        self, snapshot: str, rel: str, *, read_dictionary: Sequence[str] = ()
+    ) -> pq.ParquetFile:
+        import pyarrow.parquet as pq
+
+        fs, _ = _fs(self.url)
+        fh = fs.open(self._path(SNAPSHOTS, snapshot, rel), "rb")
+        return pq.ParquetFile(fh, read_dictionary=list(read_dictionary))
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:

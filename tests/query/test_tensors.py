@@ -69,3 +69,83 @@ def test_iter_tensors_covers_the_snapshot(compiled_sets: Path, batch_size: int) 
 def test_empty_frame(compiled_sets: Path) -> None:
     t = kpcompile.tensors(kpcompile.scan(compiled_sets).filter(pl.col("kp_id") < 0))
     assert len(t) == 0 and t.index.height == 0
+
+
+@pytest.fixture(scope="module", params=["camera", "none"])
+def small_groups(
+    request: pytest.FixtureRequest, mixed_dataset: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """``mixed_dataset`` in row groups of 2 files and shards of about 3, by camera or not."""
+    out = tmp_path_factory.mktemp("small_groups") / "compiled"
+    kpcompile.build(
+        mixed_dataset,
+        out,
+        workers=1,
+        shard_files=3,
+        row_group_files=2,
+        partition_by=request.param,
+    )
+    return out
+
+
+def _same(a: kpcompile.Tensors, b: kpcompile.Tensors) -> None:
+    assert a.index.equals(b.index) and a.ids.tolist() == b.ids.tolist()
+    assert a.xyz.dtype == b.xyz.dtype and a.pixels.dtype == b.pixels.dtype
+    for name in ("xyz", "pixels", "visible", "has_visibility"):
+        assert np.array_equal(getattr(a, name), getattr(b, name)), name
+
+
+def test_a_whole_snapshot_reads_as_its_frame_does(small_groups: Path) -> None:
+    frame = kpcompile.read(small_groups)  # the general path: a collected frame
+    want = kpcompile.tensors(frame)
+    _same(kpcompile.tensors(small_groups), want)  # an output folder: row groups
+    _same(kpcompile.tensors(kpcompile.scan(small_groups)), want)  # scan()'s own frame: the same
+    assert len(want) == 24 and want.index.rows() == sorted(want.index.rows())
+
+
+@pytest.mark.parametrize("batch_size", [1, 5, 24, 1000])
+def test_iter_tensors_batches_are_exact_and_in_tensors_order(
+    small_groups: Path, batch_size: int
+) -> None:
+    full = kpcompile.tensors(small_groups)
+    batches = list(kpcompile.iter_tensors(small_groups, batch_size=batch_size))
+    sizes = [len(b) for b in batches]
+    assert sizes == [batch_size] * (24 // batch_size) + (
+        [24 % batch_size] if 24 % batch_size else []
+    )
+    assert pl.concat([b.index for b in batches]).equals(full.index)
+    for name in ("xyz", "pixels", "visible", "has_visibility"):
+        got = np.concatenate([getattr(b, name) for b in batches])
+        assert np.array_equal(got, getattr(full, name)), name
+
+
+def test_dtype_and_pixel_order(compiled_sets: Path) -> None:
+    f64 = kpcompile.tensors(compiled_sets)
+    for t in (
+        kpcompile.tensors(compiled_sets, dtype="float32", pixel_order="xy"),
+        kpcompile.tensors(kpcompile.read(compiled_sets), dtype=np.float32, pixel_order="xy"),
+        next(
+            kpcompile.iter_tensors(compiled_sets, batch_size=100, dtype="float32", pixel_order="xy")
+        ),
+    ):
+        assert t.xyz.dtype == np.float32 and t.pixels.dtype == np.float32
+        assert np.array_equal(t.xyz, f64.xyz.astype(np.float32))
+        # xy: x is the image column (py), y the row (px)
+        assert np.array_equal(t.pixels, f64.pixels[..., ::-1].astype(np.float32))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"dtype": "float16"}, "dtype must be one of float32, float64; got 'float16'"),
+        ({"dtype": "int64"}, "dtype must be one of float32, float64; got 'int64'"),
+        ({"pixel_order": "yx"}, "pixel_order must be one of as_stored, xy; got 'yx'"),
+    ],
+)
+def test_invalid_options_are_query_errors(
+    compiled_sets: Path, kwargs: dict[str, str], message: str
+) -> None:
+    with pytest.raises(kpcompile.QueryError, match=message):
+        kpcompile.tensors(compiled_sets, **kwargs)  # type: ignore[arg-type]
+    with pytest.raises(kpcompile.QueryError, match=message):
+        list(kpcompile.iter_tensors(compiled_sets, **kwargs))  # type: ignore[arg-type]

@@ -179,3 +179,14 @@ def test_object_keys_with_unsafe_names_are_rejected(s3: Any, small_dataset: Path
     ]
     assert kpcompile.read("s3://bucket/t9/out")["datapoint"].unique().to_list() == ["ok/dp1"]
     assert unsafe, "the S3 client normalised every key: nothing was tested"
+
+
+def test_tensors_and_files_of_an_s3_out(s3: Any, small_dataset: Path, tmp_path: Path) -> None:
+    out = "s3://bucket/t9/compiled"
+    kpcompile.build(small_dataset, out, workers=1, row_group_files=3)
+    kpcompile.build(small_dataset, tmp_path / "local", workers=1, row_group_files=3)
+    remote, local = kpcompile.tensors(out), kpcompile.tensors(tmp_path / "local")
+    assert remote.index.equals(local.index) and (remote.xyz == local.xyz).all()
+    batches = list(kpcompile.iter_tensors(out, batch_size=3))
+    assert [len(b) for b in batches] == [3, 3, 2]
+    assert all(f.startswith(f"{out}/snapshots/") for f in kpcompile.files(out))
