@@ -327,6 +327,7 @@ def _run(
             yield ShardTask(
                 i, tuple(shard), portable, stage, opts.partition_by, settings,
                 opts.max_file_bytes, previous=previous.get(i),
+                read_ahead=opts.read_ahead << 20, read_timeout=float(opts.read_timeout),
             )  # fmt: skip
 
     workers = opts.resolved_workers
