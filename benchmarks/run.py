@@ -19,6 +19,8 @@ BENCHMARKS: list[tuple[str, list[str], list[str]]] = [
         ["--files", "1000", "--groups", "64", "256", "--repeat", "1"],
     ),
     ("benchmarks.bench_incremental", [], ["--datapoints", "500"]),
+    ("benchmarks.bench_s3", [], ["--files", "200", "--repeat", "1"]),
+    ("benchmarks.bench_cold", [], ["--files", "2000", "--repeat", "1"]),
 ]
 
 
