@@ -40,6 +40,10 @@ COMPRESSION_LEVELS: dict[str, tuple[int, int] | None] = {
 }
 """Parquet codecs and the compression levels each accepts (``None``: no level)."""
 COMPRESSIONS: tuple[str, ...] = tuple(COMPRESSION_LEVELS)
+READ_AHEAD_MIB = 16
+"""Default ``read_ahead``: MiB of reads each worker keeps in flight."""
+READ_TIMEOUT_SECONDS = 120
+"""Default ``read_timeout``: seconds before a read that has not finished rejects its file."""
 
 
 def _option(
@@ -95,6 +99,11 @@ class BuildOptions:
         full: Compile every file again instead of reusing OUT's current snapshot.
         executor: ``"local"`` (this machine's processes) or ``"dask"``.
         scheduler: Dask scheduler address; ``None`` starts a local Dask cluster.
+        read_ahead: MiB of reads each worker keeps in flight ahead of the file it
+            parses (counted at the listed sizes); ``0`` reads a file only when it
+            is parsed. Does not change the output.
+        read_timeout: Seconds a read may take; a read still unfinished then
+            rejects its file as ``unreadable`` and the build goes on.
 
     Example:
         >>> BuildOptions(workers=2, max_errors=10).max_errors
@@ -157,6 +166,20 @@ class BuildOptions:
         "Dask scheduler (tcp://host:8786) [default: a local cluster of --workers processes].",
         role="run",
         metavar="ADDRESS",
+    )
+    read_ahead: int = _option(
+        READ_AHEAD_MIB,
+        "MiB of reads each worker keeps in flight while it parses; 0: no read-ahead.",
+        role="run",
+        minimum=0,
+        metavar="MIB",
+    )
+    read_timeout: int = _option(
+        READ_TIMEOUT_SECONDS,
+        "Seconds a read may take before its file is rejected as unreadable.",
+        role="run",
+        minimum=1,
+        metavar="SECONDS",
     )
 
     def __post_init__(self) -> None:

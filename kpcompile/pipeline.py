@@ -29,7 +29,7 @@ from kpcompile.compile.stage import Stage
 from kpcompile.compile.worker import PreviousFile, ShardResult, ShardTask
 from kpcompile.compile.writer import ParquetSettings, table_from_columns, write_table
 from kpcompile.errors import KpcompileError, OptionsError, OutputError, RejectedFilesError
-from kpcompile.ingest import Source, SourceFile, open_source
+from kpcompile.ingest import Source, SourceFile, open_source, preload
 from kpcompile.ingest.discover import LANDMARK_NAMES, select
 from kpcompile.ingest.sets import SET_NAMES, SetSource, discover_sets
 from kpcompile.manifest import (
@@ -138,6 +138,7 @@ def build(
     """
     opts = BuildOptions.from_kwargs(options, kwargs)
     started = time.perf_counter()
+    preload(source)  # before workers fork: they inherit an imported s3fs
     with _worker_pool(opts) as pool:
         return _build(source, open_store(out), opts, started, pool)
 
@@ -327,6 +328,7 @@ def _run(
             yield ShardTask(
                 i, tuple(shard), portable, stage, opts.partition_by, settings,
                 opts.max_file_bytes, previous=previous.get(i),
+                read_ahead=opts.read_ahead << 20, read_timeout=float(opts.read_timeout),
             )  # fmt: skip
 
     workers = opts.resolved_workers

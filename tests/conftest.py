@@ -104,6 +104,7 @@ def s3() -> Iterator[Any]:
 
     server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
     server.start()
+    _count_requests(server)
     host, port = server.get_host_and_port()
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("AWS_ACCESS_KEY_ID", "testing")
@@ -118,3 +119,27 @@ def s3() -> Iterator[Any]:
         finally:
             fsspec.filesystem("s3").clear_instance_cache()
             server.stop()
+
+
+S3_REQUESTS: list[tuple[str, str, str | None]] = []
+"""Requests the S3 test server answered: (method, path, Range header)."""
+
+
+def _count_requests(server: Any) -> None:
+    """Record every request the server answers, whichever process sent it."""
+    inner = server._server.app
+
+    def app(environ: dict[str, Any], start_response: Any) -> Any:
+        S3_REQUESTS.append(
+            (environ["REQUEST_METHOD"], environ.get("PATH_INFO", ""), environ.get("HTTP_RANGE"))
+        )
+        return inner(environ, start_response)
+
+    server._server.app = app
+
+
+@pytest.fixture
+def s3_requests(s3: Any) -> list[tuple[str, str, str | None]]:
+    """The requests the S3 test server answers from now on (see :data:`S3_REQUESTS`)."""
+    S3_REQUESTS.clear()
+    return S3_REQUESTS

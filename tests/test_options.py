@@ -34,6 +34,8 @@ PROBES: dict[str, dict[str, Any] | str] = {
     "full": {"full": True},
     "executor": "tests/compile/test_dask.py: a Dask build writes the same bytes as a local one",
     "scheduler": "tests/compile/test_dask.py: only used with executor='dask'",
+    "read_ahead": {"read_ahead": 0},
+    "read_timeout": {"read_timeout": 5},
 }
 BASE: dict[str, Any] = {"workers": 1, "max_errors": 1, "progress": False}
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import zlib
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +27,7 @@ from kpcompile.compile.writer import (
 )
 from kpcompile.errors import ErrorCode, FormatError, SnapshotError
 from kpcompile.ingest import Source, SourceFile
+from kpcompile.ingest.base import READ_AHEAD, READ_TIMEOUT
 from kpcompile.manifest import ErrorRow, FileEntry
 from kpcompile.parsing import NUM_LANDMARKS, Landmarks, parse
 from kpcompile.schema import FILES_SCHEMA, KEYPOINTS_SCHEMA, partition_dir
@@ -67,6 +69,10 @@ class ShardTask:
     max_file_bytes: int
     previous: tuple[PreviousFile | None, ...] | None = None
     """Per file, its compiled row in the previous snapshot (incremental builds)."""
+    read_ahead: int = READ_AHEAD
+    """Bytes of reads kept in flight while the worker parses (``0``: none)."""
+    read_timeout: float = READ_TIMEOUT
+    """Seconds a read may take before its file is rejected as ``unreadable``."""
 
 
 @dataclass(slots=True)
@@ -115,9 +121,46 @@ def _compile(task: ShardTask, folder: str) -> ShardResult:
     rows = _Rows(folder, name, task.settings)
     files = _FilesColumns()
     parts = _PreviousParts(task.stage)
+    wanted = [i for i, sf in enumerate(task.files) if _must_read(task, i, sf)]
+    with task.source.read_many(
+        [task.files[i].path for i in wanted],
+        task.max_file_bytes,
+        window=task.read_ahead,
+        timeout=task.read_timeout,
+        sizes=[task.files[i].size for i in wanted],
+    ) as reads:
+        _each_file(task, result, rows, files, parts, iter(reads))
+    result.written["keypoints"] = rows.close()
+    table = table_from_columns(files.cols, FILES_SCHEMA)
+    result.written["files"] = [write_table(table, folder, f"files/{name}", task.settings)]
+    return result
+
+
+Read = tuple[str, "bytes | FormatError"]
+
+
+def _must_read(task: ShardTask, i: int, sf: SourceFile) -> bool:
+    """Whether file ``i`` is read (see :func:`_read_and_parse`, which decides the same)."""
+    if sf.unsafe is not None or sf.duplicate_of is not None:
+        return False
+    prev = task.previous[i] if task.previous is not None else None
+    return prev is None or (sf.size, sf.mtime_ns) != (prev.size, prev.mtime_ns)
+
+
+def _each_file(
+    task: ShardTask,
+    result: ShardResult,
+    rows: _Rows,
+    files: _FilesColumns,
+    parts: _PreviousParts,
+    reads: Iterator[Read],
+) -> None:
+    """Parse the shard's files in order, taking the bytes of those read as they arrive."""
     for i, sf in enumerate(task.files):
         prev = task.previous[i] if task.previous is not None else None
-        outcome = _outcome(task, sf, prev)
+        got = next(reads) if _must_read(task, i, sf) else None
+        assert got is None or got[0] == sf.path, (got[0] if got else None, sf.path)
+        outcome = _outcome(task, sf, prev, got[1] if got is not None else None)
         key = sf.camera if task.partition_by == "camera" else ""
         if outcome.reuse is not None:
             table, at = parts.rows(outcome.reuse, sf)
@@ -130,16 +173,14 @@ def _compile(task: ShardTask, folder: str) -> ShardResult:
             result.errors.append(ErrorRow(sf.path, str(outcome.error.code), str(outcome.error)))
         files.add(sf, outcome)
         _count(result, outcome)
-    result.written["keypoints"] = rows.close()
-    table = table_from_columns(files.cols, FILES_SCHEMA)
-    result.written["files"] = [write_table(table, folder, f"files/{name}", task.settings)]
-    return result
 
 
-def _outcome(task: ShardTask, sf: SourceFile, prev: PreviousFile | None) -> _Outcome:
+def _outcome(
+    task: ShardTask, sf: SourceFile, prev: PreviousFile | None, data: bytes | FormatError | None
+) -> _Outcome:
     """What becomes of one file; any failure is that file's rejection, never the shard's."""
     try:
-        return _read_and_parse(task, sf, prev)
+        return _read_and_parse(task, sf, prev, data)
     except Exception as exc:  # a bug on one file must not cost the other files
         reason = (
             f"internal error while compiling this file: {type(exc).__name__}: {exc}; "
@@ -149,7 +190,10 @@ def _outcome(task: ShardTask, sf: SourceFile, prev: PreviousFile | None) -> _Out
         return _Outcome(size=sf.size if sf.size >= 0 else None, error=err)
 
 
-def _read_and_parse(task: ShardTask, sf: SourceFile, prev: PreviousFile | None) -> _Outcome:
+def _read_and_parse(
+    task: ShardTask, sf: SourceFile, prev: PreviousFile | None, data: bytes | FormatError | None
+) -> _Outcome:
+    """One file's outcome; ``data``: its bytes or read error, None when it is not read."""
     if sf.unsafe is not None:
         reason = f"unsafe name: {sf.unsafe}; rejected as Python's tarfile 'data' filter does"
         return _Outcome(error=FormatError(ErrorCode.UNSAFE_PATH, sf.path, reason))
@@ -162,10 +206,9 @@ def _read_and_parse(task: ShardTask, sf: SourceFile, prev: PreviousFile | None) 
         return _Outcome(size=sf.size if sf.size >= 0 else None, error=err)
     if prev is not None and (sf.size, sf.mtime_ns) == (prev.size, prev.mtime_ns):
         return _Outcome(reuse=prev, size=prev.size, checksum=prev.checksum)
-    try:
-        data = task.source.read(sf.path, task.max_file_bytes)
-    except FormatError as exc:
-        return _Outcome(size=sf.size if sf.size >= 0 else None, error=exc)
+    assert data is not None, "read by _each_file, as _must_read says"
+    if isinstance(data, FormatError):
+        return _Outcome(size=sf.size if sf.size >= 0 else None, error=data)
     out = _Outcome(size=len(data), checksum=f"crc32:{zlib.crc32(data):08x}")
     if prev is not None and (len(data), out.checksum) == (prev.size, prev.checksum):
         out.reuse = prev

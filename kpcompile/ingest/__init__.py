@@ -7,6 +7,7 @@ holds a ``Source`` and asks no more.
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 from kpcompile.errors import SourceError
@@ -25,12 +26,30 @@ __all__ = [
     "discover",
     "is_url",
     "open_source",
+    "preload",
 ]
 
 
 def is_url(location: str | os.PathLike[str]) -> bool:
     """Whether ``location`` is a URL (``s3://bucket/prefix``) rather than a local path."""
     return "://" in os.fspath(location)
+
+
+def preload(location: str | os.PathLike[str]) -> None:
+    """Import the client library reading ``location`` needs (s3fs for ``s3://``...).
+
+    Called before worker processes are forked, so they start with it imported
+    instead of each importing it (about 0.5 s of CPU for s3fs and botocore). Starts
+    no thread and opens no connection; an unknown scheme is left to
+    :func:`open_source` to report.
+    """
+    loc = os.fspath(location)
+    if is_url(loc):
+        import fsspec
+
+        # an unknown scheme or a missing extra: open_source reports it, naming the source
+        with contextlib.suppress(Exception):
+            fsspec.get_filesystem_class(loc.split("://", 1)[0])
 
 
 def open_source(

@@ -29,13 +29,24 @@ import math
 import os
 import tarfile
 import tempfile
+import threading
 import zipfile
 from collections.abc import Iterable, Sequence
 from pathlib import PurePosixPath
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from kpcompile.errors import FormatError, SourceError
-from kpcompile.ingest.base import Entry, Source, too_large, unreadable
+from kpcompile.ingest.base import (
+    READ_AHEAD,
+    READ_TIMEOUT,
+    Entry,
+    Source,
+    too_large,
+    unreadable,
+)
+
+if TYPE_CHECKING:
+    from kpcompile.ingest.readahead import ReadAhead
 
 SUFFIXES: tuple[str, ...] = (".tar", ".tar.gz", ".tgz", ".zip")
 _LINK_REASON = "a link inside an archive; links are not followed, extract the archive instead"
@@ -106,12 +117,13 @@ class ZipSource(Source):
         except (OSError, zipfile.BadZipFile, EOFError) as exc:
             raise _fail(location, exc) from None
 
-    def _open(self) -> tuple[zipfile.ZipFile, dict[str, zipfile.ZipInfo]]:
+    def _open(self) -> _OpenZip:
         stamp = (0, 0) if self._remote else _stamp(self.location)
-        return _zip(self.location, self._remote, stamp)
+        # per process: a forked worker must not share the parent's file offset
+        return _zip(self.location, self._remote, stamp, os.getpid())
 
     def _members(self) -> dict[str, zipfile.ZipInfo]:
-        return self._open()[1]
+        return self._open().members
 
     def list(self, names: frozenset[str]) -> Iterable[Entry]:
         for rel, info in self._members().items():
@@ -123,10 +135,10 @@ class ZipSource(Source):
 
     def read(self, rel: str, max_bytes: int) -> bytes:
         try:
-            zf, members = self._open()
+            opened = self._open()
         except (OSError, zipfile.BadZipFile, EOFError) as exc:
             raise unreadable(rel, f"cannot open archive: {exc}") from None
-        info = members.get(rel)
+        info = opened.members.get(rel)
         if info is None:
             raise unreadable(rel, "no such member in the archive")
         if info.is_dir():
@@ -134,7 +146,7 @@ class ZipSource(Source):
         if info.file_size > max_bytes:
             raise too_large(rel, info.file_size, max_bytes)
         try:
-            return zf.read(info)
+            return opened.read(info)
         except (OSError, zipfile.BadZipFile, RuntimeError, EOFError, NotImplementedError) as exc:
             raise unreadable(rel, str(exc)) from None
 
@@ -145,16 +157,34 @@ def _stamp(location: str) -> tuple[int, int]:
     return (st.st_mtime_ns, st.st_size)
 
 
+class _OpenZip:
+    """An open archive and its members by path, shared by a process's reading threads.
+
+    ``ZipFile`` serialises its own reads of the archive, but counts the members open
+    on it without a lock: opening and closing a member happen under ``lock`` here.
+    """
+
+    def __init__(self, zf: zipfile.ZipFile) -> None:
+        self.zf = zf
+        self.lock = threading.Lock()
+        self.members: dict[str, zipfile.ZipInfo] = {}
+        for info in zf.infolist():
+            self.members[member_path(info.filename)] = info  # a later duplicate wins
+
+    def read(self, info: zipfile.ZipInfo) -> bytes:
+        with self.lock:
+            fh = self.zf.open(info)
+        try:
+            return fh.read()
+        finally:
+            with self.lock:
+                fh.close()
+
+
 @functools.lru_cache(maxsize=4)
-def _zip(
-    location: str, remote: bool, _stamp: tuple[int, int]
-) -> tuple[zipfile.ZipFile, dict[str, zipfile.ZipInfo]]:
-    """An open archive and its members by path, kept open for a worker's next shards."""
-    zf = zipfile.ZipFile(_open_binary(location, remote) if remote else location)
-    members: dict[str, zipfile.ZipInfo] = {}
-    for info in zf.infolist():
-        members[member_path(info.filename)] = info  # a later duplicate wins, as extraction
-    return zf, members
+def _zip(location: str, remote: bool, _stamp: tuple[int, int], _pid: int) -> _OpenZip:
+    """An open archive, kept open for a worker's next shards."""
+    return _OpenZip(zipfile.ZipFile(_open_binary(location, remote) if remote else location))
 
 
 # --- tar: streamed once, wanted members spooled ------------------------------------------
@@ -287,9 +317,25 @@ class MemorySource(Source):
         return []
 
     def read(self, rel: str, max_bytes: int) -> bytes:
-        item = self._data.get(rel) or unreadable(rel, "not in the archive")
+        item = self._data.get(rel)
+        if item is None:
+            raise unreadable(rel, "not in the archive")
         if isinstance(item, FormatError):
             raise item
         if len(item) > max_bytes:
             raise too_large(rel, len(item), max_bytes)
         return item
+
+    def read_many(
+        self,
+        rels: Sequence[str],
+        max_bytes: int,
+        *,
+        window: int = READ_AHEAD,
+        timeout: float = READ_TIMEOUT,
+        sizes: Sequence[int] | None = None,
+    ) -> ReadAhead:
+        """The bytes are here already: no threads, nothing to wait for."""
+        from kpcompile.ingest.readahead import inline_reads
+
+        return inline_reads(lambda rel: self.read(rel, max_bytes), rels, max_bytes)

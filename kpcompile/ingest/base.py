@@ -10,11 +10,30 @@ naming the file, which the build records as that file's rejection.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-from kpcompile.errors import ErrorCode, FormatError
+from kpcompile.ingest.rejections import internal_error, too_large, unreadable
+from kpcompile.options import READ_AHEAD_MIB, READ_TIMEOUT_SECONDS
+
+if TYPE_CHECKING:
+    from kpcompile.ingest.readahead import ReadAhead
+
+__all__ = [
+    "READ_AHEAD",
+    "READ_TIMEOUT",
+    "Entry",
+    "Source",
+    "internal_error",
+    "too_large",
+    "unreadable",
+]
+
+READ_AHEAD = READ_AHEAD_MIB << 20
+"""Bytes each reader keeps in flight by default (``--read-ahead`` is in MiB)."""
+READ_TIMEOUT = float(READ_TIMEOUT_SECONDS)
+"""Seconds a read may take by default before its file is rejected as ``unreadable``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,14 +77,29 @@ class Source(ABC):
         """
 
     def read_many(
-        self, rels: Sequence[str], max_bytes: int
-    ) -> Iterator[tuple[str, bytes | FormatError]]:
-        """The bytes of several files, in the order given; a failure is that file's item."""
-        for rel in rels:
-            try:
-                yield rel, self.read(rel, max_bytes)
-            except FormatError as exc:
-                yield rel, exc
+        self,
+        rels: Sequence[str],
+        max_bytes: int,
+        *,
+        window: int = READ_AHEAD,
+        timeout: float = READ_TIMEOUT,
+        sizes: Sequence[int] | None = None,
+    ) -> ReadAhead:
+        """The bytes of several files, in the order given; a failure is that file's item.
+
+        Reads run ahead of the caller, at most ``window`` bytes in flight (``sizes``:
+        the files' sizes as listed, to count them; see
+        :mod:`kpcompile.ingest.readahead`). A read unfinished after ``timeout``
+        seconds, and any unexpected exception, is that file's :class:`FormatError`:
+        iterating never raises for one file and never hangs. Close the result (or
+        use it as a context manager) to stop reads not yet consumed.
+        """
+        from kpcompile.ingest.readahead import thread_reads
+
+        def read(rel: str) -> bytes:
+            return self.read(rel, max_bytes)
+
+        return thread_reads(read, rels, max_bytes, window=window, timeout=timeout, sizes=sizes)
 
     def portable(self, rels: Sequence[str], *, local: bool) -> Source:
         """A picklable source that can read ``rels`` in a worker process.
@@ -83,16 +117,3 @@ class Source(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def unreadable(rel: str, reason: str) -> FormatError:
-    """The rejection of a file that cannot be read."""
-    return FormatError(ErrorCode.UNREADABLE, rel, f"cannot read: {reason}")
-
-
-def too_large(rel: str, size: int | None, max_bytes: int) -> FormatError:
-    """The rejection of a file beyond ``max_file_bytes`` (``size`` None: still growing)."""
-    what = f"{size} bytes, more than" if size is not None else "growing beyond"
-    return FormatError(
-        ErrorCode.TOO_LARGE, rel, f"file too large: {what} max_file_bytes {max_bytes}"
-    )

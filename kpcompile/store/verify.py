@@ -230,18 +230,20 @@ def _check_source(
             report.problems.append(f"source: {rel}: in the snapshot, no longer in the source")
         both = sorted(set(found) & set(recorded))
         touched = 0
-        for rel, data in src.read_many(both, max_bytes=2**62):
-            row = recorded[rel]
-            if isinstance(data, FormatError):
-                if row["checksum"] is not None:
-                    report.problems.append(f"source: {data}")
-                continue
-            report.source_files_checked += 1
-            problem = _compare(rel, data, row)
-            if problem:
-                report.problems.append(problem)
-            elif found[rel].mtime_ns != row["mtime_ns"]:
-                touched += 1
+        sizes = [found[rel].size for rel in both]
+        with src.read_many(both, max_bytes=2**62, sizes=sizes) as reads:
+            for rel, data in reads:
+                row = recorded[rel]
+                if isinstance(data, FormatError):
+                    if row["checksum"] is not None:
+                        report.problems.append(f"source: {data}")
+                    continue
+                report.source_files_checked += 1
+                problem = _compare(rel, data, row)
+                if problem:
+                    report.problems.append(problem)
+                elif found[rel].mtime_ns != row["mtime_ns"]:
+                    touched += 1
     if touched:
         report.notes.append(
             f"{touched} source file{'s' if touched != 1 else ''} have a new modification time "
