@@ -53,10 +53,12 @@ GRACE_SECONDS = 5.0
 log = logging.getLogger("kpcompile")
 OnDone = Callable[[ShardResult, int], None]
 
-# A fresh worker ignores SIGINT before importing anything, and finds modules where
-# the coordinator finds them (its sys.path follows on the command line).
+# A fresh worker starts with SIGINT blocked (see _sigint_blocked), ignores it before
+# importing anything, and finds modules where the coordinator finds them (its
+# sys.path follows on the command line).
 _BOOT = (
     "import signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+    "signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT}); "
     "sys.path[:] = sys.argv[3:]; from kpcompile.compile.serve import main; main()"
 )
 
@@ -303,7 +305,8 @@ class WorkerPool:
     def _spawn(self) -> _Worker:
         ours, theirs = Channel.pair()
         try:
-            worker = self._fork(ours, theirs) if _forkable() else _launch(ours, theirs)
+            with _sigint_blocked():
+                worker = self._fork(ours, theirs) if _forkable() else _launch(ours, theirs)
         except BaseException:
             ours.close()
             raise
@@ -341,6 +344,25 @@ class WorkerPool:
             serve(theirs, coordinator)
         finally:
             os._exit(1)
+
+
+@contextlib.contextmanager
+def _sigint_blocked() -> Iterator[None]:
+    """SIGINT blocked in this thread while a worker starts.
+
+    The mask is inherited through fork and exec, so a Ctrl-C that reaches the new
+    worker before it ignores SIGINT (a fresh interpreter takes a while to get
+    there) stays pending until :func:`~kpcompile.compile.serve.serve` ignores it,
+    which discards it. The coordinator gets its own Ctrl-C as soon as this ends.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signals go to the main thread; this one's mask does not matter
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def _forkable() -> bool:

@@ -35,7 +35,8 @@ def main() -> NoReturn:
 
 def serve(channel: Channel, coordinator: int) -> NoReturn:
     """Answer tasks until the channel closes or the coordinator exits; never returns."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a pending one (blocked at start) is discarded
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     exit_with(coordinator)
     while True:
         try:

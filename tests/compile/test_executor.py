@@ -252,3 +252,42 @@ def test_ctrl_c_stops_the_build_and_its_workers_quietly(dataset: Path, tmp_path:
     assert err.decode() == "interrupted; nothing published\n"  # no traceback from anyone
     assert family and not any(_alive(p) for p in family)
     assert not (tmp_path / "out" / "CURRENT").exists()
+
+
+
+_SIGINT_STORM = """
+import pathlib, signal, sys
+{imports}
+import kpcompile
+
+caught = []
+signal.signal(signal.SIGINT, lambda *_: caught.append(1))  # the coordinator survives them
+pathlib.Path(sys.argv[1], "ready").touch()
+r = kpcompile.build({source!r}, {out!r}, workers=2, shard_files=5, progress=False)
+pathlib.Path(sys.argv[1], "done").touch()
+print("built", r.compiled, "interrupts", bool(caught))
+"""
+
+
+@pytest.mark.parametrize("imports", ["import polars", "import json"])
+def test_workers_ignore_sigint_from_their_first_instruction(
+    dataset: Path, tmp_path: Path, imports: str
+) -> None:
+    """SIGINT to the process group again and again while workers start (a fresh
+    interpreter takes a while to reach its own code on a loaded machine): no worker
+    dies of it, prints a traceback, or needs a retry."""
+    script = tmp_path / "storm.py"
+    out = str(tmp_path / "out")
+    script.write_text(_SIGINT_STORM.format(imports=imports, source=str(dataset), out=out))
+    cmd = [sys.executable, str(script), str(tmp_path)]
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
+    with _build_process(cmd, start_new_session=True, **pipes) as proc:
+        while not (tmp_path / "ready").exists():  # the coordinator's handler is set
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.002)
+        while not (tmp_path / "done").exists() and proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGINT)
+            time.sleep(0.003)
+        out_text, err = proc.communicate(timeout=120)
+    assert err.decode() == ""
+    assert (proc.returncode, out_text.decode()) == (0, "built 80 interrupts True\n")
