@@ -254,7 +254,6 @@ def test_ctrl_c_stops_the_build_and_its_workers_quietly(dataset: Path, tmp_path:
     assert not (tmp_path / "out" / "CURRENT").exists()
 
 
-
 _SIGINT_STORM = """
 import pathlib, signal, sys
 {imports}
