@@ -6,9 +6,10 @@ N; the answers are checked equal. The first four are also answered by plain Pyth
 + orjson over the source JSON (one pass). Results go to
 ``benchmarks/results/query.json``, with the machine's load average before and after.
 
-Run: ``python -m benchmarks.bench_query [--files 20000] [--repeat 5] [--keep]``
-(default: 20,000 files = 9,360,000 landmarks; the synthesized dataset is kept in
-benchmarks/data/ for the next run, the compiled snapshot is deleted unless ``--keep``).
+Run: ``python -m benchmarks.bench_query [--files 20000] [--repeat 5] [--compression lz4] [--keep]``
+(default: 20,000 files = 9,360,000 landmarks built with zstd; the synthesized dataset is
+kept in benchmarks/data/ for the next run, the compiled snapshot is deleted unless
+``--keep``). A build with another codec writes ``query-<codec>.json``.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import polars as pl
 
 import kpcompile
 from benchmarks.common import DATA, dataset, save
+from kpcompile.options import COMPRESSIONS
 
 LIPS = kpcompile.region_ids("lips")
 LIPS_SQL = ", ".join(map(str, LIPS))
@@ -329,11 +331,13 @@ def measure(qs: list[Query], repeat: int) -> dict[str, dict[str, Any]]:
     return results
 
 
-def run(n_files: int, keep: bool, repeat: int, workers: int | None, raw: bool) -> dict[str, Any]:
+def run(
+    n_files: int, keep: bool, repeat: int, workers: int | None, raw: bool, compression: str
+) -> dict[str, Any]:
     source = dataset(n_files)
     out = DATA / "query-compiled"
     shutil.rmtree(out, ignore_errors=True)
-    built = kpcompile.build(source, out, workers=workers)
+    built = kpcompile.build(source, out, workers=workers, compression=compression)
     con = connect(out)
     qs = queries(out, con)
     if raw:
@@ -347,6 +351,7 @@ def run(n_files: int, keep: bool, repeat: int, workers: int | None, raw: bool) -
         "source_bytes": info.source_bytes,
         "snapshot_bytes": info.output_bytes,
         "build_seconds": round(built.seconds, 1),
+        "compression": compression,
         "repeat": repeat,
         "versions": {"polars": pl.__version__, "duckdb": duckdb.__version__},
         "load_average": {"before": load_before, "after": os.getloadavg()},
@@ -364,9 +369,17 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=None)
     ap.add_argument("--no-raw", action="store_true", help="skip the raw JSON answers")
     ap.add_argument("--keep", action="store_true", help="keep the compiled snapshot")
+    ap.add_argument(
+        "--compression",
+        default="zstd",
+        choices=COMPRESSIONS,
+        help="the build's codec; other than zstd, results go to query-<codec>.json",
+    )
     args = ap.parse_args()
-    report = run(args.files, args.keep, args.repeat, args.workers, not args.no_raw)
-    path = save("query", report)
+    report = run(
+        args.files, args.keep, args.repeat, args.workers, not args.no_raw, args.compression
+    )
+    path = save("query" if args.compression == "zstd" else f"query-{args.compression}", report)
     print(f"{report['landmarks']:,} landmarks in {report['files']:,} files; results: {path}")
 
 
