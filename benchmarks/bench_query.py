@@ -50,23 +50,34 @@ class Query:
     check_raw: Callable[[Any, Any], None] | None = None
 
 
-def _best_pair(a: Callable[[], Any], b: Callable[[], Any], repeat: int) -> tuple[Any, ...]:
+@dataclass
+class Timing:
+    """Best wall and CPU seconds of one engine over the runs, and its last answer."""
+
+    wall: float = float("inf")
+    cpu: float = float("inf")
+    result: Any = None
+
+    def run(self, fn: Callable[[], Any]) -> None:
+        wall, cpu = time.perf_counter(), time.process_time()
+        self.result = fn()
+        self.wall = min(self.wall, time.perf_counter() - wall)
+        self.cpu = min(self.cpu, time.process_time() - cpu)
+
+
+def _best_pair(a: Callable[[], Any], b: Callable[[], Any], repeat: int) -> tuple[Timing, Timing]:
     """Best times of ``a`` and ``b`` over ``repeat`` alternating runs, and their results.
 
     Alternating (a, b, a, b, ...) makes both see the same machine: on a shared machine
     other processes' load comes and goes, and best-of-N of one after the other would
-    compare different moments.
+    compare different moments. CPU time (every thread of this process; both engines
+    run in it) is recorded beside wall time: other processes' load moves it less.
     """
-    best_a = best_b = float("inf")
-    result_a = result_b = None
+    ta, tb = Timing(), Timing()
     for _ in range(repeat):
-        t = time.perf_counter()
-        result_a = a()
-        best_a = min(best_a, time.perf_counter() - t)
-        t = time.perf_counter()
-        result_b = b()
-        best_b = min(best_b, time.perf_counter() - t)
-    return best_a, result_a, best_b, result_b
+        ta.run(a)
+        tb.run(b)
+    return ta, tb
 
 
 def connect(out: Path) -> duckdb.DuckDBPyConnection:
@@ -309,13 +320,17 @@ def measure(qs: list[Query], repeat: int) -> dict[str, dict[str, Any]]:
     """Best-of-``repeat`` times of both engines (and one raw JSON pass where there is one)."""
     results: dict[str, dict[str, Any]] = {}
     for q in qs:
-        tk, rk, td, rd = _best_pair(q.kpcompile, q.duckdb, repeat)
-        q.check(rk, rd)
+        k, d = _best_pair(q.kpcompile, q.duckdb, repeat)
+        q.check(k.result, d.result)
+        tk, td, rk = k.wall, d.wall, k.result
         r: dict[str, Any] = {
             "label": q.label,
             "kpcompile_s": round(tk, 4),
             "duckdb_s": round(td, 4),
             "duckdb_over_kpcompile": round(td / tk, 2),
+            "kpcompile_cpu_s": round(k.cpu, 4),
+            "duckdb_cpu_s": round(d.cpu, 4),
+            "cpu_duckdb_over_kpcompile": round(d.cpu / k.cpu, 2),
         }
         if q.raw is not None:
             t = time.perf_counter()
@@ -326,7 +341,9 @@ def measure(qs: list[Query], repeat: int) -> dict[str, dict[str, Any]]:
             r |= {"raw_json_s": round(tr, 2), "raw_json_over_kpcompile": round(tr / tk, 1)}
         results[q.name] = r
         print(
-            f"  {q.name:30} kpcompile {tk * 1e3:8.1f} ms  DuckDB {td * 1e3:8.1f} ms  {td / tk:.2f}x"
+            f"  {q.name:29} kpcompile {tk * 1e3:7.1f} ms  DuckDB {td * 1e3:7.1f} ms  "
+            f"{td / tk:.2f}x | CPU {k.cpu * 1e3:7.1f} / {d.cpu * 1e3:7.1f} ms  "
+            f"{d.cpu / k.cpu:.2f}x"
         )
     return results
 
