@@ -29,8 +29,8 @@ _KP_IDS = np.arange(NUM_LANDMARKS, dtype=np.int16)
 # Codecs after which the float columns are BYTE_STREAM_SPLIT. zstd and gzip compress
 # the split byte streams well (zstd: 45 MB of floats per 4,000 files, 52 MB PLAIN).
 # lz4 and snappy gain less from the split and no codec gains nothing, while polars
-# decodes BYTE_STREAM_SPLIT slowly: with lz4, 0.17 s of CPU for those floats against
-# 0.05 s PLAIN (DuckDB 0.09 s either way). benchmarks/bench_storage.py measures it.
+# decodes BYTE_STREAM_SPLIT slowly: with lz4, 0.18 s of CPU for those floats against
+# 0.06 s PLAIN (DuckDB 0.10 and 0.08 s). benchmarks/bench_storage.py measures it.
 _SPLIT_FLOAT_CODECS = frozenset({"zstd", "gzip"})
 
 
