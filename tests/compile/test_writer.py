@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import polars as pl
 import pyarrow.parquet as pq
 import pytest
 
@@ -42,8 +41,7 @@ def test_float_columns_are_encoded_for_the_codec(
     out = tmp_path / codec
     kpcompile.build(small_dataset, out, workers=1, compression=codec)
     assert _float_encodings(out) == {EXPECTED[codec]}
+    # the same values, bit for bit, whatever the encoding
     reference = tmp_path / "reference"
-    if not reference.exists():
-        kpcompile.build(small_dataset, reference, workers=1)
+    kpcompile.build(small_dataset, reference, workers=1)
     assert kpcompile.read(out).equals(kpcompile.read(reference))
-    assert kpcompile.read(out).schema == pl.DataFrame(kpcompile.read(reference).head(0)).schema
