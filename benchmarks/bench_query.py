@@ -6,9 +6,10 @@ N; the answers are checked equal. The first four are also answered by plain Pyth
 + orjson over the source JSON (one pass). Results go to
 ``benchmarks/results/query.json``, with the machine's load average before and after.
 
-Run: ``python -m benchmarks.bench_query [--files 20000] [--repeat 5] [--keep]``
-(default: 20,000 files = 9,360,000 landmarks; the synthesized dataset is kept in
-benchmarks/data/ for the next run, the compiled snapshot is deleted unless ``--keep``).
+Run: ``python -m benchmarks.bench_query [--files 20000] [--repeat 5] [--compression lz4] [--keep]``
+(default: 20,000 files = 9,360,000 landmarks built with zstd; the synthesized dataset is
+kept in benchmarks/data/ for the next run, the compiled snapshot is deleted unless
+``--keep``). A build with another codec writes ``query-<codec>.json``.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import polars as pl
 
 import kpcompile
 from benchmarks.common import DATA, dataset, save
+from kpcompile.options import COMPRESSIONS
 
 LIPS = kpcompile.region_ids("lips")
 LIPS_SQL = ", ".join(map(str, LIPS))
@@ -48,23 +50,34 @@ class Query:
     check_raw: Callable[[Any, Any], None] | None = None
 
 
-def _best_pair(a: Callable[[], Any], b: Callable[[], Any], repeat: int) -> tuple[Any, ...]:
+@dataclass
+class Timing:
+    """Best wall and CPU seconds of one engine over the runs, and its last answer."""
+
+    wall: float = float("inf")
+    cpu: float = float("inf")
+    result: Any = None
+
+    def run(self, fn: Callable[[], Any]) -> None:
+        wall, cpu = time.perf_counter(), time.process_time()
+        self.result = fn()
+        self.wall = min(self.wall, time.perf_counter() - wall)
+        self.cpu = min(self.cpu, time.process_time() - cpu)
+
+
+def _best_pair(a: Callable[[], Any], b: Callable[[], Any], repeat: int) -> tuple[Timing, Timing]:
     """Best times of ``a`` and ``b`` over ``repeat`` alternating runs, and their results.
 
     Alternating (a, b, a, b, ...) makes both see the same machine: on a shared machine
     other processes' load comes and goes, and best-of-N of one after the other would
-    compare different moments.
+    compare different moments. CPU time (every thread of this process; both engines
+    run in it) is recorded beside wall time: other processes' load moves it less.
     """
-    best_a = best_b = float("inf")
-    result_a = result_b = None
+    ta, tb = Timing(), Timing()
     for _ in range(repeat):
-        t = time.perf_counter()
-        result_a = a()
-        best_a = min(best_a, time.perf_counter() - t)
-        t = time.perf_counter()
-        result_b = b()
-        best_b = min(best_b, time.perf_counter() - t)
-    return best_a, result_a, best_b, result_b
+        ta.run(a)
+        tb.run(b)
+    return ta, tb
 
 
 def connect(out: Path) -> duckdb.DuckDBPyConnection:
@@ -307,13 +320,17 @@ def measure(qs: list[Query], repeat: int) -> dict[str, dict[str, Any]]:
     """Best-of-``repeat`` times of both engines (and one raw JSON pass where there is one)."""
     results: dict[str, dict[str, Any]] = {}
     for q in qs:
-        tk, rk, td, rd = _best_pair(q.kpcompile, q.duckdb, repeat)
-        q.check(rk, rd)
+        k, d = _best_pair(q.kpcompile, q.duckdb, repeat)
+        q.check(k.result, d.result)
+        tk, td, rk = k.wall, d.wall, k.result
         r: dict[str, Any] = {
             "label": q.label,
             "kpcompile_s": round(tk, 4),
             "duckdb_s": round(td, 4),
             "duckdb_over_kpcompile": round(td / tk, 2),
+            "kpcompile_cpu_s": round(k.cpu, 4),
+            "duckdb_cpu_s": round(d.cpu, 4),
+            "cpu_duckdb_over_kpcompile": round(d.cpu / k.cpu, 2),
         }
         if q.raw is not None:
             t = time.perf_counter()
@@ -324,16 +341,20 @@ def measure(qs: list[Query], repeat: int) -> dict[str, dict[str, Any]]:
             r |= {"raw_json_s": round(tr, 2), "raw_json_over_kpcompile": round(tr / tk, 1)}
         results[q.name] = r
         print(
-            f"  {q.name:30} kpcompile {tk * 1e3:8.1f} ms  DuckDB {td * 1e3:8.1f} ms  {td / tk:.2f}x"
+            f"  {q.name:29} kpcompile {tk * 1e3:7.1f} ms  DuckDB {td * 1e3:7.1f} ms  "
+            f"{td / tk:.2f}x | CPU {k.cpu * 1e3:7.1f} / {d.cpu * 1e3:7.1f} ms  "
+            f"{d.cpu / k.cpu:.2f}x"
         )
     return results
 
 
-def run(n_files: int, keep: bool, repeat: int, workers: int | None, raw: bool) -> dict[str, Any]:
+def run(
+    n_files: int, keep: bool, repeat: int, workers: int | None, raw: bool, compression: str
+) -> dict[str, Any]:
     source = dataset(n_files)
     out = DATA / "query-compiled"
     shutil.rmtree(out, ignore_errors=True)
-    built = kpcompile.build(source, out, workers=workers)
+    built = kpcompile.build(source, out, workers=workers, compression=compression)
     con = connect(out)
     qs = queries(out, con)
     if raw:
@@ -347,6 +368,7 @@ def run(n_files: int, keep: bool, repeat: int, workers: int | None, raw: bool) -
         "source_bytes": info.source_bytes,
         "snapshot_bytes": info.output_bytes,
         "build_seconds": round(built.seconds, 1),
+        "compression": compression,
         "repeat": repeat,
         "versions": {"polars": pl.__version__, "duckdb": duckdb.__version__},
         "load_average": {"before": load_before, "after": os.getloadavg()},
@@ -364,9 +386,17 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=None)
     ap.add_argument("--no-raw", action="store_true", help="skip the raw JSON answers")
     ap.add_argument("--keep", action="store_true", help="keep the compiled snapshot")
+    ap.add_argument(
+        "--compression",
+        default="zstd",
+        choices=COMPRESSIONS,
+        help="the build's codec; other than zstd, results go to query-<codec>.json",
+    )
     args = ap.parse_args()
-    report = run(args.files, args.keep, args.repeat, args.workers, not args.no_raw)
-    path = save("query", report)
+    report = run(
+        args.files, args.keep, args.repeat, args.workers, not args.no_raw, args.compression
+    )
+    path = save("query" if args.compression == "zstd" else f"query-{args.compression}", report)
     print(f"{report['landmarks']:,} landmarks in {report['files']:,} files; results: {path}")
 
 

@@ -100,6 +100,7 @@ _DECODE = """
 import sys, time, duckdb, polars as pl, pyarrow.parquet as pq
 path, floats = sys.argv[1], ["x3", "y3", "z3", "px", "py"]
 con = duckdb.connect(); con.execute("SET threads = 1")
+con.execute("SET enable_progress_bar = false")
 sql = "SELECT " + ", ".join(f"sum({c})" for c in floats) + f" FROM read_parquet('{path}')"
 def cpu(fn):
     best = float("inf")
@@ -118,7 +119,7 @@ def decode_costs(base: Path, files: int = 4000) -> list[dict[str, Any]]:
     table = pa.concat_tables(parts).slice(0, files * 468)
     rows = []
     for encoding in ("BYTE_STREAM_SPLIT", "PLAIN"):
-        for codec in ("zstd", "lz4", "none"):
+        for codec in ("zstd", "gzip", "lz4", "snappy", "none"):
             path = DATA / f"decode-{encoding}-{codec}.parquet"
             options = {**BASE, "compression": codec}
             options["column_encoding"] = dict.fromkeys(FLOATS, encoding)
@@ -136,7 +137,7 @@ def decode_costs(base: Path, files: int = 4000) -> list[dict[str, Any]]:
                 capture_output=True,
                 text=True,
                 check=True,
-            ).stdout.split()
+            ).stdout.split()[-3:]
             polars_s, duckdb_s, pyarrow_s = map(float, out)
             rows.append(
                 {
