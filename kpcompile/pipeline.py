@@ -367,11 +367,23 @@ def _to_read(
     return count
 
 
+class _NoProgress:
+    """The progress bar of a build that shows none (importing tqdm costs start-up time)."""
+
+    def update(self, n: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 def _progress(total: int, show: bool | None) -> Any:
+    visible = show if show is not None else sys.stderr.isatty()
+    if not visible:
+        return _NoProgress()
     from tqdm import tqdm
 
-    visible = show if show is not None else sys.stderr.isatty()
-    return tqdm(total=total, unit="file", disable=not visible, file=sys.stderr, dynamic_ncols=True)
+    return tqdm(total=total, unit="file", file=sys.stderr, dynamic_ncols=True)
 
 
 def _publishable(

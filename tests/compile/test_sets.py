@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
+import shutil
 import tarfile
 import zipfile
-import shutil
 from pathlib import Path
 from typing import Any
 
