@@ -14,7 +14,18 @@ from typing import Any
 
 import polars as pl
 
-from benchmarks.common import KPCOMPILE, PYTHON, ROOT, Run, best, dataset, save, table, timed
+from benchmarks.common import (
+    KPCOMPILE,
+    PYTHON,
+    ROOT,
+    Run,
+    best,
+    compile_bytecode,
+    dataset,
+    save,
+    table,
+    timed,
+)
 
 PEERS = ROOT / "benchmarks" / "peers"
 SAMPLES = ROOT.parent / "shared" / "datagen-samples"
@@ -123,6 +134,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--no-pandas", action="store_true")
     args = ap.parse_args()
+    compile_bytecode()
     results = [
         measure(n, args.workers, args.repeat if n <= 5000 else 2, not args.no_pandas)
         for n in args.sizes
