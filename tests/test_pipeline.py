@@ -185,15 +185,19 @@ def test_unknown_option_is_named() -> None:
         kpcompile.build("a", "b", worker=2)
 
 
-def test_a_build_does_not_import_pandas_or_polars(small_dataset: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("sets", [False, True])
+def test_a_build_does_not_import_pandas_or_polars(
+    small_dataset: Path, tmp_path: Path, sets: bool
+) -> None:
     # importing either costs 0.2 s in every worker process; pyarrow imports pandas
-    # on its first pa.array() call when pandas is installed
+    # on its first pa.array() or Table.from_pydict() call when pandas is installed
     import subprocess
     import sys
 
     code = (
         "import sys, kpcompile; "
-        f"kpcompile.build({str(small_dataset)!r}, {str(tmp_path / 'out')!r}, workers=1, max_errors=0); "
+        f"kpcompile.build({str(small_dataset)!r}, {str(tmp_path / 'out')!r}, workers=1, "
+        f"max_errors=0, sets={sets}); "
         "print(sorted(m for m in ('pandas', 'polars', 'pyarrow.compute') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -17,11 +17,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pyarrow as pa
-
-from kpcompile.compile.writer import ParquetSettings, write_table
+from kpcompile.compile.writer import ParquetSettings, table_from_columns, write_table
 from kpcompile.errors import ErrorCode, FormatError
 from kpcompile.ingest import Source, SourceFile
 from kpcompile.ingest.discover import FALLBACK_NAME
@@ -29,6 +27,9 @@ from kpcompile.ingest.sets import SetSource
 from kpcompile.manifest import ErrorRow, FileEntry
 from kpcompile.parsing.sets import SetRow, parse_camera, parse_set
 from kpcompile.schema import CAMERAS_SCHEMA, SET_SCHEMA, SET_TABLES
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 ALL_SET_TABLES: tuple[str, ...] = (*SET_TABLES, "cameras")
 """Every table ``--sets`` adds; each shard of such a build writes one part of each."""
@@ -120,10 +121,10 @@ def compile_sets(
             for col, value in zip(SET_SCHEMA.names[2:], r, strict=True):
                 cols[col].append(value)
     for table in SET_TABLES:
-        t = pa.Table.from_pydict(set_rows[table], schema=SET_SCHEMA)
+        t = table_from_columns(set_rows[table], SET_SCHEMA)
         _write(result, table, t, folder, name, settings)
-    cams = pa.Table.from_pylist(cam_rows, schema=CAMERAS_SCHEMA)
-    _write(result, "cameras", cams, folder, name, settings)
+    cams = {col: [row[col] for row in cam_rows] for col in CAMERAS_SCHEMA.names}
+    _write(result, "cameras", table_from_columns(cams, CAMERAS_SCHEMA), folder, name, settings)
     return result
 
 
