@@ -62,9 +62,10 @@ class TableEntry(msgspec.Struct, frozen=True):
 class ShardRecord(msgspec.Struct, frozen=True):
     """One shard of the build, enough to reuse it without reading it.
 
-    ``digest`` identifies its input files (names, sizes, mtimes); ``first`` and
-    ``last`` are the sort keys of its first and last file; ``outputs`` the paths it
-    wrote, per table.
+    ``digest`` identifies its input files (names, sizes, mtimes; with ``--sets``,
+    its set files too); ``first`` and ``last`` are the sort keys of its first and
+    last file; ``outputs`` the paths it wrote, per table; ``set_errors`` its
+    rejected set files (``--sets``).
     """
 
     index: int
@@ -80,6 +81,7 @@ class ShardRecord(msgspec.Struct, frozen=True):
     versions: dict[str, int]
     errors: list[ErrorRow]
     outputs: dict[str, list[str]]
+    set_errors: list[ErrorRow] = msgspec.field(default_factory=list)
 
 
 class Tool(msgspec.Struct, frozen=True):

@@ -4,6 +4,10 @@ Library functions return dataclasses (:class:`~kpcompile.BuildResult`,
 :class:`~kpcompile.Info`, ...). :func:`to_json` turns any of them into JSON values
 the same way, field by field; :func:`text` has one short text form per type. The
 CLI calls :func:`emit` and never formats a result itself.
+
+Text forms are looked up by the result's type name, so this module imports none of
+the modules defining those types: printing a build's result does not import the
+query, history or synth modules (start-up time of every command).
 """
 
 from __future__ import annotations
@@ -11,19 +15,20 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from collections.abc import Sequence
-from functools import singledispatch
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from kpcompile.errors import RejectedFilesError
-from kpcompile.pipeline import BuildResult
-from kpcompile.query.report import ReportResult
-from kpcompile.store.history import Info, Rejections, SnapshotDiff, SnapshotSummary
-from kpcompile.store.retention import GcResult
-from kpcompile.store.verify import Verification
-from kpcompile.synth import SynthResult
+
+if TYPE_CHECKING:
+    from kpcompile.pipeline import BuildResult
+    from kpcompile.query.report import ReportResult
+    from kpcompile.store.history import Info, Rejections, SnapshotDiff
+    from kpcompile.store.retention import GcResult
+    from kpcompile.store.verify import Verification
+    from kpcompile.synth import SynthResult
 
 ERRORS_SHOWN = 50
 """Rejected files a build prints (all of them are in the ``errors`` table)."""
@@ -51,10 +56,21 @@ def to_json(value: Any) -> Any:
     return value
 
 
-@singledispatch
+_TEXT: dict[str, Callable[[Any], str]] = {}
+_F = TypeVar("_F", bound=Callable[..., str])
+
+
+def _text_of(func: _F) -> _F:
+    """Register ``func`` as the text form of the type its first parameter is annotated with."""
+    annotation = next(iter(func.__annotations__.values()))
+    _TEXT[str(annotation).split("[")[0]] = func
+    return func
+
+
 def text(result: Any) -> str:
     """The text form of a result."""
-    return str(result)
+    form = _TEXT.get(type(result).__name__)
+    return form(result) if form is not None else str(result)
 
 
 def rejections(errors: Sequence[tuple[str, str, str]], limit: int | None = ERRORS_SHOWN) -> str:
@@ -66,7 +82,7 @@ def rejections(errors: Sequence[tuple[str, str, str]], limit: int | None = ERROR
     return "\n".join(lines)
 
 
-@text.register
+@_text_of
 def _build(r: BuildResult) -> str:
     if r.up_to_date:
         return f"up to date: snapshot {r.snapshot_id}"
@@ -85,7 +101,7 @@ def _build(r: BuildResult) -> str:
     return "\n".join(lines)
 
 
-@text.register
+@_text_of
 def _info(d: Info) -> str:
     ratio = d.source_bytes / d.output_bytes if d.output_bytes else 0.0
     return "\n".join(
@@ -110,7 +126,7 @@ def _plural(n: int, word: str) -> str:
     return f"{n:,} {word}{'' if n == 1 else 's'}"
 
 
-@text.register
+@_text_of
 def _rejections(r: Rejections) -> str:
     n = _plural(len(r.errors), "rejected file")
     if r.published:
@@ -133,9 +149,9 @@ def refusal_json(exc: RejectedFilesError) -> dict[str, Any]:
     }
 
 
-@text.register
+@_text_of
 def _summaries(rows: list) -> str:  # type: ignore[type-arg]
-    if not all(isinstance(r, SnapshotSummary) for r in rows):
+    if not all(type(r).__name__ == "SnapshotSummary" for r in rows):
         return "\n".join(text(r) for r in rows)
     lines = [f"  {'snapshot':<26} {'created':<20} {'files':>9} {'rejected':>8} {'rows':>12}"]
     for r in rows:
@@ -147,7 +163,7 @@ def _summaries(rows: list) -> str:  # type: ignore[type-arg]
     return "\n".join(lines)
 
 
-@text.register
+@_text_of
 def _diff(d: SnapshotDiff) -> str:
     lines = [
         f"{sign} {datapoint} {camera}"
@@ -161,7 +177,7 @@ def _diff(d: SnapshotDiff) -> str:
     return "\n".join(lines)
 
 
-@text.register
+@_text_of
 def _gc(r: GcResult) -> str:
     verb = "would remove" if r.dry_run else "removed"
     lines = [f"{verb} {sid}" for sid in r.removed]
@@ -172,7 +188,7 @@ def _gc(r: GcResult) -> str:
     return "\n".join(lines)
 
 
-@text.register
+@_text_of
 def _verification(v: Verification) -> str:
     lines = [f"note: {line}" for line in v.notes]
     lines += [f"differs: {line}" for line in v.problems]
@@ -189,7 +205,7 @@ def _verification(v: Verification) -> str:
     return "\n".join(lines)
 
 
-@text.register
+@_text_of
 def _report(r: ReportResult) -> str:
     lines = [f"note: {title}: {why}" for title, why in r.missing.items()]
     lines.append(
@@ -199,7 +215,7 @@ def _report(r: ReportResult) -> str:
     return "\n".join(lines)
 
 
-@text.register
+@_text_of
 def _synth(r: SynthResult) -> str:
     return (
         f"wrote {r.landmark_files:,} landmark files ({r.files:,} files, "

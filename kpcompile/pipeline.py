@@ -24,7 +24,7 @@ from kpcompile.compile.executor import run
 from kpcompile.compile.incremental import Previous, previous_of, reuse_shard, shard_record
 from kpcompile.compile.plan import inputs_digest, plan, shard_digest
 from kpcompile.compile.pool import WorkerPool
-from kpcompile.compile.sets import SetsResult, compile_sets
+from kpcompile.compile.sets import assign_sets
 from kpcompile.compile.stage import Stage
 from kpcompile.compile.worker import PreviousFile, ShardResult, ShardTask
 from kpcompile.compile.writer import ParquetSettings, table_from_columns, write_table
@@ -99,7 +99,6 @@ class _Run:
     digests: list[str]
     linked: int
     base: str | None = None
-    sets: SetsResult = field(default_factory=SetsResult)
 
 
 def build(
@@ -205,9 +204,8 @@ class _Inputs:
 def _inputs(src: Source, names: frozenset[str], opts: BuildOptions) -> _Inputs:
     listing = list(src.list(names))
     files = select(listing, src.name, src.location)
-    sets = discover_sets((e.path for e in listing), files) if opts.sets else []
-    by_path = {e.path: e for e in listing}
-    others = [(s.path, by_path[s.path].size, by_path[s.path].mtime_ns) for s in sets]
+    sets = discover_sets(listing, files) if opts.sets else []
+    others = [(s.path, s.size, s.mtime_ns) for s in sets]
     return _Inputs(src, files, sets, inputs_digest(files, others))
 
 
@@ -251,7 +249,7 @@ def _up_to_date(current: Manifest | None, inputs: _Inputs, opts: BuildOptions) -
 
 def _unchanged(current: Manifest, store: Store, started: float) -> BuildResult:
     c = current.counts
-    errors = [e for shard in current.shards for e in shard.errors]
+    errors = [e for shard in current.shards for e in (*shard.errors, *shard.set_errors)]
     return BuildResult(
         current.snapshot, store.uri(current.snapshot), c.files, c.compiled, c.rejected, c.rows,
         sorted(errors), time.perf_counter() - started, shards=len(current.shards),
@@ -289,25 +287,25 @@ def _compile(
     prev = None
     if current is not None and not opts.full:
         prev = Previous.of(current, inputs.src.location, opts, stage)
-    run_ = _run(inputs.src, inputs.files, opts, stage, prev, pool)
-    if opts.sets:
-        settings = ParquetSettings.of(opts)
-        run_.sets = compile_sets(inputs.src, inputs.sets, stage, settings, opts.max_file_bytes)
-    return run_
+    return _run(inputs, opts, stage, prev, pool)
 
 
 def _run(
-    src: Source,
-    files: list[SourceFile],
+    inputs: _Inputs,
     opts: BuildOptions,
     stage: Stage,
     prev: Previous | None,
     pool: WorkerPool | None,
 ) -> _Run:
+    src, files = inputs.src, inputs.files
     shards = plan(files, opts.shard_files, opts.partition_by)
-    digests = [shard_digest(s) for s in shards]
+    # --sets: a camera folder's set files go through the shard of its landmark file
+    sets: list[tuple[SetSource, ...] | None] = (
+        list(assign_sets(shards, inputs.sets)) if opts.sets else [None] * len(shards)
+    )
+    digests = [shard_digest(s, sets[i]) for i, s in enumerate(shards)]
     settings = ParquetSettings.of(opts)
-    bar = _progress(len(files), opts.progress)
+    bar = _progress(len(files) + len(inputs.sets), opts.progress)
     linked: list[ShardResult] = []
     # previous rows of the files of changed shards (None: new file, or full build)
     previous: dict[int, tuple[PreviousFile | None, ...] | None] = {}
@@ -322,17 +320,18 @@ def _run(
             reused = reuse_shard(prev, digests[i], i, stage)
             if reused is not None:
                 linked.append(reused)
-                bar.update(len(shard))
+                bar.update(len(shard) + len(sets[i] or ()))
                 continue
-            portable = src.portable([f.path for f in shard], local=local)
+            rels = [f.path for f in shard] + [s.path for s in sets[i] or ()]
+            portable = src.portable(rels, local=local)
             yield ShardTask(
                 i, tuple(shard), portable, stage, opts.partition_by, settings,
-                opts.max_file_bytes, previous=previous.get(i),
+                opts.max_file_bytes, previous=previous.get(i), sets=sets[i],
                 read_ahead=opts.read_ahead << 20, read_timeout=float(opts.read_timeout),
             )  # fmt: skip
 
     workers = opts.resolved_workers
-    if prev is not None and _to_read(shards, previous) <= opts.shard_files:
+    if prev is not None and _to_read(shards, previous, sets) <= opts.shard_files:
         workers = 1  # less than one shard to read: starting worker processes costs more
     try:
         results = run(
@@ -355,29 +354,45 @@ def _run(
 
 
 def _to_read(
-    shards: list[list[SourceFile]], previous: dict[int, tuple[PreviousFile | None, ...] | None]
+    shards: list[list[SourceFile]],
+    previous: dict[int, tuple[PreviousFile | None, ...] | None],
+    sets: list[tuple[SetSource, ...] | None],
 ) -> int:
-    """Files an incremental build has to read: new or changed ones, in changed shards."""
+    """Files an incremental build has to read: new or changed ones, and the set files,
+    in changed shards."""
     count = 0
     for i, rows in previous.items():
+        count += len(sets[i] or ())
         for j, f in enumerate(shards[i]):
             p = rows[j] if rows is not None else None
             count += p is None or (p.size, p.mtime_ns) != (f.size, f.mtime_ns)
     return count
 
 
+class _NoProgress:
+    """The progress bar of a build that shows none (importing tqdm costs start-up time)."""
+
+    def update(self, n: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 def _progress(total: int, show: bool | None) -> Any:
+    visible = show if show is not None else sys.stderr.isatty()
+    if not visible:
+        return _NoProgress()
     from tqdm import tqdm
 
-    visible = show if show is not None else sys.stderr.isatty()
-    return tqdm(total=total, unit="file", disable=not visible, file=sys.stderr, dynamic_ncols=True)
+    return tqdm(total=total, unit="file", file=sys.stderr, dynamic_ncols=True)
 
 
 def _publishable(
     run_: _Run, inputs: _Inputs, stage: Stage, opts: BuildOptions, created: dt.datetime
 ) -> Manifest:
     """Check the error budget, write the errors table, and assemble the manifest."""
-    errors = sorted([*(e for r in run_.results for e in r.errors), *run_.sets.errors])
+    errors = _errors(run_)
     if len(errors) > opts.max_errors:
         raise RejectedFilesError(errors, opts.max_errors)
     columns = {name: [e[k] for e in errors] for k, name in enumerate(ERRORS_SCHEMA.names)}
@@ -385,6 +400,11 @@ def _publishable(
         table = table_from_columns(columns, ERRORS_SCHEMA)
         err_file = write_table(table, folder, "errors/part-00000.parquet", ParquetSettings.of(opts))
     return _manifest(run_, inputs, err_file, opts, stage.snapshot, created)
+
+
+def _errors(run_: _Run) -> list[ErrorRow]:
+    """Every rejected file, landmark or set file, sorted."""
+    return sorted(e for r in run_.results for e in (*r.errors, *r.set_errors))
 
 
 def _manifest(
@@ -403,8 +423,7 @@ def _manifest(
         layouts.update(r.layouts)
         versions.update(r.versions)
         for table, items in r.written.items():
-            written[table].extend(items)
-    written.update(run_.sets.written)
+            written.setdefault(table, []).extend(items)
     tables = {name: _table(name, items, opts) for name, items in written.items()}
     counts = Counts(
         files=len(files),
@@ -412,10 +431,10 @@ def _manifest(
         rejected=sum(len(r.errors) for r in results),
         rows=sum(r.rows for r in results),
         visible=sum(r.visible for r in results),
-        sets_rejected=len(run_.sets.errors),
+        sets_rejected=sum(len(r.set_errors) for r in results),
         **_distinct(files, results),
     )
-    source_bytes = sum(r.source_bytes for r in results) + run_.sets.source_bytes
+    source_bytes = sum(r.source_bytes for r in results)
     return Manifest(
         format=FORMAT,
         snapshot=sid,
@@ -461,7 +480,7 @@ def _result(
     manifest: Manifest, path: str, run_: _Run, started: float, notes: list[str]
 ) -> BuildResult:
     c = manifest.counts
-    errors = sorted([*(e for r in run_.results for e in r.errors), *run_.sets.errors])
+    errors = _errors(run_)
     return BuildResult(
         manifest.snapshot,
         path,

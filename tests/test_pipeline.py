@@ -185,19 +185,58 @@ def test_unknown_option_is_named() -> None:
         kpcompile.build("a", "b", worker=2)
 
 
-def test_a_build_does_not_import_pandas_or_polars(small_dataset: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("sets", [False, True])
+def test_a_build_does_not_import_pandas_or_polars(
+    small_dataset: Path, tmp_path: Path, sets: bool
+) -> None:
     # importing either costs 0.2 s in every worker process; pyarrow imports pandas
-    # on its first pa.array() call when pandas is installed
+    # on its first pa.array() or Table.from_pydict() call when pandas is installed
     import subprocess
     import sys
 
     code = (
         "import sys, kpcompile; "
-        f"kpcompile.build({str(small_dataset)!r}, {str(tmp_path / 'out')!r}, workers=1, max_errors=0); "
+        f"kpcompile.build({str(small_dataset)!r}, {str(tmp_path / 'out')!r}, workers=1, "
+        f"max_errors=0, sets={sets}); "
         "print(sorted(m for m in ('pandas', 'polars', 'pyarrow.compute') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+# what `kpcompile build` needs is kpcompile's build path, click, msgspec, orjson and
+# pyarrow; everything else is start-up time a build does not use (issue 11, item 5)
+NOT_FOR_A_BUILD = (
+    "pandas",
+    "polars",
+    "pyarrow.compute",
+    "pyarrow.dataset",
+    "tqdm",
+    "fsspec",
+    "kpcompile.query",
+    "kpcompile.synth",
+    "kpcompile.store.history",
+    "kpcompile.store.verify",
+    "kpcompile.store.retention",
+)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_the_build_command_imports_only_what_it_uses(
+    small_dataset: Path, tmp_path: Path, workers: int
+) -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from kpcompile.cli import cli; "
+        f"cli.main(['build', {str(small_dataset)!r}, {str(tmp_path / 'out')!r}, "
+        f"'-j', '{workers}', '--no-progress'], standalone_mode=False); "
+        f"print(sorted(m for m in {NOT_FOR_A_BUILD!r} if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+    assert "published snapshot" in out.stdout
 
 
 def test_row_groups_bound_what_a_worker_holds(mixed_dataset: Path, tmp_path: Path) -> None:

@@ -66,7 +66,7 @@ def run_local(
         results = []
         for t in tasks:
             r = compile_shard(t)
-            on_done(r, len(t.files))
+            on_done(r, t.size)
             results.append(r)
         return sorted(results, key=lambda r: r.index)
     if pool is not None:
@@ -149,7 +149,7 @@ def _submit_all(
         results.append(r)
 
     for t in tasks:
-        sizes[t.index] = len(t.files)
+        sizes[t.index] = t.size
         running.add(client.submit(compile_shard, t, pure=False))
         while running.count() >= window:
             finish(next(running))

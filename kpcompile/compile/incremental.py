@@ -132,6 +132,7 @@ def reuse_shard(prev: Previous | None, digest: str, index: int, stage: Stage) ->
             items.append(FileEntry(new, w.rows, w.bytes, w.sha256))
         result.written[table] = items
     result.errors = list(entry.errors)
+    result.set_errors = list(entry.set_errors)
     result.compiled = entry.compiled
     result.rows = entry.rows
     result.visible = entry.visible
@@ -160,4 +161,5 @@ def shard_record(
         versions=dict(sorted(result.versions.items())),
         errors=sorted(result.errors),
         outputs={t: [w.path for w in ws] for t, ws in sorted(result.written.items())},
+        set_errors=sorted(result.set_errors),
     )

@@ -17,6 +17,7 @@ import zlib
 from collections.abc import Sequence
 
 from kpcompile.ingest import SourceFile
+from kpcompile.ingest.sets import SetSource
 
 
 def plan(
@@ -61,12 +62,17 @@ def chunk(
     return shards
 
 
-def shard_digest(files: Sequence[SourceFile]) -> str:
-    """Identity of a shard's input: every file's names, size, mtime and duplicate marker."""
+def shard_digest(files: Sequence[SourceFile], sets: Sequence[SetSource] | None = None) -> str:
+    """Identity of a shard's input: every file's names, size, mtime and duplicate marker,
+    and with ``--sets`` (``sets`` not ``None``) every set file's table, path, size and mtime."""
     h = hashlib.sha256()
     for f in files:
         h.update(f"{f.datapoint}\0{f.camera}\0{f.path}\0{f.size}\0{f.mtime_ns}\0".encode())
         h.update(f"{f.duplicate_of}\0{f.unsafe}\n".encode())
+    if sets is not None:
+        h.update(b"sets\n")
+        for s in sets:
+            h.update(f"{s.table}\0{s.key}\0{s.path}\0{s.size}\0{s.mtime_ns}\n".encode())
     return h.hexdigest()
 
 

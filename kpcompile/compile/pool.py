@@ -265,7 +265,7 @@ class WorkerPool:
         if reply[0] == "error":
             raise unpickled_error(reply)
         work.results.append(reply[1])
-        on_done(reply[1], len(task.files))
+        on_done(reply[1], task.size)
 
     def _lost(self, worker: _Worker, work: _Work) -> None:
         """A worker died: reap it, and put the task it held (if any) back in front."""

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from kpcompile.compile.sets import ALL_SET_TABLES, compile_sets
 from kpcompile.compile.stage import Stage
 from kpcompile.compile.writer import (
     ParquetSettings,
@@ -28,6 +29,7 @@ from kpcompile.compile.writer import (
 from kpcompile.errors import ErrorCode, FormatError, SnapshotError
 from kpcompile.ingest import Source, SourceFile
 from kpcompile.ingest.base import READ_AHEAD, READ_TIMEOUT
+from kpcompile.ingest.sets import SetSource
 from kpcompile.manifest import ErrorRow, FileEntry
 from kpcompile.parsing import NUM_LANDMARKS, Landmarks, parse
 from kpcompile.schema import FILES_SCHEMA, KEYPOINTS_SCHEMA, partition_dir
@@ -73,6 +75,14 @@ class ShardTask:
     """Bytes of reads kept in flight while the worker parses (``0``: none)."""
     read_timeout: float = READ_TIMEOUT
     """Seconds a read may take before its file is rejected as ``unreadable``."""
+    sets: tuple[SetSource, ...] | None = None
+    """``--sets``: the set files of the shard's camera folders (then the shard writes a
+    part of every set table, empty or not); ``None`` without ``--sets``."""
+
+    @property
+    def size(self) -> int:
+        """Files the shard reads: landmark files and set files (what progress counts)."""
+        return len(self.files) + len(self.sets or ())
 
 
 @dataclass(slots=True)
@@ -92,6 +102,9 @@ class ShardResult:
     """Files parsed from JSON."""
     reused: int = 0
     """Files whose landmarks were taken from the previous snapshot (incremental builds)."""
+    set_errors: list[ErrorRow] = field(default_factory=list)
+    """Rejected ``--sets`` files (in the ``errors`` table, not counted as rejected
+    landmark files)."""
 
 
 @dataclass(slots=True)
@@ -133,6 +146,13 @@ def _compile(task: ShardTask, folder: str) -> ShardResult:
     result.written["keypoints"] = rows.close()
     table = table_from_columns(files.cols, FILES_SCHEMA)
     result.written["files"] = [write_table(table, folder, f"files/{name}", task.settings)]
+    if task.sets is not None:
+        sets = compile_sets(
+            task.source, task.sets, folder, name, task.settings, task.max_file_bytes
+        )
+        result.written.update(sets.written)
+        result.set_errors = sets.errors
+        result.source_bytes += sets.source_bytes
     return result
 
 
@@ -274,7 +294,7 @@ def remove_outputs(task: ShardTask) -> int:
     Only files named after this shard are touched, so other shards' outputs stay.
     Returns how many files were removed.
     """
-    return task.stage.remove_named(part_name(task.index), SHARD_TABLES)
+    return task.stage.remove_named(part_name(task.index), SHARD_TABLES + ALL_SET_TABLES)
 
 
 class _Rows:

@@ -15,7 +15,10 @@ table              source (first one found)                                    `
 =================  ==========================================================  ============
 
 Only camera folders that hold a landmark file (:mod:`kpcompile.ingest.discover`)
-are looked at; a missing set file is not an error.
+are looked at; a missing set file is not an error. A camera folder's set files go
+into the shard of its landmark file (:func:`kpcompile.compile.sets.assign_sets`),
+so the workers compile them with the landmarks, and an incremental build reuses
+them with the shard.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from kpcompile.ingest.base import Entry
 from kpcompile.ingest.discover import FALLBACK_NAME, KEYPOINT_DIR, SourceFile, camera_folder
 
 CAMERA_METADATA = "camera_metadata.json"
@@ -44,7 +48,9 @@ class SetSource:
     """Where one table's rows for one camera folder come from.
 
     ``key`` is where the set sits in the document (``face.standard``, ``head``,
-    ``ears``, ``ear``, ``legacy`` for the early export's maps, ``""`` for a camera).
+    ``ears``, ``ear``, ``legacy`` for the early export's maps, ``""`` for a camera);
+    ``size`` and ``mtime_ns`` are the file's as listed (what an incremental build
+    compares).
     """
 
     table: str
@@ -52,17 +58,19 @@ class SetSource:
     camera: str
     path: str
     key: str
+    size: int = -1
+    mtime_ns: int = 0
 
 
-def discover_sets(listed: Iterable[str], files: Sequence[SourceFile]) -> list[SetSource]:
-    """The set files of every camera folder of ``files``, among the ``listed`` paths; sorted.
+def discover_sets(listed: Iterable[Entry], files: Sequence[SourceFile]) -> list[SetSource]:
+    """The set files of every camera folder of ``files``, among the ``listed`` files; sorted.
 
     Example:
         >>> f = SourceFile("dp", "cam", "dp/cam/key_points/face_dense_key_points.json")
-        >>> [s.table for s in discover_sets(["dp/cam/camera_metadata.json"], [f])]
+        >>> [s.table for s in discover_sets([Entry("dp/cam/camera_metadata.json", 9, 0)], [f])]
         ['cameras']
     """
-    exists = set(listed)
+    exists = {e.path: e for e in listed}
     found: list[SetSource] = []
     seen: set[str] = set()
     for sf in files:
@@ -78,10 +86,12 @@ def discover_sets(listed: Iterable[str], files: Sequence[SourceFile]) -> list[Se
             candidates.append((_join(kp, FALLBACK_NAME), all_key))
             rel, k = next(((r, k) for r, k in candidates if r in exists), ("", ""))
             if rel:
-                found.append(SetSource(table, sf.datapoint, sf.camera, rel, k))
-        meta = _join(folder, CAMERA_METADATA)
-        if meta in exists:
-            found.append(SetSource("cameras", sf.datapoint, sf.camera, meta, ""))
+                e = exists[rel]
+                found.append(SetSource(table, sf.datapoint, sf.camera, rel, k, e.size, e.mtime_ns))
+        meta = exists.get(_join(folder, CAMERA_METADATA))
+        if meta is not None:
+            dp, cam = sf.datapoint, sf.camera
+            found.append(SetSource("cameras", dp, cam, meta.path, "", meta.size, meta.mtime_ns))
     found.sort(key=lambda s: (s.table, s.datapoint, s.camera, s.path))
     return found
 

@@ -322,18 +322,19 @@ def test_kill_a_worker_many_times(corpus: Corpus, tmp_path: Path, trials: Any) -
 # A build that dies at each step of writing and publishing (os._exit, which like
 # SIGKILL runs no cleanup) covers the short publish window that random kills rarely hit.
 _STEP_DRIVER = """
-import os, sys
+import os, sys, threading
 import kpcompile
 from kpcompile.store import open_store, local
-stop, count = int(sys.argv[3]), [0]
+stop, count, lock = int(sys.argv[3]), [0], threading.Lock()
 def step(f):
     def g(*a, **k):
-        if count[0] == stop:
-            os._exit(137)
-        count[0] += 1
+        with lock:  # the snapshot's files are fsynced by several threads at once
+            if count[0] == stop:
+                os._exit(137)
+            count[0] += 1
         return f(*a, **k)
     return g
-for name in ("_write_durably", "_fsync_tree", "_fsync_dir"):
+for name in ("_write_durably", "_fsync_tree", "_fsync_path", "_fsync_dir"):
     setattr(local, name, step(getattr(local, name)))
 os.rename, os.replace = step(os.rename), step(os.replace)
 kpcompile.build(sys.argv[1], sys.argv[2], workers=1, shard_files=4, progress=False, full=True)

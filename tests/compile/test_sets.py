@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import tarfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -192,3 +194,127 @@ def test_sets_are_off_by_default(small_dataset: Path, tmp_path: Path) -> None:
     r = kpcompile.build(tmp_path / "copy", tmp_path / "out", workers=1)
     assert kpcompile.tables(tmp_path / "out") == ["errors", "files", "keypoints"]
     assert r.rows == 8 * 468
+
+
+# --- sets through the shard pipeline (issue 11, item 4) --------------------------------
+
+SET_TABLES = ("face_standard", "head", "ears", "cameras")
+
+
+def _parquet_bytes(snapshot: Path) -> dict[str, bytes]:
+    return {p.relative_to(snapshot).as_posix(): p.read_bytes() for p in snapshot.rglob("*.parquet")}
+
+
+def _set_tables(out: Path) -> dict[str, pl.DataFrame]:
+    return {t: kpcompile.read(out, t) for t in SET_TABLES}
+
+
+@pytest.mark.parametrize("partition_by", ["camera", "none"])
+def test_sets_in_parallel_equal_one_worker_byte_for_byte(
+    mixed_dataset: Path, tmp_path: Path, partition_by: str
+) -> None:
+    opts: dict[str, Any] = {"sets": True, "shard_files": 5, "partition_by": partition_by}
+    one = kpcompile.build(mixed_dataset, tmp_path / "one", workers=1, **opts)
+    two = kpcompile.build(mixed_dataset, tmp_path / "two", workers=2, **opts)
+    a, b = _parquet_bytes(Path(one.path)), _parquet_bytes(Path(two.path))
+    assert a == b
+    # the set tables are written by the shards: one part per shard, not one file at the end
+    assert one.shards > 1
+    assert sum(k.startswith("head/") for k in a) == one.shards
+
+
+def test_sets_rows_are_the_same_as_one_file_per_table(
+    mixed_dataset: Path, compiled_sets: Path, tmp_path: Path
+) -> None:
+    """Sharding the set tables changes files, not data: every table holds the rows the
+    set files hold (checked against json.load above) and, in datapoint order, the same
+    rows in the same order as the partition-free build."""
+    out = tmp_path / "none"
+    kpcompile.build(mixed_dataset, out, workers=2, sets=True, shard_files=5, partition_by="none")
+    for table, got in _set_tables(compiled_sets).items():
+        ordered = _set_tables(out)[table]
+        keys = ["datapoint", "camera"] + (["part"] if "part" in got.columns else [])
+        assert got.sort(keys, maintain_order=True).equals(ordered.sort(keys, maintain_order=True))
+        assert ordered.equals(ordered.sort(["datapoint", "camera"], maintain_order=True))
+
+
+def test_unchanged_files_reuse_the_set_shards(mixed_dataset: Path, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    shutil.copytree(mixed_dataset, src)
+    out = tmp_path / "out"
+    opts: dict[str, Any] = {"workers": 1, "sets": True, "shard_files": 5}
+    a = kpcompile.build(src, out, **opts)
+    # nothing changed but the error budget: a new snapshot, every shard (sets included) linked
+    b = kpcompile.build(src, out, max_errors=1, **opts)
+    assert (b.base, b.parsed, b.reused_shards) == (a.snapshot_id, 0, b.shards)
+    pa_, pb = Path(a.path), Path(b.path)
+    for rel in _parquet_bytes(pa_):
+        if rel.split("/")[0] in SET_TABLES:
+            assert (pa_ / rel).stat().st_ino == (pb / rel).stat().st_ino, rel
+    # one set file changed: only its shard is compiled again; equal to a full rebuild
+    meta = src / "faces" / "datapoint_00003" / "camera_01" / "camera_metadata.json"
+    doc = json.loads(meta.read_text())
+    doc["focal_length"] = 99.5
+    meta.write_text(json.dumps(doc))
+    c = kpcompile.build(src, out, **opts)
+    assert c.base == b.snapshot_id and c.reused_shards == c.shards - 1
+    full = kpcompile.build(src, tmp_path / "full", **opts)
+    assert _parquet_bytes(Path(c.path)) == _parquet_bytes(Path(full.path))
+    cams = kpcompile.read(out, "cameras")
+    row = cams.filter(
+        pl.col("datapoint") == "faces/datapoint_00003", pl.col("camera") == "camera_01"
+    )
+    assert row["focal_length"].to_list() == [99.5]
+
+
+def test_a_rejected_set_file_stays_rejected_in_a_reused_shard(
+    small_dataset: Path, tmp_path: Path
+) -> None:
+    bad = small_dataset / "datapoint_00002" / "camera_01" / "key_points" / "head_key_points.json"
+    bad.write_bytes(b"{")
+    out = tmp_path / "out"
+    a = kpcompile.build(small_dataset, out, workers=1, sets=True, shard_files=2, max_errors=1)
+    b = kpcompile.build(small_dataset, out, workers=1, sets=True, shard_files=2, max_errors=2)
+    assert b.reused_shards == b.shards and a.errors == b.errors
+    assert [e[1] for e in b.errors] == ["invalid_json"]
+    info = kpcompile.info(out)
+    assert (info.rejected, info.sets_rejected) == (0, 1)
+    assert kpcompile.read(out, "errors")["path"].to_list() == [a.errors[0][0]]
+
+
+@pytest.mark.parametrize("kind", ["zip", "tar", "tar.gz"])
+def test_sets_from_an_archive_equal_sets_from_the_folder(
+    mixed_dataset: Path, compiled_sets: Path, tmp_path: Path, kind: str
+) -> None:
+    archive = tmp_path / f"dataset.{kind}"
+    if kind == "zip":
+        with zipfile.ZipFile(archive, "w") as z:
+            for p in sorted(mixed_dataset.rglob("*")):
+                z.write(p, p.relative_to(mixed_dataset).as_posix())
+    else:
+        with tarfile.open(archive, "w:gz" if kind == "tar.gz" else "w") as t:
+            t.add(mixed_dataset, arcname=".")
+    for workers in (1, 2):
+        out = tmp_path / f"out{workers}"
+        r = kpcompile.build(archive, out, workers=workers, sets=True, shard_files=5)
+        assert r.errors == []
+        for table, want in _set_tables(compiled_sets).items():
+            assert _set_tables(out)[table].equals(want), (table, workers)
+
+
+def test_sets_from_object_storage(s3: Any, mixed_dataset: Path, compiled_sets: Path) -> None:
+    s3.put(str(mixed_dataset), "bucket/sets/dataset", recursive=True)
+    out = "s3://bucket/sets/compiled"
+    r = kpcompile.build("s3://bucket/sets/dataset", out, workers=2, sets=True, shard_files=5)
+    assert r.errors == []
+    for table in SET_TABLES:
+        assert kpcompile.read(out, table).equals(kpcompile.read(compiled_sets, table)), table
+
+
+def test_progress_counts_set_files(
+    small_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # 8 landmark files; per camera folder face_standard, head, ears and camera_metadata
+    kpcompile.build(small_dataset, tmp_path / "out", workers=1, sets=True, progress=True)
+    bar = capsys.readouterr().err.rsplit("\r", 1)[-1]
+    assert "40/40" in bar, bar
