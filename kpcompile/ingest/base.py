@@ -12,9 +12,12 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from kpcompile.errors import ErrorCode, FormatError
+
+if TYPE_CHECKING:
+    from kpcompile.ingest.listing import Listing
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +50,16 @@ class Source(ABC):
     @abstractmethod
     def list(self, names: frozenset[str]) -> Iterable[Entry]:
         """Every file whose base name is in ``names``, anywhere under the source."""
+
+    def listing(self, names: frozenset[str]) -> Listing:
+        """What :meth:`list` returns, in columnar form (one array per field).
+
+        Sources that can list concurrently (folders, object stores) override this
+        and :meth:`list` reads it.
+        """
+        from kpcompile.ingest.listing import Listing
+
+        return Listing.of(self.list(names))
 
     @abstractmethod
     def read(self, rel: str, max_bytes: int) -> bytes:
