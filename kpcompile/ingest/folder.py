@@ -110,7 +110,7 @@ def _walk(base: Path, names: frozenset[str]) -> list[tuple[str, os.stat_result |
     return out
 
 
-class _Serial(Exception):  # noqa: N818 - a signal, not an error
+class _Serial(Exception):
     """The parallel walk met a case where the serial walk's order decides."""
 
 

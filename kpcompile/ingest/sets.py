@@ -20,7 +20,7 @@ are looked at; a missing set file is not an error.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from kpcompile.ingest.discover import FALLBACK_NAME, KEYPOINT_DIR, SourceFile, camera_folder
@@ -54,7 +54,7 @@ class SetSource:
     key: str
 
 
-def discover_sets(listed: Iterable[str], files: Sequence[SourceFile]) -> list[SetSource]:
+def discover_sets(listed: Iterable[str], files: Iterable[SourceFile]) -> list[SetSource]:
     """The set files of every camera folder of ``files``, among the ``listed`` paths; sorted.
 
     Example:
