@@ -34,7 +34,7 @@ import pyarrow as pa
 
 from kpcompile.errors import SourceError
 from kpcompile.ingest.base import Entry, Source
-from kpcompile.ingest.listing import CHUNK, Listing, decode, encode
+from kpcompile.ingest.listing import CHUNK, Int32s, Listing, encode
 
 DENSE_NAMES: frozenset[str] = frozenset({"face_dense_key_points.json", "dense_keypoints.json"})
 FALLBACK_NAME = "all_key_points.json"
@@ -79,19 +79,25 @@ UNSAFE_REASONS: tuple[str, ...] = (
 class Files:
     """The discovered files in columnar form; :class:`SourceFile` objects a chunk at a time.
 
-    Arrays are aligned with ``listing`` (one item per listed entry); ``order`` holds
-    the listing indices of the discovered files, sorted by (datapoint, camera,
-    path) as a sorted ``list[SourceFile]`` would be. About 140 bytes per file for
-    paths of 60 characters, against a kilobyte as objects.
+    Per folder of the listing: its camera folder's group (a group is one
+    (datapoint, camera) pair; groups are numbered in (datapoint, camera) order),
+    ids of its datapoint and camera, why its name is unsafe. ``order`` holds the
+    listing indices of the discovered files, sorted by (datapoint, camera, path) as
+    a sorted ``list[SourceFile]`` would be. About 130 bytes per file, against a
+    kilobyte as objects.
     """
 
     listing: Listing
-    datapoints: pa.ChunkedArray
-    cameras: pa.ChunkedArray
-    duplicate_of: npt.NDArray[np.int32]
-    """Listing index of the file already providing the camera folder, or -1."""
+    root_name: str
+    group: Int32s
+    datapoint_id: Int32s
+    camera_id: Int32s
     unsafe: npt.NDArray[np.int8]
     """Index into :data:`UNSAFE_REASONS`, or -1."""
+    camera_rank: Int32s
+    """Per group, its place in (camera, datapoint) order."""
+    duplicate_of: dict[int, int]
+    """Listing index of a duplicate -> listing index of the file providing its camera folder."""
     order: npt.NDArray[np.int64]
 
     def __len__(self) -> int:
@@ -102,51 +108,47 @@ class Files:
 
     def ordered(self, partition_by: str = "none") -> Iterator[SourceFile]:
         """The files in output order: by (camera, datapoint, path) with ``"camera"``."""
-        order = self.order if partition_by != "camera" else self._by_camera()
-        for lo in range(0, len(order), CHUNK // 4):
-            yield from self.take(order[lo : lo + CHUNK // 4])
+        order = self.order
+        if partition_by == "camera":
+            groups = self.group[self.listing.folder[order]]
+            order = order[np.argsort(self.camera_rank[groups], kind="stable")]
+        for lo in range(0, len(order), CHUNK // 8):
+            yield from self.take(order[lo : lo + CHUNK // 8])
 
     def take(self, idx: npt.NDArray[np.int64]) -> list[SourceFile]:
         """The files at these listing indices, as objects."""
-        at = pa.array(idx, type=pa.int64())
-        paths = self.listing.paths.take(at).to_pylist()
-        dps = self.datapoints.take(at).to_pylist()
-        cams = self.cameras.take(at).to_pylist()
-        sizes, mtimes = self.listing.sizes[idx].tolist(), self.listing.mtimes[idx].tolist()
-        dups, unsafe = self.duplicate_of[idx].tolist(), self.unsafe[idx].tolist()
+        lst = self.listing
+        paths = lst.paths(idx)
+        sizes, mtimes = lst.sizes[idx].tolist(), lst.mtimes[idx].tolist()
+        unsafe = self.unsafe[lst.folder[idx]].tolist()
         out = []
-        for k, raw in enumerate(paths):
-            dup = decode(self.listing.paths[dups[k]].as_py()) if dups[k] >= 0 else None
+        for k, i in enumerate(idx.tolist()):
+            dup = self.duplicate_of.get(i)
+            first = lst.paths(np.array([dup]))[0] if dup is not None else None
             why = UNSAFE_REASONS[unsafe[k]] if unsafe[k] >= 0 else None
-            out.append(
-                SourceFile(
-                    decode(dps[k]), decode(cams[k]), decode(raw), sizes[k], mtimes[k], dup, why
-                )
-            )
+            datapoint, camera = locate(paths[k], self.root_name)
+            out.append(SourceFile(datapoint, camera, paths[k], sizes[k], mtimes[k], first, why))
         return out
 
     def distinct(self, excluded: set[str]) -> tuple[int, int]:
         """Distinct datapoints and camera names among the files not in ``excluded``."""
-        skip = {encode(p) for p in excluded}
-        datapoints, last, cameras = 0, None, set()
-        for lo in range(0, len(self.order), CHUNK):
-            at = pa.array(self.order[lo : lo + CHUNK], type=pa.int64())
-            paths = self.listing.paths.take(at).to_pylist()
-            dps, cams = self.datapoints.take(at).to_pylist(), self.cameras.take(at).to_pylist()
-            for path, dp, cam in zip(paths, dps, cams, strict=True):
-                if path in skip:
-                    continue
-                if dp != last:  # sorted by datapoint: each one's files are consecutive
-                    datapoints, last = datapoints + 1, dp
-                cameras.add(cam)
-        return datapoints, len(cameras)
+        lst = self.listing
+        folders = lst.folder[self.order]
+        keep = np.ones(len(self.order), dtype=bool)
+        if excluded:
+            import pyarrow.compute as pc
 
-    def _by_camera(self) -> npt.NDArray[np.int64]:
-        keys = pa.table({"c": self.cameras, "d": self.datapoints, "p": self.listing.paths})
-        every = _sort(keys)
-        kept = np.zeros(len(self.listing), dtype=bool)
-        kept[self.order] = True
-        return every[kept[every]]
+            suspects = {p[: p.rfind("/") + 1] for p in excluded}
+            values = pa.array([encode(f) for f in suspects], type=pa.large_binary())
+            flagged = np.asarray(pc.is_in(lst.folders, value_set=values).to_numpy(False))
+            at = np.nonzero(flagged[folders])[0]
+            for k, path in zip(at.tolist(), lst.paths(self.order[at]), strict=True):
+                keep[k] = path not in excluded
+        folders = folders[keep]
+        return (
+            len(np.unique(self.datapoint_id[folders])),
+            len(np.unique(self.camera_id[folders])),
+        )
 
 
 def _sort(keys: pa.Table) -> npt.NDArray[np.int64]:
@@ -168,89 +170,164 @@ def discover_files(source: Source, names: frozenset[str] | None = None) -> tuple
     return select_listing(listing, source.name, source.location), listing
 
 
+@dataclass(slots=True)
+class _Folders:
+    """Per folder of a listing: what :func:`select_listing` sorts and groups by."""
+
+    group: Int32s
+    rank: Int32s  # place in (datapoint, camera, folder) order
+    datapoint_id: Int32s
+    camera_id: Int32s
+    unsafe: npt.NDArray[np.int8]
+    camera_rank: Int32s
+
+
+def _folders(listing: Listing, root_name: str) -> _Folders:
+    """Locate every folder's camera folder, then number folders and groups in order."""
+    n = len(listing.folders)
+    unsafe = np.full(n, -1, dtype=np.int8)
+    for lo in range(0, n, CHUNK):
+        for k, folder in enumerate(listing.folder_paths(np.arange(lo, min(lo + CHUNK, n)))):
+            reason = unsafe_reason(folder + "x")
+            if reason is not None:
+                unsafe[lo + k] = UNSAFE_REASONS.index(reason)
+    # one sort key per folder, b"datapoint\0camera": NUL sorts before any character a
+    # path holds, so the bytes sort as the (datapoint, camera) pairs do
+    by_dp = _sort(_keys(listing, root_name, camera_first=False))
+    group, datapoint_id = _runs(by_dp, listing, root_name)
+    rank = np.empty(n, dtype=np.int32)
+    rank[by_dp] = np.arange(n, dtype=np.int32)
+    del by_dp
+    by_cam = _sort(_keys(listing, root_name, camera_first=True))
+    camera_id = _runs(by_cam, listing, root_name, camera_first=True)[1]
+    # groups in (camera, datapoint) order: the order of their first folders
+    groups = int(group.max()) + 1 if n else 0
+    camera_rank = np.full(groups, -1, dtype=np.int32)
+    seen = group[by_cam]
+    del by_cam
+    first = np.unique(seen, return_index=True)[1]
+    camera_rank[seen[np.sort(first)]] = np.arange(len(first), dtype=np.int32)
+    return _Folders(group, rank, datapoint_id, camera_id, unsafe, camera_rank)
+
+
+def _located(listing: Listing, idx: npt.NDArray[np.int64], root_name: str) -> list[tuple[str, str]]:
+    return [locate(f + "x", root_name) for f in listing.folder_paths(idx)]
+
+
+def _keys(listing: Listing, root_name: str, *, camera_first: bool) -> pa.Table:
+    """Per folder, ``datapoint\0camera`` (or ``camera\0datapoint``) as bytes."""
+    n = len(listing.folders)
+    chunks = []
+    for lo in range(0, n, CHUNK):
+        pairs = _located(listing, np.arange(lo, min(lo + CHUNK, n)), root_name)
+        keys = [encode(f"{c}\0{d}" if camera_first else f"{d}\0{c}") for d, c in pairs]
+        chunks.append(pa.array(keys, type=pa.large_binary()))
+    return pa.table({"k": pa.chunked_array(chunks, type=pa.large_binary())})
+
+
+def _runs(
+    order: npt.NDArray[np.int64], listing: Listing, root_name: str, *, camera_first: bool = False
+) -> tuple[Int32s, Int32s]:
+    """Per folder, the number of its run of equal (datapoint, camera) in ``order``, and
+    of its run of equal first key (datapoint, or camera with ``camera_first``)."""
+    both = np.empty(len(order), dtype=np.int32)
+    first = np.empty(len(order), dtype=np.int32)
+    last: tuple[str, str] | None = None
+    nb = na = -1
+    for lo in range(0, len(order), CHUNK):
+        idx = order[lo : lo + CHUNK]
+        for i, pair in zip(idx.tolist(), _located(listing, idx, root_name), strict=True):
+            key = pair[::-1] if camera_first else pair
+            if last is None or key[0] != last[0]:
+                na += 1
+            if last is None or key != last:
+                nb += 1
+            last = key
+            both[i], first[i] = nb, na
+    return both, first
+
+
 def select_listing(listing: Listing, root_name: str, where: str) -> Files:
     """:func:`select` on a columnar listing, without one object per file.
 
     Raises:
         SourceError: No keypoint file is in the listing.
     """
-    dps: list[pa.Array] = []
-    cams: list[pa.Array] = []
-    ranks = np.full(len(listing), -1, dtype=np.int8)
-    unsafe = np.full(len(listing), -1, dtype=np.int8)
-    for lo in range(0, len(listing), CHUNK):
-        d, c = [], []
-        for k, e in enumerate(listing.entries(lo, min(lo + CHUNK, len(listing)))):
-            rank = _RANK.get(e.path.rsplit("/", 1)[-1])
-            datapoint, camera = locate(e.path, root_name) if rank is not None else ("", "")
-            d.append(encode(datapoint))
-            c.append(encode(camera))
-            if rank is not None:
-                ranks[lo + k] = rank
-                reason = unsafe_reason(e.path)
-                unsafe[lo + k] = -1 if reason is None else UNSAFE_REASONS.index(reason)
-        dps.append(pa.array(d, type=pa.large_binary()))
-        cams.append(pa.array(c, type=pa.large_binary()))
-    datapoints = pa.chunked_array(dps, type=pa.large_binary())
-    cameras = pa.chunked_array(cams, type=pa.large_binary())
-    every = _sort(pa.table({"d": datapoints, "c": cameras, "p": listing.paths}))
-    keep, dup = _one_per_camera(every, ranks, unsafe, datapoints, cameras)
-    order = every[keep[every]]
+    folders = _folders(listing, root_name)
+    rank_of_name = np.array([_RANK.get(n, -1) for n in listing.names] or [-1], dtype=np.int8)
+    ranks = rank_of_name[listing.name]
+    candidates = np.nonzero(ranks >= 0)[0]
+    # by (datapoint, camera, folder, name): a camera folder's files are consecutive
+    name_order = np.argsort(np.argsort(np.array(listing.names or [""], dtype=object)))
+    by_group = candidates[
+        np.lexsort((name_order[listing.name[candidates]], folders.rank[listing.folder[candidates]]))
+    ]
+    del candidates
+    order, dups = _one_per_camera(by_group, listing, folders, ranks)
     if not len(order):
         msg = f"no keypoint files under {where!r}: looked for " + ", ".join(sorted(LANDMARK_NAMES))
         raise SourceError(msg)
-    return Files(listing, datapoints, cameras, dup, unsafe, order)
+    return Files(
+        listing, root_name, folders.group, folders.datapoint_id, folders.camera_id,
+        folders.unsafe, folders.camera_rank, dups, order,
+    )  # fmt: skip
 
 
 def _one_per_camera(
-    every: npt.NDArray[np.int64],
+    by_group: npt.NDArray[np.int64],
+    listing: Listing,
+    folders: _Folders,
     ranks: npt.NDArray[np.int8],
-    unsafe: npt.NDArray[np.int8],
-    datapoints: pa.ChunkedArray,
-    cameras: pa.ChunkedArray,
-) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.int32]]:
-    """Which entries are discovered files, and which of them duplicate another (listing index).
+) -> tuple[npt.NDArray[np.int64], dict[int, int]]:
+    """The discovered files in (datapoint, camera, path) order, and the duplicates.
 
-    ``every`` lists the entries by (datapoint, camera, path): a camera folder's
-    candidates are consecutive, and are ranked as :func:`select` ranks them.
+    Each camera folder's candidates are ranked as :func:`select` ranks them; the
+    path decides only between files of equal rank, so paths are built only then.
     """
-    keep = np.zeros(len(ranks), dtype=bool)
-    dup = np.full(len(ranks), -1, dtype=np.int32)
-    group: list[tuple[int, int]] = []  # (rank, listing index) of the current camera folder
-    current: tuple[bytes, bytes] | None = None
-    for lo in range(0, len(every), CHUNK):
-        idx = every[lo : lo + CHUNK]
-        at = pa.array(idx, type=pa.int64())
-        d, c = datapoints.take(at).to_pylist(), cameras.take(at).to_pylist()
-        for k, i in enumerate(idx.tolist()):
-            if ranks[i] < 0:
-                continue
-            if unsafe[i] >= 0:
-                keep[i] = True  # rejected later, never grouped with safe names
-                continue
-            if (d[k], c[k]) != current:
-                _decide(group, keep, dup)
-                group, current = [], (d[k], c[k])
-            group.append((int(ranks[i]), i))
-    _decide(group, keep, dup)
-    return keep, dup
+    order = np.empty(len(by_group), dtype=np.int64)
+    dups: dict[int, int] = {}
+    count = 0
+    groups = folders.group[listing.folder[by_group]]
+    unsafe = folders.unsafe[listing.folder[by_group]]
+    ends = np.append(np.nonzero(np.diff(groups))[0], len(by_group) - 1) if len(groups) else groups
+    start = 0
+    for lo in range(0, len(ends), CHUNK):
+        for end in ends[lo : lo + CHUNK].tolist():
+            members = by_group[start : end + 1].tolist()
+            flags = unsafe[start : end + 1].tolist()
+            start = end + 1
+            kept = [i for i, u in zip(members, flags, strict=True) if u >= 0]
+            safe = [i for i, u in zip(members, flags, strict=True) if u < 0]
+            kept += _decide(safe, listing, ranks, dups)
+            if len(kept) > 1:
+                paths = listing.paths(np.array(kept, dtype=np.int64))
+                kept = [i for _, i in sorted(zip(paths, kept, strict=True))]
+            order[count : count + len(kept)] = kept
+            count += len(kept)
+    return order[:count], dups
 
 
 def _decide(
-    group: list[tuple[int, int]], keep: npt.NDArray[np.bool_], dup: npt.NDArray[np.int32]
-) -> None:
-    """Keep a camera folder's files as :func:`select` does (``group`` is in path order)."""
-    if not group:
-        return
-    group.sort(key=lambda g: g[0])  # stable: by rank, then path
-    best = group[0][0]
-    first = -1
-    for rank, i in group:
+    group: list[int], listing: Listing, ranks: npt.NDArray[np.int8], dups: dict[int, int]
+) -> list[int]:
+    """The files a camera folder keeps, as :func:`select` keeps them; records duplicates."""
+    if len(group) <= 1:
+        return group
+    ranked = [(int(ranks[i]), i) for i in group]
+    if len({r for r, _ in ranked}) < len(ranked):  # equal ranks: the path decides
+        paths = listing.paths(np.array(group, dtype=np.int64))
+        ranked = [(r, p, i) for (r, i), p in zip(ranked, paths, strict=True)]  # type: ignore[misc]
+    ranked.sort()
+    best = ranked[0][0]
+    kept: list[int] = []
+    for item in ranked:
+        rank, i = item[0], item[-1]
         if rank == _RANK[FALLBACK_NAME] and best != rank:
             continue
-        keep[i] = True
-        dup[i] = first
-        first = i if first < 0 else first
+        if kept:
+            dups[i] = kept[0]
+        kept.append(i)
+    return kept
 
 
 def discover(source: Source) -> list[SourceFile]:
