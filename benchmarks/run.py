@@ -19,6 +19,7 @@ BENCHMARKS: list[tuple[str, list[str], list[str]]] = [
         ["--files", "1000", "--groups", "64", "256", "--repeat", "1"],
     ),
     ("benchmarks.bench_incremental", [], ["--datapoints", "500"]),
+    ("benchmarks.bench_scale", [], ["--files", "20000", "--entries", "100000"]),
 ]
 
 
