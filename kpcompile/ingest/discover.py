@@ -193,13 +193,16 @@ def _folders(listing: Listing, root_name: str) -> _Folders:
                 unsafe[lo + k] = UNSAFE_REASONS.index(reason)
     # one sort key per folder, b"datapoint\0camera": NUL sorts before any character a
     # path holds, so the bytes sort as the (datapoint, camera) pairs do
-    by_dp = _sort(_keys(listing, root_name, camera_first=False))
-    group, datapoint_id = _runs(by_dp, listing, root_name)
+    keys = _keys(listing, root_name, camera_first=False)
+    by_dp = _sort(keys)
+    group, datapoint_id = _runs(by_dp, keys)
     rank = np.empty(n, dtype=np.int32)
     rank[by_dp] = np.arange(n, dtype=np.int32)
     del by_dp
-    by_cam = _sort(_keys(listing, root_name, camera_first=True))
-    camera_id = _runs(by_cam, listing, root_name, camera_first=True)[1]
+    keys = _keys(listing, root_name, camera_first=True)
+    by_cam = _sort(keys)
+    camera_id = _runs(by_cam, keys)[1]
+    del keys
     # groups in (camera, datapoint) order: the order of their first folders
     groups = int(group.max()) + 1 if n else 0
     camera_rank = np.full(groups, -1, dtype=np.int32)
@@ -225,24 +228,25 @@ def _keys(listing: Listing, root_name: str, *, camera_first: bool) -> pa.Table:
     return pa.table({"k": pa.chunked_array(chunks, type=pa.large_binary())})
 
 
-def _runs(
-    order: npt.NDArray[np.int64], listing: Listing, root_name: str, *, camera_first: bool = False
-) -> tuple[Int32s, Int32s]:
-    """Per folder, the number of its run of equal (datapoint, camera) in ``order``, and
-    of its run of equal first key (datapoint, or camera with ``camera_first``)."""
+def _runs(order: npt.NDArray[np.int64], keys: pa.Table) -> tuple[Int32s, Int32s]:
+    """Per folder, the number of its run of equal keys in ``order``, and of its run of
+    equal first parts (the part before the NUL: datapoint, or camera)."""
     both = np.empty(len(order), dtype=np.int32)
     first = np.empty(len(order), dtype=np.int32)
-    last: tuple[str, str] | None = None
+    column = keys.column(0)
+    last: bytes | None = None
+    last_head: bytes | None = None
     nb = na = -1
     for lo in range(0, len(order), CHUNK):
         idx = order[lo : lo + CHUNK]
-        for i, pair in zip(idx.tolist(), _located(listing, idx, root_name), strict=True):
-            key = pair[::-1] if camera_first else pair
-            if last is None or key[0] != last[0]:
+        values = column.take(pa.array(idx, type=pa.int64())).to_pylist()
+        for i, key in zip(idx.tolist(), values, strict=True):
+            head = key[: key.index(b"\0")]
+            if head != last_head:
                 na += 1
-            if last is None or key != last:
+            if key != last:
                 nb += 1
-            last = key
+            last, last_head = key, head
             both[i], first[i] = nb, na
     return both, first
 
