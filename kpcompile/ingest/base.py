@@ -11,22 +11,15 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
 from kpcompile.errors import ErrorCode, FormatError
+from kpcompile.ingest.entry import Entry
 
 if TYPE_CHECKING:
     from kpcompile.ingest.listing import Listing
 
-
-@dataclass(frozen=True, slots=True)
-class Entry:
-    """A file as a listing sees it: path relative to the source, size (-1: not a file), mtime."""
-
-    path: str
-    size: int
-    mtime_ns: int
+__all__ = ["Entry", "Source", "too_large", "unreadable"]
 
 
 class Source(ABC):

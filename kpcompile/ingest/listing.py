@@ -25,7 +25,7 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
-from kpcompile.ingest.base import Entry
+from kpcompile.ingest.entry import Entry
 
 Ints = npt.NDArray[np.int64]
 Int32s = npt.NDArray[np.int32]
