@@ -23,6 +23,7 @@ BENCHMARKS: list[tuple[str, list[str], list[str]]] = [
     ("benchmarks.bench_s3", [], ["--files", "200", "--repeat", "1"]),
     ("benchmarks.bench_cold", [], ["--files", "2000", "--repeat", "1"]),
     ("benchmarks.bench_startup", [], ["--repeat", "3"]),
+    ("benchmarks.bench_scale", [], ["--files", "20000", "--entries", "100000"]),
 ]
 
 

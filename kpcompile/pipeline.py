@@ -21,16 +21,22 @@ from typing import Any
 
 from kpcompile._version import __version__
 from kpcompile.compile.executor import run
-from kpcompile.compile.incremental import Previous, previous_of, reuse_shard, shard_record
-from kpcompile.compile.plan import inputs_digest, plan, shard_digest
+from kpcompile.compile.incremental import (
+    Previous,
+    ShardInput,
+    previous_of,
+    reuse_shard,
+    shard_record,
+)
+from kpcompile.compile.plan import inputs_digest, shard_digest, shards
 from kpcompile.compile.pool import WorkerPool
-from kpcompile.compile.sets import assign_sets
+from kpcompile.compile.sets import SetAssigner
 from kpcompile.compile.stage import Stage
-from kpcompile.compile.worker import PreviousFile, ShardResult, ShardTask
+from kpcompile.compile.worker import ShardResult, ShardTask
 from kpcompile.compile.writer import ParquetSettings, table_from_columns, write_table
 from kpcompile.errors import KpcompileError, OptionsError, OutputError, RejectedFilesError
-from kpcompile.ingest import Source, SourceFile, open_source, preload
-from kpcompile.ingest.discover import LANDMARK_NAMES, select
+from kpcompile.ingest import Source, open_source, preload
+from kpcompile.ingest.discover import LANDMARK_NAMES, Files, discover_files
 from kpcompile.ingest.sets import SET_NAMES, SetSource, discover_sets
 from kpcompile.manifest import (
     FORMAT,
@@ -95,8 +101,7 @@ class _Run:
     """What the workers produced: one result per shard, with its input."""
 
     results: list[ShardResult]
-    shards: list[list[SourceFile]]
-    digests: list[str]
+    shards: list[ShardInput]
     linked: int
     base: str | None = None
 
@@ -196,15 +201,14 @@ class _Inputs:
     """What a build reads: the source, its landmark files, its set files, their digest."""
 
     src: Source
-    files: list[SourceFile]
+    files: Files
     sets: list[SetSource]
     digest: str
 
 
 def _inputs(src: Source, names: frozenset[str], opts: BuildOptions) -> _Inputs:
-    listing = list(src.list(names))
-    files = select(listing, src.name, src.location)
-    sets = discover_sets(listing, files) if opts.sets else []
+    files, listing = discover_files(src, names)
+    sets = discover_sets(listing.entries(), files) if opts.sets else []
     others = [(s.path, s.size, s.mtime_ns) for s in sets]
     return _Inputs(src, files, sets, inputs_digest(files, others))
 
@@ -297,41 +301,38 @@ def _run(
     prev: Previous | None,
     pool: WorkerPool | None,
 ) -> _Run:
+    """Plan shards as a stream and hand them out: the coordinator holds the columnar
+    file list and the shards in flight, never every file as an object. With
+    ``--sets``, a camera folder's set files go through the shard of its landmark file."""
     src, files = inputs.src, inputs.files
-    shards = plan(files, opts.shard_files, opts.partition_by)
-    # --sets: a camera folder's set files go through the shard of its landmark file
-    sets: list[tuple[SetSource, ...] | None] = (
-        list(assign_sets(shards, inputs.sets)) if opts.sets else [None] * len(shards)
-    )
-    digests = [shard_digest(s, sets[i]) for i, s in enumerate(shards)]
     settings = ParquetSettings.of(opts)
     bar = _progress(len(files) + len(inputs.sets), opts.progress)
     linked: list[ShardResult] = []
-    # previous rows of the files of changed shards (None: new file, or full build)
-    previous: dict[int, tuple[PreviousFile | None, ...] | None] = {}
-    if prev is not None:
-        for i, shard in enumerate(shards):
-            if digests[i] not in prev.shards:
-                previous[i] = previous_of(prev, shard, opts.partition_by)
+    planned: list[ShardInput] = []
     local = opts.executor == "local"
+    assign = SetAssigner(inputs.sets) if opts.sets else None
 
     def tasks() -> Iterator[ShardTask]:
-        for i, shard in enumerate(shards):
-            reused = reuse_shard(prev, digests[i], i, stage)
+        for i, shard in enumerate(shards(files, opts.shard_files, opts.partition_by)):
+            mine = assign(shard) if assign is not None else None
+            digest = shard_digest(shard, mine)
+            planned.append(ShardInput.of(shard, digest, opts.partition_by))
+            reused = reuse_shard(prev, digest, i, stage)
             if reused is not None:
                 linked.append(reused)
-                bar.update(len(shard) + len(sets[i] or ()))
+                bar.update(len(shard) + len(mine or ()))
                 continue
-            rels = [f.path for f in shard] + [s.path for s in sets[i] or ()]
+            rels = [f.path for f in shard] + [s.path for s in mine or ()]
             portable = src.portable(rels, local=local)
             yield ShardTask(
                 i, tuple(shard), portable, stage, opts.partition_by, settings,
-                opts.max_file_bytes, previous=previous.get(i), sets=sets[i],
-                read_ahead=opts.read_ahead << 20, read_timeout=float(opts.read_timeout),
+                opts.max_file_bytes, previous=previous_of(prev, shard, opts.partition_by),
+                sets=mine, read_ahead=opts.read_ahead << 20,
+                read_timeout=float(opts.read_timeout),
             )  # fmt: skip
 
     workers = opts.resolved_workers
-    if prev is not None and _to_read(shards, previous, sets) <= opts.shard_files:
+    if prev is not None and _few_to_read(prev, inputs, opts):
         workers = 1  # less than one shard to read: starting worker processes costs more
     try:
         results = run(
@@ -345,28 +346,31 @@ def _run(
     finally:
         bar.close()
     done = sorted(results + linked, key=lambda r: r.index)
-    if [r.index for r in done] != list(range(len(shards))):
+    if [r.index for r in done] != list(range(len(planned))):
         # never publish a snapshot missing a shard, whatever an executor returned
-        missing = sorted(set(range(len(shards))) - {r.index for r in done})
+        missing = sorted(set(range(len(planned))) - {r.index for r in done})
         msg = f"shards {missing[:10]} produced no result; nothing was published"
         raise KpcompileError(msg)
-    return _Run(done, shards, digests, len(linked), prev.snapshot if prev is not None else None)
+    return _Run(done, planned, len(linked), prev.snapshot if prev is not None else None)
 
 
-def _to_read(
-    shards: list[list[SourceFile]],
-    previous: dict[int, tuple[PreviousFile | None, ...] | None],
-    sets: list[tuple[SetSource, ...] | None],
-) -> int:
-    """Files an incremental build has to read: new or changed ones, and the set files,
-    in changed shards."""
+def _few_to_read(prev: Previous, inputs: _Inputs, opts: BuildOptions) -> bool:
+    """Whether an incremental build has at most one shard's worth of new or changed
+    files (set files of changed shards included) to read; stops counting once it has more."""
     count = 0
-    for i, rows in previous.items():
-        count += len(sets[i] or ())
-        for j, f in enumerate(shards[i]):
+    assign = SetAssigner(inputs.sets) if opts.sets else None
+    for shard in shards(inputs.files, opts.shard_files, opts.partition_by):
+        mine = assign(shard) if assign is not None else None
+        if shard_digest(shard, mine) in prev.shards:
+            continue
+        count += len(mine or ())
+        rows = previous_of(prev, shard, opts.partition_by)
+        for j, f in enumerate(shard):
             p = rows[j] if rows is not None else None
             count += p is None or (p.size, p.mtime_ns) != (f.size, f.mtime_ns)
-    return count
+        if count > opts.shard_files:
+            return False
+    return True
 
 
 class _NoProgress:
@@ -447,22 +451,15 @@ def _manifest(
         versions=dict(sorted(versions.items())),
         output_bytes=sum(t.bytes for t in tables.values()),
         tables=tables,
-        shards=[
-            shard_record(r, run_.shards[r.index], run_.digests[r.index], opts.partition_by)
-            for r in results
-        ],
+        shards=[shard_record(r, run_.shards[r.index]) for r in results],
         inputs=inputs.digest,
     )
 
 
-def _distinct(files: list[SourceFile], results: list[ShardResult]) -> dict[str, int]:
+def _distinct(files: Files, results: list[ShardResult]) -> dict[str, int]:
     """Datapoints and camera names among the compiled files."""
-    rejected = {e.path for r in results for e in r.errors}
-    ok = [f for f in files if f.path not in rejected]
-    return {
-        "datapoints": len({f.datapoint for f in ok}),
-        "cameras": len({f.camera for f in ok}),
-    }
+    datapoints, cameras = files.distinct({e.path for r in results for e in r.errors})
+    return {"datapoints": datapoints, "cameras": cameras}
 
 
 def _table(name: str, items: list[FileEntry], opts: BuildOptions) -> TableEntry:

@@ -51,7 +51,8 @@ class Previous:
     written: dict[str, FileEntry]
     partition_by: str
     files: dict[str, PreviousFile] = field(default_factory=dict)
-    loaded: set[int] = field(default_factory=set)
+    loaded: dict[int, list[str]] = field(default_factory=dict)
+    """Previous shards whose rows are in ``files``: their paths."""
 
     @classmethod
     def of(
@@ -74,12 +75,21 @@ class Previous:
         return cls(manifest.snapshot, stage, shards, written, options.partition_by)
 
     def load_overlapping(self, first: list[str], last: list[str]) -> None:
-        """Read the previous rows of every previous shard overlapping [first, last]."""
+        """Read the previous rows of every previous shard overlapping [first, last].
+
+        Shards are planned in order, so the rows of previous shards ending before
+        ``first`` are no longer needed: they are dropped, and the coordinator holds
+        the rows of a few shards at a time, however large the dataset.
+        """
         for entry in self.shards.values():
+            if entry.index in self.loaded and entry.last < first:
+                for path in self.loaded.pop(entry.index):
+                    self.files.pop(path, None)
             if entry.index in self.loaded or entry.last < first or entry.first > last:
                 continue
-            self.loaded.add(entry.index)
-            self.files.update(self._files_of(entry))
+            rows = self._files_of(entry)
+            self.loaded[entry.index] = list(rows)
+            self.files.update(rows)
 
     def _files_of(self, shard: ShardRecord) -> dict[str, PreviousFile]:
         out: dict[str, PreviousFile] = {}
@@ -143,16 +153,30 @@ def reuse_shard(prev: Previous | None, digest: str, index: int, stage: Stage) ->
     return result
 
 
-def shard_record(
-    result: ShardResult, files: Sequence[SourceFile], digest: str, partition_by: str
-) -> ShardRecord:
+@dataclass(frozen=True, slots=True)
+class ShardInput:
+    """What the manifest records of a shard's input, kept once its files are handed out."""
+
+    digest: str
+    first: list[str]
+    last: list[str]
+    files: int
+
+    @classmethod
+    def of(cls, files: Sequence[SourceFile], digest: str, partition_by: str) -> ShardInput:
+        """The record of a shard's files."""
+        first, last = order_key(files[0], partition_by), order_key(files[-1], partition_by)
+        return cls(digest, first, last, len(files))
+
+
+def shard_record(result: ShardResult, shard: ShardInput) -> ShardRecord:
     """The manifest's record of one shard, enough to reuse it without reading it."""
     return ShardRecord(
         index=result.index,
-        digest=digest,
-        first=order_key(files[0], partition_by),
-        last=order_key(files[-1], partition_by),
-        files=len(files),
+        digest=shard.digest,
+        first=shard.first,
+        last=shard.last,
+        files=shard.files,
         compiled=result.compiled,
         rows=result.rows,
         visible=result.visible,

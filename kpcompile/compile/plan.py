@@ -14,10 +14,20 @@ from __future__ import annotations
 
 import hashlib
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 from kpcompile.ingest import SourceFile
+from kpcompile.ingest.discover import Files
 from kpcompile.ingest.sets import SetSource
+
+
+def shards(files: Files, shard_files: int, partition_by: str) -> Iterator[list[SourceFile]]:
+    """:func:`plan` as a stream: one shard at a time, the files as objects only then.
+
+    The coordinator holds the columnar :class:`~kpcompile.ingest.discover.Files`
+    and the shard being handed out, never every file as an object.
+    """
+    return iter_chunks(files.ordered(partition_by), shard_files, partition_by)
 
 
 def plan(
@@ -42,10 +52,17 @@ def chunk(
     With ``partition="camera"`` a shard also ends where the camera changes, so files
     appended to one camera's run never change the next camera's first shard.
     """
+    return list(iter_chunks(ordered, target, partition))
+
+
+def iter_chunks(
+    ordered: Iterable[SourceFile], target: int, partition: str = "none"
+) -> Iterator[list[SourceFile]]:
+    """:func:`chunk` as a stream."""
     if target <= 1:
-        return [[f] for f in ordered]
+        yield from ([f] for f in ordered)
+        return
     high = 2 * target
-    shards: list[list[SourceFile]] = []
     current: list[SourceFile] = []
     by_camera = partition == "camera"
     for f in ordered:
@@ -54,15 +71,14 @@ def chunk(
             or zlib.crc32(f.path.encode()) % target == 0
             or (by_camera and f.camera != current[-1].camera)
         ):
-            shards.append(current)
+            yield current
             current = []
         current.append(f)
     if current:
-        shards.append(current)
-    return shards
+        yield current
 
 
-def shard_digest(files: Sequence[SourceFile], sets: Sequence[SetSource] | None = None) -> str:
+def shard_digest(files: Iterable[SourceFile], sets: Sequence[SetSource] | None = None) -> str:
     """Identity of a shard's input: every file's names, size, mtime and duplicate marker,
     and with ``--sets`` (``sets`` not ``None``) every set file's table, path, size and mtime."""
     h = hashlib.sha256()
@@ -83,7 +99,7 @@ def order_key(f: SourceFile, partition_by: str) -> list[str]:
     return [f.datapoint, f.camera, f.path]
 
 
-def inputs_digest(files: Sequence[SourceFile], others: Sequence[tuple[str, int, int]]) -> str:
+def inputs_digest(files: Iterable[SourceFile], others: Sequence[tuple[str, int, int]]) -> str:
     """Identity of everything a build reads: the landmark files and ``others``
     (``(path, size, mtime_ns)`` of the other files it reads, such as ``--sets`` files)."""
     h = hashlib.sha256()

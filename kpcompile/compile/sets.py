@@ -15,7 +15,7 @@ against ``max_errors`` like a rejected landmark file.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -46,14 +46,9 @@ class SetsResult:
 
 
 def assign_sets(
-    shards: Sequence[Sequence[SourceFile]], sets: Sequence[SetSource]
+    shards: Iterable[Sequence[SourceFile]], sets: Sequence[SetSource]
 ) -> list[tuple[SetSource, ...]]:
     """Per shard, the set files of the camera folders whose landmark file it holds.
-
-    A camera folder's set files go with its first landmark file in output order
-    (a folder holding a duplicate landmark file is not counted twice). Within a
-    shard they are in the shard's order, so each set table's rows follow the
-    ``keypoints`` table's order.
 
     Example:
         >>> f = SourceFile("dp", "cam", "dp/cam/key_points/face_dense_key_points.json")
@@ -61,18 +56,34 @@ def assign_sets(
         >>> [len(x) for x in assign_sets([[], [f]], [s])]
         [0, 1]
     """
-    by_folder: dict[tuple[str, str], list[SetSource]] = {}
-    for s in sets:
-        by_folder.setdefault((s.datapoint, s.camera), []).append(s)
-    rank = {t: i for i, t in enumerate(ALL_SET_TABLES)}
-    out: list[tuple[SetSource, ...]] = []
-    for shard in shards:
+    assign = SetAssigner(sets)
+    return [assign(shard) for shard in shards]
+
+
+class SetAssigner:
+    """Hands each shard, as shards are planned one after the other, its set files.
+
+    A camera folder's set files go with its first landmark file in output order
+    (a folder holding a duplicate landmark file is not counted twice). Within a
+    shard they are in the shard's order, so each set table's rows follow the
+    ``keypoints`` table's order.
+    """
+
+    def __init__(self, sets: Sequence[SetSource]) -> None:
+        self._by_folder: dict[tuple[str, str], list[SetSource]] = {}
+        for s in sets:
+            self._by_folder.setdefault((s.datapoint, s.camera), []).append(s)
+
+    def __call__(self, shard: Iterable[SourceFile]) -> tuple[SetSource, ...]:
+        """The set files of ``shard``: to call once per shard, in planning order."""
         mine: list[SetSource] = []
         for f in shard:
-            mine.extend(by_folder.pop((f.datapoint, f.camera), ()))
-        mine.sort(key=lambda s: rank[s.table])  # stable: shard order within a table
-        out.append(tuple(mine))
-    return out
+            mine.extend(self._by_folder.pop((f.datapoint, f.camera), ()))
+        mine.sort(key=lambda s: _RANK[s.table])  # stable: shard order within a table
+        return tuple(mine)
+
+
+_RANK = {t: i for i, t in enumerate(ALL_SET_TABLES)}
 
 
 def compile_sets(

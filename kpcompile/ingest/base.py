@@ -11,13 +11,14 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
+from kpcompile.ingest.entry import Entry
 from kpcompile.ingest.rejections import internal_error, too_large, unreadable
 from kpcompile.options import READ_AHEAD_MIB, READ_TIMEOUT_SECONDS
 
 if TYPE_CHECKING:
+    from kpcompile.ingest.listing import Listing
     from kpcompile.ingest.readahead import ReadAhead
 
 __all__ = [
@@ -34,15 +35,6 @@ READ_AHEAD = READ_AHEAD_MIB << 20
 """Bytes each reader keeps in flight by default (``--read-ahead`` is in MiB)."""
 READ_TIMEOUT = float(READ_TIMEOUT_SECONDS)
 """Seconds a read may take by default before its file is rejected as ``unreadable``."""
-
-
-@dataclass(frozen=True, slots=True)
-class Entry:
-    """A file as a listing sees it: path relative to the source, size (-1: not a file), mtime."""
-
-    path: str
-    size: int
-    mtime_ns: int
 
 
 class Source(ABC):
@@ -66,6 +58,16 @@ class Source(ABC):
     @abstractmethod
     def list(self, names: frozenset[str]) -> Iterable[Entry]:
         """Every file whose base name is in ``names``, anywhere under the source."""
+
+    def listing(self, names: frozenset[str]) -> Listing:
+        """What :meth:`list` returns, in columnar form (one array per field).
+
+        Sources that can list concurrently (folders, object stores) override this
+        and :meth:`list` reads it.
+        """
+        from kpcompile.ingest.listing import Listing
+
+        return Listing.of(self.list(names))
 
     @abstractmethod
     def read(self, rel: str, max_bytes: int) -> bytes:

@@ -23,7 +23,7 @@ them with the shard.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from kpcompile.ingest.base import Entry
@@ -62,7 +62,7 @@ class SetSource:
     mtime_ns: int = 0
 
 
-def discover_sets(listed: Iterable[Entry], files: Sequence[SourceFile]) -> list[SetSource]:
+def discover_sets(listed: Iterable[Entry], files: Iterable[SourceFile]) -> list[SetSource]:
     """The set files of every camera folder of ``files``, among the ``listed`` files; sorted.
 
     Example:

@@ -9,12 +9,21 @@ bytes (no ``HEAD`` for its size: the listing gave it, and a longer answer is
 a request. On an asynchronous filesystem (s3fs, gcsfs, adlfs, HTTP), a worker keeps
 many such requests in flight as coroutines on fsspec's event loop
 (:func:`~kpcompile.ingest.readahead.async_reads`); other filesystems read in threads.
+
+Listing is concurrent: the prefix's first level is listed (one request per
+thousand names), then each folder of it is listed recursively, :data:`LIST_THREADS`
+at once. An object store returns a thousand keys per request, one page after the
+other, so a single recursive listing of ten million keys is ten thousand round
+trips in a row; split by folder, the pages of different folders come at once.
+Beyond :data:`MAX_SPLIT` first-level folders, each holds few keys, a listing per
+folder costs more requests than it saves, and the prefix is listed in one go.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +32,11 @@ from kpcompile.ingest.base import READ_AHEAD, READ_TIMEOUT, Entry, Source, too_l
 
 if TYPE_CHECKING:
     from kpcompile.ingest.readahead import ReadAhead
+
+LIST_THREADS = 16
+"""Folders of an object-store prefix listed at once."""
+MAX_SPLIT = 256
+"""First-level folders beyond which a prefix is listed in one recursive listing."""
 
 
 def filesystem(url: str) -> tuple[Any, str]:
@@ -55,19 +69,19 @@ class UrlSource(Source):
             msg = f"cannot list source {url!r}: {type(exc).__name__}: {exc}"
             raise SourceError(msg) from None
 
-    def list(self, names: frozenset[str]) -> Iterable[Entry]:
+    def list(self, names: frozenset[str], threads: int = LIST_THREADS) -> Iterable[Entry]:
         try:
             fs, path = filesystem(self.location)
-            listing = fs.find(path, detail=True, withdirs=False)
+            for listing in _find_concurrently(fs, path, threads):
+                yield from _entries(listing, path, names)
         except Exception as exc:
             msg = f"cannot list source {self.location!r}: {type(exc).__name__}: {exc}"
             raise SourceError(msg) from None
-        for name, meta in listing.items():
-            rel = name[len(path) :].lstrip("/")
-            if rel.rsplit("/", 1)[-1] not in names:
-                continue
-            size = int(meta.get("size") or 0) if meta.get("type", "file") == "file" else -1
-            yield Entry(rel, size, mtime_ns(meta))
+
+    def list_serial(self, names: frozenset[str]) -> Iterator[Entry]:
+        """One recursive listing: the reference the concurrent listing must equal."""
+        fs, path = filesystem(self.location)
+        yield from _entries(fs.find(path, detail=True, withdirs=False), path, names)
 
     def read(self, rel: str, max_bytes: int) -> bytes:
         fs, path = filesystem(self.location)
@@ -125,6 +139,27 @@ def _empty_or_raise(rel: str, exc: Exception) -> bytes:
     if isinstance(exc, OSError):
         raise unreadable(rel, exc.strerror or text) from None
     raise unreadable(rel, f"{type(exc).__name__}: {exc}") from None
+
+
+def _find_concurrently(fs: Any, path: str, threads: int) -> Iterator[dict[str, Any]]:
+    """``fs.find(path)``'s result, in parts: the first level's files, then per folder."""
+    top = fs.ls(path, detail=True)
+    folders = [m["name"] for m in top if m.get("type") == "directory"]
+    if len(folders) > MAX_SPLIT or threads <= 1:
+        yield fs.find(path, detail=True, withdirs=False)
+        return
+    yield {m["name"]: m for m in top if m.get("type", "file") != "directory"}
+    with ThreadPoolExecutor(threads, thread_name_prefix="kpcompile-list") as pool:
+        yield from pool.map(lambda f: fs.find(f, detail=True, withdirs=False), folders)
+
+
+def _entries(listing: dict[str, Any], path: str, names: frozenset[str]) -> Iterator[Entry]:
+    for name, meta in listing.items():
+        rel = name[len(path) :].lstrip("/")
+        if rel.rsplit("/", 1)[-1] not in names:
+            continue
+        size = int(meta.get("size") or 0) if meta.get("type", "file") == "file" else -1
+        yield Entry(rel, size, mtime_ns(meta))
 
 
 def mtime_ns(meta: dict[str, Any]) -> int:

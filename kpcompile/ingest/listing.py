@@ -1,0 +1,191 @@
+"""A source's listing in columnar form: not one Python object per file.
+
+At ten million files, one Python object per file (a path string, a tuple, a
+dataclass) costs about a kilobyte each, ten gigabytes in all. A
+:class:`Listing` keeps each *folder* once, in one Arrow binary array, and per
+file only integers: which folder, which base name (an index into a short table
+of names), size and mtime. That is 24 bytes per file plus the folder's path once
+(a camera folder's ``key_points/`` holds several listed files). Files become
+Python objects again only a shard at a time (:mod:`kpcompile.ingest.discover`).
+
+Folder paths end with ``/`` (``""`` for the source's root) so that ``folder +
+name`` is the file's path, whatever it is (``/x``, ``a//b/x``). They are stored
+as UTF-8 with ``surrogatepass``: a name the filesystem holds as undecodable
+bytes (``os.fsdecode`` gives lone surrogates) survives the round trip exactly,
+and the bytes sort in the same order as the Python strings (code point order).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+
+from kpcompile.ingest.entry import Entry
+
+Ints = npt.NDArray[np.int64]
+Int32s = npt.NDArray[np.int32]
+CHUNK = 1 << 13
+"""Entries handled as Python objects at once (buffered, decoded)."""
+
+
+def encode(path: str) -> bytes:
+    """A path as stored in a listing (UTF-8, lone surrogates kept)."""
+    return path.encode("utf-8", "surrogatepass")
+
+
+def decode(raw: bytes) -> str:
+    """The inverse of :func:`encode`."""
+    return raw.decode("utf-8", "surrogatepass")
+
+
+@dataclass(frozen=True, slots=True)
+class Listing:
+    """Files of a source: file ``i`` is ``folders[folder[i]] + names[name[i]]``.
+
+    ``sizes[i]`` is -1 for what is not a regular file; ``mtimes[i]`` in nanoseconds.
+    """
+
+    folders: pa.ChunkedArray
+    """Encoded folder paths ending with ``/`` (``large_binary`` chunks, never
+    concatenated: that would hold them twice)."""
+    folder: Int32s
+    name: Int32s
+    names: tuple[str, ...]
+    sizes: Ints
+    mtimes: Ints
+
+    def __len__(self) -> int:
+        return len(self.sizes)
+
+    @classmethod
+    def of(cls, entries: Iterable[Entry]) -> Listing:
+        """The listing of some entries (kept in the order given)."""
+        builder = ListingBuilder()
+        for e in entries:
+            builder.add(e.path, e.size, e.mtime_ns)
+        return builder.finish()
+
+    def folder_paths(self, folders: npt.NDArray[Any]) -> list[str]:
+        """The paths of some folders (by index)."""
+        raw = self.folders.take(pa.array(folders, type=pa.int32())).to_pylist()
+        return [decode(r) for r in raw]
+
+    def paths(self, idx: npt.NDArray[Any]) -> list[str]:
+        """The paths of some files (by index)."""
+        folders = self.folder_paths(self.folder[idx])
+        names = self.names
+        return [f + names[n] for f, n in zip(folders, self.name[idx].tolist(), strict=True)]
+
+    def entries(self, start: int = 0, stop: int | None = None) -> Iterator[Entry]:
+        """The entries as objects, ``CHUNK`` at a time."""
+        stop = len(self) if stop is None else stop
+        for lo in range(start, stop, CHUNK):
+            idx = np.arange(lo, min(lo + CHUNK, stop), dtype=np.int64)
+            sizes, mtimes = self.sizes[idx].tolist(), self.mtimes[idx].tolist()
+            for path, size, mtime in zip(self.paths(idx), sizes, mtimes, strict=True):
+                yield Entry(path, size, mtime)
+
+    def nbytes(self) -> int:
+        """Bytes held by the arrays."""
+        arrays = (self.folder, self.name, self.sizes, self.mtimes)
+        return int(self.folders.nbytes + sum(a.nbytes for a in arrays))
+
+
+class ListingBuilder:
+    """Collects entries (in any order) into a :class:`Listing`, a chunk at a time.
+
+    A new folder starts whenever an entry's folder differs from the previous
+    entry's: a folder walk adds each folder's files together, and sources listing
+    keys in sorted order (object stores, most archives) do too.
+    """
+
+    def __init__(self, chunk: int = CHUNK) -> None:
+        self._chunk = chunk
+        self._names: dict[str, int] = {}
+        self._folders: list[bytes] = []
+        self._last: str | None = None
+        self._nfolders = 0
+        self._rows: list[tuple[int, int, int, int]] = []
+        self._chunks: list[pa.Array] = []
+        self._arrays: list[tuple[Int32s, Int32s, Ints, Ints]] = []
+
+    def add(self, path: str, size: int, mtime_ns: int) -> None:
+        """One entry."""
+        cut = path.rfind("/") + 1
+        self._add(path[:cut], path[cut:], size, mtime_ns)
+
+    def add_folder(self, prefix: str, files: Iterable[tuple[str, int, int]]) -> None:
+        """The ``(name, size, mtime_ns)`` of files in one folder (``prefix`` ends with ``/``)."""
+        for name, size, mtime in files:
+            self._add(prefix, name, size, mtime)
+
+    def _add(self, folder: str, name: str, size: int, mtime: int) -> None:
+        if folder != self._last:
+            self._folders.append(encode(folder))
+            self._last = folder
+            self._nfolders += 1
+        n = self._names.setdefault(name, len(self._names))
+        self._rows.append((self._nfolders - 1, n, size, mtime))
+        if len(self._rows) >= self._chunk:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._folders:
+            self._chunks.append(pa.array(self._folders, type=pa.large_binary()))
+            self._folders = []
+        if self._rows:
+            cols = list(zip(*self._rows, strict=True))
+            self._arrays.append(
+                (
+                    np.array(cols[0], dtype=np.int32),
+                    np.array(cols[1], dtype=np.int32),
+                    np.array(cols[2], dtype=np.int64),
+                    np.array(cols[3], dtype=np.int64),
+                )
+            )
+            self._rows = []
+
+    def finish(self) -> Listing:
+        """The listing of everything added."""
+        return ListingBuilder.merge([self])
+
+    @staticmethod
+    def merge(builders: Iterable[ListingBuilder]) -> Listing:
+        """One listing of what several builders collected (threads each fill one)."""
+        names: dict[str, int] = {}
+        chunks: list[pa.Array] = []
+        parts: list[list[npt.NDArray[Any]]] = []
+        offset = 0
+        for b in builders:
+            b._flush()
+            remap = np.array(
+                [names.setdefault(n, len(names)) for n in b._names] or [0], dtype=np.int32
+            )
+            for f, n, s, m in b._arrays:
+                f += offset  # our own arrays: shifted in place, not copied
+                parts.append([f, remap[n], s, m])
+            chunks += b._chunks
+            offset += b._nfolders
+            b._chunks, b._arrays = [], []
+
+        def cat(k: int, dtype: type) -> npt.NDArray[Any]:
+            # one column at a time, each part released once copied: the listing is
+            # held once and a column twice, never the whole listing twice
+            out = np.concatenate([p[k] for p in parts]) if parts else np.zeros(0, dtype)
+            for p in parts:
+                p[k] = np.zeros(0, dtype)
+            return out.astype(dtype, copy=False)
+
+        return Listing(
+            pa.chunked_array(chunks, type=pa.large_binary()),
+            cat(0, np.int32),
+            cat(1, np.int32),
+            tuple(names),
+            cat(2, np.int64),
+            cat(3, np.int64),
+        )

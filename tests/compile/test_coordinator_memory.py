@@ -1,0 +1,131 @@
+"""The coordinator's memory per discovered file (issue 11: at most 200 bytes), and the
+columnar discovery choosing exactly the files the object form chooses.
+
+Memory is measured in a fresh interpreter over discovery and planning of a synthetic
+listing: Python's allocations (tracemalloc peak) plus Arrow's (its memory pool's
+peak), both counted in full, so the figure is an upper bound. A bound, not a timing.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+
+import pytest
+
+from kpcompile.compile.plan import plan, shards
+from kpcompile.ingest.base import Entry
+from kpcompile.ingest.discover import select, select_listing
+from kpcompile.ingest.listing import Listing
+
+MAX_BYTES_PER_FILE = 200
+"""Issue 11's target: not met yet (about 260 measured), see the xfail below."""
+MEASURED_BOUND = 300
+"""What this branch holds to: a quarter of the object form's 1,100 bytes."""
+
+_MEASURE = r"""
+import json, sys, tracemalloc
+import pyarrow as pa
+from kpcompile.compile.incremental import ShardInput
+from kpcompile.compile.plan import inputs_digest, shard_digest, shards
+from kpcompile.ingest.base import Entry, Source
+from kpcompile.ingest.discover import discover_files
+
+CAMERAS = 2
+
+class Synthetic(Source):
+    kind = "synthetic"
+    def list(self, names):
+        for i in range(N // CAMERAS):
+            for c in range(CAMERAS):
+                folder = f"datapoint_{i:07d}/camera_{c:02d}/key_points/"
+                yield Entry(folder + "face_dense_key_points.json", 300_000 + i, 10**18 + i)
+                yield Entry(folder + "all_key_points.json", 900_000 + i, 10**18 + i)
+    def read(self, rel, max_bytes):
+        raise AssertionError("not read")
+
+def coordinate():
+    files, listing = discover_files(Synthetic("/synthetic", "synthetic"))
+    digest = inputs_digest(files, [])
+    records = [ShardInput.of(s, shard_digest(s), "camera") for s in shards(files, 100, "camera")]
+    return files, listing, records, files.distinct(set())
+
+N = 10
+coordinate()  # imports what discovery and planning use: code, not memory per file
+N = int(sys.argv[1])
+pool = pa.default_memory_pool()
+arrow_before = pool.max_memory()
+tracemalloc.start()
+files, listing, records, distinct = coordinate()
+_, py_peak = tracemalloc.get_traced_memory()
+tracemalloc.stop()
+arrow_peak = pool.max_memory() - arrow_before
+print(json.dumps({"files": len(files), "listed": len(listing), "shards": len(records),
+                  "python_peak": py_peak, "arrow_peak": arrow_peak, "distinct": distinct}))
+"""
+
+
+def _bytes_per_file(n: int) -> float:
+    done = subprocess.run(
+        [sys.executable, "-c", _MEASURE, str(n)], check=True, capture_output=True, text=True
+    )
+    got = json.loads(done.stdout)
+    assert got["files"] == n and got["listed"] == 2 * n  # all_key_points.json: listed, not used
+    assert got["shards"] > n // 200 and got["distinct"] == [n // 2, 2]
+    return float(got["python_peak"] + got["arrow_peak"]) / n
+
+
+@pytest.mark.slow
+def test_coordinator_memory_per_discovered_file_is_bounded() -> None:
+    assert _bytes_per_file(100_000) <= MEASURED_BOUND
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    reason="about 260 B/file measured (Python 130 + Arrow 130 peaks): the listing holds "
+    "24 B per listed entry and each folder's path once; sorting adds a key per folder",
+)
+def test_coordinator_holds_at_most_200_bytes_per_discovered_file() -> None:
+    assert _bytes_per_file(100_000) <= MAX_BYTES_PER_FILE
+
+
+def _random_listing(rng: random.Random) -> list[Entry]:
+    names = [
+        "face_dense_key_points.json",
+        "dense_keypoints.json",
+        "all_key_points.json",
+        "camera_metadata.json",
+    ]
+    folders = ["dp1/cam", "dp1/cam/key_points", "dp2/cam", "dp2/c2/key_points", "key_points"]
+    folders += ["", "../up/cam", "/abs/cam", "a//b/cam", "./c/cam", "é/cam"]
+    entries = {}
+    for _ in range(rng.randrange(1, 40)):
+        folder, name = rng.choice(folders), rng.choice(names)
+        path = f"{folder}/{name}" if folder else name
+        entries[path] = Entry(path, rng.randrange(-1, 5), rng.randrange(0, 3))
+    items = list(entries.values())
+    rng.shuffle(items)
+    return items
+
+
+def test_columnar_discovery_chooses_the_files_the_object_form_chooses() -> None:
+    rng = random.Random(11)
+    checked = 0
+    for _ in range(300):
+        entries = _random_listing(rng)
+        try:
+            expected = select(entries, "root", "where")
+        except Exception as exc:
+            with pytest.raises(type(exc)):
+                select_listing(Listing.of(entries), "root", "where")
+            continue
+        files = select_listing(Listing.of(entries), "root", "where")
+        assert list(files) == expected
+        for partition in ("none", "camera"):
+            for target in (1, 2, 3):
+                assert list(shards(files, target, partition)) == plan(expected, target, partition)
+        checked += 1
+    assert checked > 200

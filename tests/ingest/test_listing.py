@@ -1,0 +1,177 @@
+"""Parallel listing finds exactly what a serial walk finds, and keeps it in columnar form."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kpcompile import SourceError
+from kpcompile.ingest import folder as folder_mod
+from kpcompile.ingest import url as url_mod
+from kpcompile.ingest.base import Entry
+from kpcompile.ingest.discover import LANDMARK_NAMES
+from kpcompile.ingest.folder import FolderSource, walk_parallel
+from kpcompile.ingest.listing import Listing, decode, encode
+from kpcompile.ingest.url import UrlSource
+from kpcompile.synth import synth
+
+DENSE = "key_points/face_dense_key_points.json"
+ODD_NAMES = ["with space", "new\nline", "ünïcödé", "back\\slash", "-dash", "x" * 200]
+
+
+def _tree(root: Path) -> Path:
+    """A dataset with the cases a walk can get wrong (no link to a folder besides a loop)."""
+    synth(root, datapoints=5, cameras=2, layout="mixed", seed=4)
+    first = sorted(p for p in root.iterdir() if p.is_dir())[0]
+    (first / "loop_up").symlink_to("..")
+    for i, name in enumerate(ODD_NAMES):
+        (root / name / "cam").mkdir(parents=True)
+        (root / name / "cam" / "dense_keypoints.json").write_text(str(i))
+    (root / "empty" / "deeper" / "still_empty").mkdir(parents=True)
+    (root / f"folder_named_like_a_file/cam/{DENSE}").mkdir(parents=True)
+    (root / "fifo/cam").mkdir(parents=True)
+    os.mkfifo(root / "fifo/cam/dense_keypoints.json")
+    (root / "broken/cam").mkdir(parents=True)
+    (root / "broken/cam/dense_keypoints.json").symlink_to(root / "nowhere")
+    (root / "linked_file/cam").mkdir(parents=True)
+    (root / "linked_file/cam/dense_keypoints.json").symlink_to(root / "0/cam/dense_keypoints.json")
+    (root / "0/cam").mkdir(parents=True)
+    (root / "0/cam/dense_keypoints.json").write_text("{}")
+    (root / "loop").symlink_to(".")
+    undecodable = os.fsencode(str(root)) + b"/bad\xff\xfename/cam"
+    os.makedirs(undecodable)
+    with open(undecodable + b"/dense_keypoints.json", "wb") as fh:
+        fh.write(b"{}")
+    deep = root / "/".join(f"d{i}" for i in range(30)) / "cam"
+    deep.mkdir(parents=True)
+    (deep / "dense_keypoints.json").write_text("{}")
+    return root
+
+
+def _sorted(entries: Any) -> list[Entry]:
+    return sorted(entries, key=lambda e: e.path)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 16])
+def test_parallel_listing_equals_the_serial_walk(tmp_path: Path, threads: int) -> None:
+    root = _tree(tmp_path / "dataset")
+    src = FolderSource(root)
+    serial = _sorted(src.list_serial(LANDMARK_NAMES))
+    # walk_parallel itself, not the fallback: this tree needs no serial walk
+    parallel = _sorted(walk_parallel(str(root), LANDMARK_NAMES, threads).entries())
+    assert parallel == serial
+    assert _sorted(src.listing(LANDMARK_NAMES, threads).entries()) == serial
+    paths = {e.path for e in serial}
+    assert "bad\udcff\udcfename/cam/dense_keypoints.json" in paths
+    assert f"folder_named_like_a_file/cam/{DENSE}" in paths
+    assert not any("loop" in p for p in paths)
+    by_path = {e.path: e for e in serial}
+    assert by_path["fifo/cam/dense_keypoints.json"].size == -1
+    assert by_path["broken/cam/dense_keypoints.json"] == Entry(
+        "broken/cam/dense_keypoints.json", -1, 0
+    )
+    assert by_path["linked_file/cam/dense_keypoints.json"].size == 2
+
+
+def test_parallel_listing_ignores_the_order_folders_come_in(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = _tree(tmp_path / "dataset")
+    src = FolderSource(root)
+    expected = _sorted(src.list_serial(LANDMARK_NAMES))
+    real = os.scandir
+    rng = random.Random(5)
+
+    class Shuffled:
+        def __init__(self, path: Any) -> None:
+            with real(path) as it:
+                self.entries = list(it)
+            rng.shuffle(self.entries)
+
+        def __enter__(self) -> list[os.DirEntry[str]]:
+            return self.entries
+
+        def __exit__(self, *exc: object) -> None:
+            return None
+
+    monkeypatch.setattr(os, "scandir", Shuffled)
+    for threads in (1, 3, 16):
+        assert _sorted(walk_parallel(str(root), LANDMARK_NAMES, threads).entries()) == expected
+
+
+def test_a_folder_reached_by_two_paths_is_named_as_the_serial_walk_names_it(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "dataset"
+    synth(root, datapoints=3, cameras=1, layout="faces", seed=1)
+    (root / "zz_alias").symlink_to(root / "datapoint_00001")
+    (root / "aa_alias").symlink_to(root / "datapoint_00002")
+    src = FolderSource(root)
+    with pytest.raises(folder_mod._Serial):
+        walk_parallel(str(root), LANDMARK_NAMES, 4)
+    serial = _sorted(src.list_serial(LANDMARK_NAMES))
+    assert _sorted(src.listing(LANDMARK_NAMES).entries()) == serial
+    # the serial walk pops the last name first: zz_alias names datapoint_00001, and
+    # datapoint_00002 is listed before aa_alias reaches it
+    tops = sorted({e.path.split("/")[0] for e in serial})
+    assert tops == ["datapoint_00002", "datapoint_00003", "zz_alias"]
+
+
+def test_unreadable_folder_deep_down_raises_as_serially(
+    small_dataset: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = os.scandir
+    denied = {str(small_dataset / "datapoint_00003" / "camera_01"), str(small_dataset / "x")}
+    (small_dataset / "x").mkdir()
+
+    def scandir(path: Any) -> Any:
+        if str(path) in denied:
+            raise PermissionError(13, "Permission denied")
+        return real(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    with pytest.raises(SourceError, match="cannot list folder 'x': Permission denied"):
+        FolderSource(small_dataset).listing(LANDMARK_NAMES, threads=8)
+
+
+def test_listing_keeps_undecodable_names_and_python_order() -> None:
+    names = ["b", "a/\udcff", "a/\udc80x", "a/z", "é", "\U0001f600", "a", "a/\ud7ff", "a/\ue000"]
+    listing = Listing.of(Entry(n, i, -i) for i, n in enumerate(names))
+    assert [e.path for e in listing.entries()] == names
+    assert [decode(encode(n)) for n in names] == names
+    assert sorted(encode(n) for n in names) == [encode(n) for n in sorted(names)]
+    assert listing.sizes.tolist() == list(range(len(names)))
+    assert [e.mtime_ns for e in listing.entries(2, 4)] == [-2, -3]
+
+
+def test_object_store_listing_is_concurrent_and_equals_one_recursive_listing(
+    s3: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "dataset"
+    synth(root, datapoints=6, cameras=2, layout="mixed", seed=2)
+    (root / "cam_at_top").mkdir()
+    (root / "cam_at_top" / "dense_keypoints.json").write_text("{}")
+    (root / "dense_keypoints.json").write_text("{}")
+    s3.put(str(root), "bucket/listing/dataset", recursive=True)
+    src = UrlSource("s3://bucket/listing/dataset")
+    serial = _sorted(src.list_serial(LANDMARK_NAMES))
+    assert len(serial) > 12 and "dense_keypoints.json" in {e.path for e in serial}
+    calls: list[str] = []
+    real_find = type(s3).find
+
+    def find(self: Any, path: str, *args: Any, **kwargs: Any) -> Any:
+        calls.append(path)
+        return real_find(self, path, *args, **kwargs)
+
+    monkeypatch.setattr(type(s3), "find", find)
+    assert _sorted(src.list(LANDMARK_NAMES)) == serial
+    folders = [m for m in s3.ls("bucket/listing/dataset", detail=True) if m["type"] == "directory"]
+    assert sorted(calls) == sorted(m["name"] for m in folders) and len(calls) > 3
+    calls.clear()
+    monkeypatch.setattr(url_mod, "MAX_SPLIT", 2)
+    assert _sorted(src.list(LANDMARK_NAMES)) == serial
+    assert calls == ["bucket/listing/dataset"]
