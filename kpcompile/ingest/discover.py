@@ -34,7 +34,7 @@ import pyarrow as pa
 
 from kpcompile.errors import SourceError
 from kpcompile.ingest.base import Entry, Source
-from kpcompile.ingest.listing import CHUNK, Int32s, Listing, encode
+from kpcompile.ingest.listing import CHUNK, Int32s, Listing, binary_array, binary_take, encode
 
 DENSE_NAMES: frozenset[str] = frozenset({"face_dense_key_points.json", "dense_keypoints.json"})
 FALLBACK_NAME = "all_key_points.json"
@@ -136,11 +136,11 @@ class Files:
         folders = lst.folder[self.order]
         keep = np.ones(len(self.order), dtype=bool)
         if excluded:
-            import pyarrow.compute as pc
-
-            suspects = {p[: p.rfind("/") + 1] for p in excluded}
-            values = pa.array([encode(f) for f in suspects], type=pa.large_binary())
-            flagged = np.asarray(pc.is_in(lst.folders, value_set=values).to_numpy(False))
+            suspects = {encode(p[: p.rfind("/") + 1]) for p in excluded}
+            flagged = np.zeros(len(lst.folders), dtype=bool)
+            for lo in range(0, len(flagged), CHUNK):
+                idx = np.arange(lo, min(lo + CHUNK, len(flagged)))
+                flagged[idx] = [f in suspects for f in binary_take(lst.folders, idx)]
             at = np.nonzero(flagged[folders])[0]
             for k, path in zip(at.tolist(), lst.paths(self.order[at]), strict=True):
                 keep[k] = path not in excluded
@@ -151,12 +151,23 @@ class Files:
         )
 
 
-def _sort(keys: pa.Table) -> npt.NDArray[np.int64]:
-    """Row indices of ``keys`` sorted by its columns, in order."""
+SORT_IN_PYTHON = 1 << 14
+"""Folders up to which keys are sorted in Python: ``pyarrow.compute`` (faster on
+millions, and lighter than Python's objects) costs a tenth of a small build to import."""
+
+
+def _sort(keys: pa.ChunkedArray) -> npt.NDArray[np.int64]:
+    """Indices of ``keys`` in sorted order (stable)."""
+    if len(keys) <= SORT_IN_PYTHON:
+        values = binary_take(keys, np.arange(len(keys)))
+        return np.array(sorted(range(len(values)), key=values.__getitem__), dtype=np.int64)
     import pyarrow.compute as pc
 
-    idx = pc.sort_indices(keys, sort_keys=[(n, "ascending") for n in keys.column_names])
-    out: npt.NDArray[np.int64] = idx.to_numpy().astype(np.int64, copy=False)
+    table = pa.Table.from_arrays([keys], names=["k"])  # sorts chunked keys without a copy
+    idx = pc.sort_indices(table, sort_keys=[("k", "ascending")])  # stable, as sorted() is
+    # from the buffer: to_numpy() imports pandas when it is installed
+    raw = np.frombuffer(idx.buffers()[1], dtype=np.uint64)[idx.offset : idx.offset + len(idx)]
+    out: npt.NDArray[np.int64] = raw.astype(np.int64)
     return out
 
 
@@ -217,29 +228,28 @@ def _located(listing: Listing, idx: npt.NDArray[np.int64], root_name: str) -> li
     return [locate(f + "x", root_name) for f in listing.folder_paths(idx)]
 
 
-def _keys(listing: Listing, root_name: str, *, camera_first: bool) -> pa.Table:
+def _keys(listing: Listing, root_name: str, *, camera_first: bool) -> pa.ChunkedArray:
     """Per folder, ``datapoint\0camera`` (or ``camera\0datapoint``) as bytes."""
     n = len(listing.folders)
     chunks = []
     for lo in range(0, n, CHUNK):
         pairs = _located(listing, np.arange(lo, min(lo + CHUNK, n)), root_name)
         keys = [encode(f"{c}\0{d}" if camera_first else f"{d}\0{c}") for d, c in pairs]
-        chunks.append(pa.array(keys, type=pa.large_binary()))
-    return pa.table({"k": pa.chunked_array(chunks, type=pa.large_binary())})
+        chunks.append(binary_array(keys))
+    return pa.chunked_array(chunks, type=pa.large_binary())
 
 
-def _runs(order: npt.NDArray[np.int64], keys: pa.Table) -> tuple[Int32s, Int32s]:
+def _runs(order: npt.NDArray[np.int64], keys: pa.ChunkedArray) -> tuple[Int32s, Int32s]:
     """Per folder, the number of its run of equal keys in ``order``, and of its run of
     equal first parts (the part before the NUL: datapoint, or camera)."""
     both = np.empty(len(order), dtype=np.int32)
     first = np.empty(len(order), dtype=np.int32)
-    column = keys.column(0)
     last: bytes | None = None
     last_head: bytes | None = None
     nb = na = -1
     for lo in range(0, len(order), CHUNK):
         idx = order[lo : lo + CHUNK]
-        values = column.take(pa.array(idx, type=pa.int64())).to_pylist()
+        values = binary_take(keys, idx)
         for i, key in zip(idx.tolist(), values, strict=True):
             head = key[: key.index(b"\0")]
             if head != last_head:
