@@ -229,7 +229,9 @@ def cli_reference() -> str:
     """
     from kpcompile.cli import cli
 
-    root = click.Context(cli, info_name="kpcompile")
+    # with the group's settings, as a real run has them: a context without them
+    # would leave each command's help option cached without "-h"
+    root = click.Context(cli, info_name="kpcompile", **cli.context_settings)
     assert isinstance(cli, click.Group)
     sections = [_command(name, cmd, root) for name, cmd in cli.commands.items()]
     return "\n".join(sections)

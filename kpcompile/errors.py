@@ -85,7 +85,8 @@ class ErrorCode(StrEnum):
     UNSAFE_PATH = "unsafe_path"
     """The file's name in an archive or object store is absolute or has a ``..``, ``.``
     or empty component: its datapoint would name a folder outside the dataset. Such
-    files are rejected unread, as Python's tarfile ``data`` extraction filter does."""
+    files are rejected unread, as Python's tarfile ``data`` extraction filter does.
+    So is a name that is not valid UTF-8 (shown with ``\\x`` escapes)."""
     INTERNAL_ERROR = "internal_error"
     """kpcompile failed unexpectedly on this file (a bug: please report it with the file);
     the message names the exception. The build goes on with the other files."""

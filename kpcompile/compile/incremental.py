@@ -29,6 +29,7 @@ from kpcompile.compile.plan import order_key
 from kpcompile.compile.stage import Stage
 from kpcompile.compile.worker import PreviousFile, ShardResult, part_name
 from kpcompile.ingest import SourceFile
+from kpcompile.ingest.discover import printable
 from kpcompile.manifest import FileEntry, Manifest, ShardRecord
 from kpcompile.options import BuildOptions, reuse_keys
 from kpcompile.schema import partition_dir
@@ -166,6 +167,8 @@ class ShardInput:
     def of(cls, files: Sequence[SourceFile], digest: str, partition_by: str) -> ShardInput:
         """The record of a shard's files."""
         first, last = order_key(files[0], partition_by), order_key(files[-1], partition_by)
+        # the manifest is UTF-8: a name that is not (its file is rejected) is escaped
+        first, last = [printable(k) for k in first], [printable(k) for k in last]
         return cls(digest, first, last, len(files))
 
 

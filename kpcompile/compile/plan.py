@@ -20,6 +20,10 @@ from kpcompile.ingest import SourceFile
 from kpcompile.ingest.discover import Files
 from kpcompile.ingest.sets import SetSource
 
+# Names are hashed as UTF-8; a name that is not (it is rejected, but still counted)
+# keeps its undecodable bytes as lone surrogates, which "surrogatepass" encodes.
+_ENC, _ANY = "utf-8", "surrogatepass"
+
 
 def shards(files: Files, shard_files: int, partition_by: str) -> Iterator[list[SourceFile]]:
     """:func:`plan` as a stream: one shard at a time, the files as objects only then.
@@ -68,7 +72,7 @@ def iter_chunks(
     for f in ordered:
         if current and (
             len(current) >= high
-            or zlib.crc32(f.path.encode()) % target == 0
+            or zlib.crc32(f.path.encode(_ENC, _ANY)) % target == 0
             or (by_camera and f.camera != current[-1].camera)
         ):
             yield current
@@ -83,12 +87,14 @@ def shard_digest(files: Iterable[SourceFile], sets: Sequence[SetSource] | None =
     and with ``--sets`` (``sets`` not ``None``) every set file's table, path, size and mtime."""
     h = hashlib.sha256()
     for f in files:
-        h.update(f"{f.datapoint}\0{f.camera}\0{f.path}\0{f.size}\0{f.mtime_ns}\0".encode())
-        h.update(f"{f.duplicate_of}\0{f.unsafe}\n".encode())
+        h.update(
+            f"{f.datapoint}\0{f.camera}\0{f.path}\0{f.size}\0{f.mtime_ns}\0".encode(_ENC, _ANY)
+        )
+        h.update(f"{f.duplicate_of}\0{f.unsafe}\n".encode(_ENC, _ANY))
     if sets is not None:
         h.update(b"sets\n")
         for s in sets:
-            h.update(f"{s.table}\0{s.key}\0{s.path}\0{s.size}\0{s.mtime_ns}\n".encode())
+            h.update(f"{s.table}\0{s.key}\0{s.path}\0{s.size}\0{s.mtime_ns}\n".encode(_ENC, _ANY))
     return h.hexdigest()
 
 
@@ -105,5 +111,5 @@ def inputs_digest(files: Iterable[SourceFile], others: Sequence[tuple[str, int, 
     h = hashlib.sha256()
     h.update(shard_digest(files).encode())
     for path, size, mtime_ns in others:
-        h.update(f"{path}\0{size}\0{mtime_ns}\n".encode())
+        h.update(f"{path}\0{size}\0{mtime_ns}\n".encode(_ENC, _ANY))
     return h.hexdigest()

@@ -29,6 +29,7 @@ from kpcompile.compile.writer import (
 from kpcompile.errors import ErrorCode, FormatError, SnapshotError
 from kpcompile.ingest import Source, SourceFile
 from kpcompile.ingest.base import READ_AHEAD, READ_TIMEOUT
+from kpcompile.ingest.discover import printable
 from kpcompile.ingest.sets import SetSource
 from kpcompile.manifest import ErrorRow, FileEntry
 from kpcompile.parsing import NUM_LANDMARKS, Landmarks, parse
@@ -190,7 +191,9 @@ def _each_file(
             rows.add(key, sf.datapoint, sf.camera, outcome.lm)
             result.parsed += 1
         elif outcome.error is not None:
-            result.errors.append(ErrorRow(sf.path, str(outcome.error.code), str(outcome.error)))
+            result.errors.append(
+                ErrorRow(printable(sf.path), str(outcome.error.code), printable(str(outcome.error)))
+            )
         files.add(sf, outcome)
         _count(result, outcome)
 
@@ -215,7 +218,11 @@ def _read_and_parse(
 ) -> _Outcome:
     """One file's outcome; ``data``: its bytes or read error, None when it is not read."""
     if sf.unsafe is not None:
-        reason = f"unsafe name: {sf.unsafe}; rejected as Python's tarfile 'data' filter does"
+        reason = f"unsafe name: {sf.unsafe}; " + (
+            "the tables hold UTF-8 text (the name is shown with \\x escapes)"
+            if sf.unsafe == "a name that is not valid UTF-8"
+            else "rejected as Python's tarfile 'data' filter does"
+        )
         return _Outcome(error=FormatError(ErrorCode.UNSAFE_PATH, sf.path, reason))
     if sf.duplicate_of is not None:
         reason = (
@@ -270,9 +277,9 @@ class _FilesColumns:
         else:
             layout, version, visible = None, None, None
         c = self.cols
-        c["path"].append(sf.path)
-        c["datapoint"].append(sf.datapoint)
-        c["camera"].append(sf.camera)
+        c["path"].append(printable(sf.path))
+        c["datapoint"].append(printable(sf.datapoint))
+        c["camera"].append(printable(sf.camera))
         c["status"].append("ok" if o.ok else "rejected")
         c["layout"].append(layout)
         c["version"].append(version)

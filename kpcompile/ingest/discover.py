@@ -72,6 +72,7 @@ UNSAFE_REASONS: tuple[str, ...] = (
     "a '..' component would leave the dataset",
     "an empty component ('//')",
     "a '.' component",
+    "a name that is not valid UTF-8",
 )
 
 
@@ -400,6 +401,8 @@ def unsafe_reason(rel: str) -> str | None:
         >>> unsafe_reason("../x/dp/cam/key_points/face_dense_key_points.json")
         "a '..' component would leave the dataset"
     """
+    if not rel.isascii() and not _utf8(rel):
+        return "a name that is not valid UTF-8"
     if rel.startswith("/"):
         return "an absolute name"
     parts = rel.split("/")
@@ -410,6 +413,32 @@ def unsafe_reason(rel: str) -> str | None:
     if "." in parts:
         return "a '.' component"
     return None
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def printable(text: str) -> str:
+    """``text`` as valid UTF-8, for the tables and messages: the bytes of a name that
+    is not UTF-8 (kept by the listing as lone surrogates, as ``os.fsdecode`` does)
+    shown as ``\\xNN``.
+
+    Example:
+        >>> printable("dp_\udcff/cam")
+        'dp_\\xff/cam'
+    """
+    if text.isascii() or _utf8(text):
+        return text
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        raw = text.encode("utf-8", "surrogatepass")
+    return raw.decode("utf-8", "backslashreplace")
 
 
 def locate(rel: str, root_name: str) -> tuple[str, str]:

@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 
 from kpcompile.errors import FormatError, SourceError
 from kpcompile.ingest import discover, open_source
+from kpcompile.ingest.discover import printable
 from kpcompile.manifest import Manifest, TableEntry
 from kpcompile.parsing import NUM_LANDMARKS
 from kpcompile.schema import SCHEMAS
@@ -222,7 +223,8 @@ def _check_source(
         )
         return
     with src:
-        found = {f.path: f for f in discover(src)}
+        # the tables name files as printable() does (UTF-8, \x escapes for other bytes)
+        found = {printable(f.path): f for f in discover(src)}
         recorded = {row["path"]: row for row in files.to_pylist()}
         for rel in sorted(set(found) - set(recorded)):
             report.problems.append(f"source: {rel}: not in the snapshot (added since the build)")
@@ -231,8 +233,10 @@ def _check_source(
         both = sorted(set(found) & set(recorded))
         touched = 0
         sizes = [found[rel].size for rel in both]
-        with src.read_many(both, max_bytes=2**62, sizes=sizes) as reads:
-            for rel, data in reads:
+        raw = [found[rel].path for rel in both]
+        with src.read_many(raw, max_bytes=2**62, sizes=sizes) as reads:
+            for name, data in reads:
+                rel = printable(name)
                 row = recorded[rel]
                 if isinstance(data, FormatError):
                     if row["checksum"] is not None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import os
 import subprocess
+import tarfile
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -281,3 +282,32 @@ def test_any_failure_on_one_file_is_that_files_rejection(
     assert (r.compiled, r.rejected) == (7, 1)
     errors = kpcompile.read(out, "errors")
     assert errors["code"].to_list() == ["internal_error"]
+
+
+@pytest.mark.parametrize("kind", ["folder", "tar"])
+def test_a_name_that_is_not_utf8_is_rejected_by_name(tmp_path: Path, kind: str) -> None:
+    """A folder named with bytes that are not UTF-8 (possible on Linux and in tar
+    archives): its files are rejected as unsafe_path, named with \\x escapes, and
+    every other file is compiled; no traceback."""
+    root = tmp_path / "ds"
+    synth(root, datapoints=3, cameras=1, layout="faces", seed=1, extras=False)
+    first = sorted(p for p in root.iterdir() if p.is_dir())[0]
+    os.rename(os.fsencode(first), os.fsencode(root) + b"/dp_\xff\xfe")
+    source = root
+    if kind == "tar":
+        source = tmp_path / "ds.tar"
+        with tarfile.open(source, "w") as tf:
+            tf.add(root, arcname="ds")
+    out = tmp_path / "out"
+    result = kpcompile.build(source, out, max_errors=10, progress=False)
+    assert result.compiled == 2
+    errors = kpcompile.read(out, "errors")
+    assert set(errors["code"]) == {"unsafe_path"}
+    for path, message in zip(errors["path"], errors["message"], strict=True):
+        assert "dp_\\xff\\xfe/" in path and "not valid UTF-8" in message
+    files = kpcompile.read(out, "files")
+    assert files.height == 3 and errors.height == 1
+    assert (files["status"] == "ok").sum() == 2
+    report = verify(out)  # against the recorded source: the escaped names match it
+    assert report.ok and report.source_files_checked == 3, report.problems
+    assert kpcompile.build(source, out, max_errors=10, progress=False).up_to_date
