@@ -177,6 +177,14 @@ def nme(
     pred = _prediction_frame(predictions, coords, index, ids).select(
         *keys, pl.col("kp_id").cast(pl.Int16), *(pl.col(c).alias(f"{c}_pred") for c in coords)
     )
+    return _nme_by_landmark(pred, gt, coords, normalizer, missing)
+
+
+def _nme_by_landmark(
+    pred: pl.LazyFrame, gt: pl.LazyFrame, coords: tuple[str, ...], normalizer: str, missing: str
+) -> pl.LazyFrame:
+    """:func:`nme` by a join of predicted and true landmarks on (datapoint, camera, kp_id)."""
+    keys = ["datapoint", "camera"]
     norm = _normalizers(gt, normalizer, coords)
     if missing == "error":
         _check_files(pred, gt, norm, normalizer)
