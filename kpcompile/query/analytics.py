@@ -129,6 +129,13 @@ def nme(
     normalizer, ``nme`` raises :class:`QueryError` naming how many and a few of
     them, unless ``missing="skip"`` (then those files are not in the result).
 
+    When both sides are whole files (every file one block of its 468 rows in
+    ``kp_id`` order, as :func:`kpcompile.read` gives them, or numpy predictions of all
+    468 ids), checked row by row, files are matched on (datapoint, camera), N rows
+    instead of N x 468, and the errors computed with numpy: the work is done by this
+    call, and the LazyFrame holds the result. Anything else is joined landmark by
+    landmark, lazily.
+
     Args:
         predictions: A frame of ``datapoint``, ``camera``, ``kp_id`` and
             ``px``/``py`` (``space="2d"``) or ``x3``/``y3``/``z3`` (``space="3d"``);
@@ -159,10 +166,25 @@ def nme(
     _check_nme_args(normalizer, space, missing)
     coords = COORDS_2D if space == "2d" else COORDS_3D
     keys = ["datapoint", "camera"]
+    gt = truth.lazy().select(*keys, "kp_id", *coords)
+    pred_files = _prediction_files(predictions, coords, index, ids)
+    if pred_files is not None:
+        gt_df = gt.collect()
+        truth_files = _file_blocks(gt_df, coords)
+        if truth_files is not None:
+            return _nme_of_files(pred_files, truth_files, normalizer, missing).lazy()
+        gt = gt_df.lazy()
     pred = _prediction_frame(predictions, coords, index, ids).select(
         *keys, pl.col("kp_id").cast(pl.Int16), *(pl.col(c).alias(f"{c}_pred") for c in coords)
     )
-    gt = truth.lazy().select(*keys, "kp_id", *coords)
+    return _nme_by_landmark(pred, gt, coords, normalizer, missing)
+
+
+def _nme_by_landmark(
+    pred: pl.LazyFrame, gt: pl.LazyFrame, coords: tuple[str, ...], normalizer: str, missing: str
+) -> pl.LazyFrame:
+    """:func:`nme` by a join of predicted and true landmarks on (datapoint, camera, kp_id)."""
+    keys = ["datapoint", "camera"]
     norm = _normalizers(gt, normalizer, coords)
     if missing == "error":
         _check_files(pred, gt, norm, normalizer)
@@ -295,6 +317,12 @@ def _check_files(pred: pl.LazyFrame, gt: pl.LazyFrame, norm: pl.LazyFrame, norma
     p, t, n = pl.collect_all(
         [pred.select(keys).unique(), gt.select(keys).unique(), norm.select(keys)]
     )
+    _raise_unmatched(p, t, n, normalizer)
+
+
+def _raise_unmatched(p: pl.DataFrame, t: pl.DataFrame, n: pl.DataFrame, normalizer: str) -> None:
+    """Raise unless the files ``p`` and ``t`` are the same, each in ``n`` (has a normalizer)."""
+    keys = ["datapoint", "camera"]
     lacking, extra = t.join(p, on=keys, how="anti"), p.join(t, on=keys, how="anti")
     problems = []
     if lacking.height:
@@ -320,6 +348,95 @@ def _check_files(pred: pl.LazyFrame, gt: pl.LazyFrame, norm: pl.LazyFrame, norma
             "use normalizer='bbox', or pass missing='skip' to leave them out"
         )
         raise QueryError(msg)
+
+
+# Whole files, aligned: (datapoint, camera) of N files, and their (N, 468, d) coordinates.
+Files = tuple[pl.DataFrame, npt.NDArray[np.float64]]
+
+
+def _prediction_files(
+    predictions: pl.LazyFrame | pl.DataFrame | npt.NDArray[np.floating[Any]],
+    coords: tuple[str, ...],
+    index: pl.DataFrame | None,
+    ids: Sequence[int] | npt.NDArray[np.integer[Any]] | None,
+) -> Files | None:
+    """Predictions as whole files when they are (else ``None``: the general join takes them).
+
+    A DataFrame qualifies when it is blocks of 468 rows in ``kp_id`` order (as
+    ``kpcompile.read`` gives); numpy ``(N, 468, d)`` with all ids in order and an index
+    naming N distinct files does too. A LazyFrame is not collected to find out.
+    """
+    if isinstance(predictions, pl.DataFrame):
+        return _file_blocks(predictions, coords) if index is None and ids is None else None
+    if isinstance(predictions, pl.LazyFrame) or index is None:
+        return None
+    arr = np.asarray(predictions)
+    whole = ids is None or np.array_equal(np.asarray(ids), np.arange(NUM_LANDMARKS))
+    if not whole or arr.shape[1:] != (NUM_LANDMARKS, len(coords)) or index.height != len(arr):
+        return None
+    files = _string_keys(index)
+    if files is None or files.is_duplicated().any():
+        return None
+    return files, arr.astype(np.float64, copy=False)
+
+
+def _string_keys(frame: pl.DataFrame) -> pl.DataFrame | None:
+    keys = ("datapoint", "camera")
+    if any(frame.schema.get(k) != pl.String or frame[k].null_count() for k in keys):
+        return None
+    return frame.select(keys)
+
+
+def _file_blocks(df: pl.DataFrame, coords: tuple[str, ...]) -> Files | None:
+    """``df`` as whole files when every file is one block of 468 rows in ``kp_id`` order.
+
+    Checked, never assumed: ids ``0..467`` in each block, one (datapoint, camera)
+    per block, no file twice, no null coordinate; ``None`` otherwise.
+    """
+    k = NUM_LANDMARKS
+    n, rest = divmod(df.height, k)
+    keys = _string_keys(df) if "kp_id" in df.columns else None
+    if keys is None or n == 0 or rest or any(df[c].null_count() for c in ("kp_id", *coords)):
+        return None
+    if not (df["kp_id"].to_numpy().reshape(n, k) == np.arange(k)).all():
+        return None
+    same = keys.select(
+        pl.all_horizontal(pl.col(c) == pl.col(c).shift() for c in keys.columns).fill_null(True)
+    ).to_series()
+    start = np.zeros(df.height, dtype=bool)
+    start[::k] = True
+    files = keys.gather_every(k)
+    if not (same.to_numpy() | start).all() or files.is_duplicated().any():
+        return None
+    values = df.select(pl.col(c).cast(pl.Float64) for c in coords).to_numpy()
+    return files, values.reshape(n, k, len(coords))
+
+
+def _nme_of_files(pred: Files, truth: Files, normalizer: str, missing: str) -> pl.DataFrame:
+    """:func:`nme` of whole files: a join of N files (not N x 468 rows), then numpy."""
+    keys = ["datapoint", "camera"]
+    (pf, p), (tf, t) = pred, truth
+    if missing == "error":
+        _raise_unmatched(pf, tf, tf, normalizer)
+    pairs = pf.with_row_index("_p").join(tf.with_row_index("_t"), on=keys, how="inner")
+    p, t = p[pairs["_p"].to_numpy()], t[pairs["_t"].to_numpy()]
+    err = np.sqrt(((p - t) ** 2).sum(axis=-1)).mean(axis=1)
+    if normalizer == "inter_ocular":
+        a, b = INTER_OCULAR
+        norm = np.sqrt(((t[:, a] - t[:, b]) ** 2).sum(axis=-1))
+    else:
+        span = t.max(axis=1) - t.min(axis=1)
+        norm = np.sqrt(span[:, 0] * span[:, 1])
+    return (
+        pairs.select(keys)
+        .with_columns(
+            pl.lit(NUM_LANDMARKS, dtype=pl.get_index_type()).alias("n"),
+            pl.Series("mean_error", err),
+            pl.Series("normalizer", norm),
+            pl.Series("nme", err / norm),
+        )
+        .sort(keys)
+    )
 
 
 def _examples(keys: pl.DataFrame, shown: int = 3) -> str:

@@ -262,3 +262,50 @@ def test_inconsistent_3d(mixed_dataset: Path, tmp_path: Path) -> None:
     assert got["max_deviation"][0] == pytest.approx(0.001, rel=1e-6)
     tolerant = kpcompile.inconsistent_3d(kpcompile.scan(tmp_path / "out"), tolerance=1e-9).collect()
     assert tolerant["landmarks"].to_list() == [1]
+
+
+@pytest.mark.parametrize(
+    ("space", "normalizer"), [("2d", "bbox"), ("2d", "inter_ocular"), ("3d", "inter_ocular")]
+)
+def test_nme_of_whole_files_in_order_equals_the_join(
+    compiled_sets: Path, space: str, normalizer: str
+) -> None:
+    # predictions stored as whole files of 468 rows in kp_id order are aligned file by
+    # file; shuffled rows take the general join: both give the same answer
+    truth = kpcompile.read(compiled_sets)
+    rng = np.random.default_rng(2)
+    cols = ["px", "py"] if space == "2d" else ["x3", "y3", "z3"]
+    preds = truth.with_columns(pl.col(c) + rng.normal(0, 0.5, truth.height) for c in cols)
+    shuffled = preds.sample(fraction=1.0, shuffle=True, seed=3)
+    scan = kpcompile.scan(compiled_sets)
+    got = kpcompile.nme(preds, scan, normalizer=normalizer, space=space).collect()
+    want = kpcompile.nme(shuffled, scan, normalizer=normalizer, space=space).collect()
+    assert got.height == 24
+    _same_nme(got, want)
+    # a file lacking, or held twice, or a null prediction: still the join's answer
+    one = ("faces/datapoint_00001", "camera_00")
+    lacking = preds.filter((pl.col("datapoint") != one[0]) | (pl.col("camera") != one[1]))
+    skip = kpcompile.nme(lacking, scan, normalizer=normalizer, space=space, missing="skip")
+    _same_nme(
+        skip.collect(),
+        got.filter((pl.col("datapoint") != one[0]) | (pl.col("camera") != one[1])),
+    )
+    with pytest.raises(kpcompile.QueryError, match="predictions lack 1 of the 24 files"):
+        kpcompile.nme(lacking, scan, normalizer=normalizer, space=space)
+    twice = pl.concat([preds, preds.head(468)])
+    doubled = kpcompile.nme(twice, scan, normalizer=normalizer, space=space).collect()
+    assert doubled.filter(n=936).height == 1
+    holed = preds.with_columns(
+        pl.when(pl.int_range(pl.len()) == 7).then(None).otherwise(pl.col(cols[0])).alias(cols[0])
+    )
+    assert (
+        kpcompile.nme(holed, scan, normalizer=normalizer, space=space).collect()["n"].sum()
+        == truth.height
+    )
+
+
+def _same_nme(got: pl.DataFrame, want: pl.DataFrame) -> None:
+    assert got.schema == want.schema
+    assert got.select("datapoint", "camera", "n").equals(want.select("datapoint", "camera", "n"))
+    for c in ("mean_error", "normalizer", "nme"):
+        assert got[c].to_numpy() == pytest.approx(want[c].to_numpy(), rel=1e-12)

@@ -109,3 +109,41 @@ def test_write_result_formats(compiled_sets: Path, tmp_path: Path, fmt: str) -> 
 def test_parquet_needs_output(compiled_sets: Path) -> None:
     with pytest.raises(kpcompile.QueryError, match="needs an output file"):
         write_result(compiled_sets, "SELECT 1 AS x", io.BytesIO(), fmt="parquet")
+
+
+def test_sql_camera_stays_a_string(compiled_sets: Path) -> None:
+    # sql() may group keypoints by camera codes internally; users see strings, and the
+    # columns in the order scan() gives them
+    grouped = kpcompile.sql(
+        compiled_sets, "SELECT camera, count(*) AS n FROM keypoints GROUP BY camera ORDER BY camera"
+    )
+    assert grouped.schema["camera"] == pl.String
+    assert grouped["camera"].to_list() == sorted(set(grouped["camera"]))
+    every = kpcompile.sql(compiled_sets, "SELECT * FROM keypoints LIMIT 3")
+    assert every.schema == kpcompile.scan(compiled_sets).collect_schema()
+    lazy = kpcompile.sql(compiled_sets, "SELECT camera FROM keypoints", eager=False)
+    assert lazy.collect_schema()["camera"] == pl.String
+    assert (
+        lazy.collect()
+        .sort("camera")
+        .equals(kpcompile.sql(compiled_sets, "SELECT camera FROM keypoints").sort("camera"))
+    )
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "SELECT count(*) AS n FROM keypoints WHERE camera LIKE 'cam%'",
+        "SELECT upper(camera) AS u, count(*) AS n FROM keypoints GROUP BY u ORDER BY u",
+        "SELECT count(*) AS n FROM keypoints WHERE camera = 'no such camera'",
+        "SELECT min(camera) AS lo, max(camera) AS hi FROM keypoints",
+        "SELECT count(*) AS n FROM keypoints WHERE camera > 'b'",
+    ],
+)
+def test_sql_string_operations_on_camera_equal_duckdb(compiled_sets: Path, query: str) -> None:
+    con = duckdb.connect()
+    files = kpcompile.files(compiled_sets)
+    con.execute(
+        f"CREATE VIEW keypoints AS SELECT * FROM read_parquet({files!r}, hive_partitioning = false)"
+    )
+    assert kpcompile.sql(compiled_sets, query).rows() == con.execute(query).fetchall()
