@@ -9,12 +9,12 @@ PAGES  := $(wildcard docs/*.md)
 COG    := $(BIN)/cog -I docs
 
 .DEFAULT_GOAL := help
-.PHONY: help install browser demo test test-long lint format docs bench clean
+.PHONY: help install browser demo test test-long lint format docs bench bench-compare clean
 
 help: ## Show this help
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py $(wildcard kpcompile/*/*.c)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
@@ -67,6 +67,10 @@ docs: $(STAMP) ## Regenerate the docs' tables from the code (cog) and build the 
 
 bench: $(STAMP) ## Run the benchmarks; results in benchmarks/results/
 	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
+
+BASE ?= main
+bench-compare: $(STAMP) ## A/B: the working tree against BASE (a git ref), paired runs; exit 1 if >5% slower
+	$(BIN)/python -m benchmarks.compare --base $(BASE) $(COMPARE_ARGS)
 
 clean: ## Remove the virtualenv, caches and demo output
 	rm -rf $(VENV) $(DEMO) site .pytest_cache .mypy_cache .ruff_cache build *.egg-info

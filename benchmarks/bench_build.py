@@ -20,6 +20,7 @@ from benchmarks.common import (
     PYTHON,
     ROOT,
     Run,
+    arguments,
     best,
     compile_bytecode,
     dataset,
@@ -148,7 +149,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--no-pandas", action="store_true")
-    args = ap.parse_args()
+    args = arguments(ap)
     compile_bytecode()
     results = [
         measure(n, args.workers, args.repeat if n <= 5000 else 3, not args.no_pandas)

@@ -27,7 +27,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import KPCOMPILE, ROOT, Run, dataset, save, table, timed
+from benchmarks.common import KPCOMPILE, ROOT, Run, arguments, dataset, save, table, timed
 
 DROP = Path("/proc/sys/vm/drop_caches")
 
@@ -47,7 +47,7 @@ def main() -> None:
     ap.add_argument("--files", type=int, default=20000)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=2)
-    args = ap.parse_args()
+    args = arguments(ap)
     src = dataset(args.files)
     size = sum(p.stat().st_size for p in src.rglob("*.json"))
     work = Path(tempfile.mkdtemp(prefix="kpbench-cold-", dir=ROOT / "benchmarks" / "data"))

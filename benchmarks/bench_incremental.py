@@ -32,13 +32,13 @@ from pathlib import Path
 from typing import Any
 
 import kpcompile
+from benchmarks.common import arguments, save
 from kpcompile.ingest.discover import LANDMARK_NAMES
 from kpcompile.ingest.folder import FolderSource
 from kpcompile.synth import synth
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE / "data" / "incremental"
-RESULTS = HERE / "results" / "incremental.json"
 
 # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the parent across exec
 _RSS = """
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--keep", action="store_true", help="keep benchmarks/data/incremental")
     ap.add_argument("--archive", action="store_true", help="also a .tar.gz build's memory")
-    args = ap.parse_args(argv)
+    args = arguments(ap, argv)
 
     shutil.rmtree(DATA, ignore_errors=True)
     ds, out, full_out = DATA / "dataset", DATA / "out", DATA / "out-full"
@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
         result = {
             "benchmark": "incremental",
-            "machine": f"{platform.machine()}, {platform.python_version()}, shared and noisy",
+            "machine": f"{platform.machine()}, {platform.python_version()}",
             "load_average": [round(x, 2) for x in os.getloadavg()],
             "workers": args.workers,
             "files_before": first.discovered,
@@ -134,8 +134,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     finally:
         if not args.keep:
             shutil.rmtree(DATA, ignore_errors=True)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    written = save("incremental", result)
     rows = [
         ("files before / added", f"{result['files_before']:,} / {result['files_added']:,}"),
         ("full build", f"{full_s:.2f} s"),
@@ -152,7 +151,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ]
     for name, value in rows:
         print(f"{name:<28} {value}")
-    print(f"written to {RESULTS.relative_to(HERE.parent)}")
+    print(f"results: {written.relative_to(HERE.parent)}")
     return result
 
 

@@ -29,7 +29,7 @@ import orjson
 import polars as pl
 
 import kpcompile
-from benchmarks.common import DATA, dataset, save
+from benchmarks.common import DATA, arguments, dataset, save
 from kpcompile.options import COMPRESSIONS
 
 LIPS = kpcompile.region_ids("lips")
@@ -392,7 +392,7 @@ def main() -> None:
         choices=COMPRESSIONS,
         help="the build's codec; other than zstd, results go to query-<codec>.json",
     )
-    args = ap.parse_args()
+    args = arguments(ap)
     report = run(
         args.files, args.keep, args.repeat, args.workers, not args.no_raw, args.compression
     )

@@ -30,7 +30,7 @@ import subprocess
 from pathlib import Path
 
 import kpcompile
-from benchmarks.common import DATA, KPCOMPILE, PYTHON, Run, best, save, table
+from benchmarks.common import DATA, KPCOMPILE, PYTHON, Run, arguments, best, save, table
 
 HERE = Path(__file__).resolve().parent
 
@@ -63,7 +63,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--datapoints", type=int, default=10_000)
     ap.add_argument("--repeat", type=int, default=3)
-    args = ap.parse_args()
+    args = arguments(ap)
     _source, out = prepare(args.datapoints)
     info = kpcompile.info(out)
     page = DATA / f"report-{info.files}" / "report.html"

@@ -20,7 +20,7 @@ import polars as pl
 import pyarrow.parquet as pq
 
 import kpcompile
-from benchmarks.common import DATA, dataset, save, table
+from benchmarks.common import DATA, arguments, dataset, save, table
 from kpcompile.query.scan import files as table_uris
 
 
@@ -58,7 +58,7 @@ def main() -> None:
     ap.add_argument("--files", type=int, default=8000)
     ap.add_argument("--groups", type=int, nargs="+", default=[32, 128, 256, 512, 1024])
     ap.add_argument("--repeat", type=int, default=5)
-    args = ap.parse_args()
+    args = arguments(ap)
     src = dataset(args.files)
     rows = []
     for group_files in args.groups:

@@ -32,7 +32,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import KPCOMPILE, PYTHON, ROOT, Run, dataset, save, table, timed
+from benchmarks.common import KPCOMPILE, PYTHON, ROOT, Run, arguments, dataset, save, table, timed
 
 BIN = Path(sys.executable).parent
 BUCKET = "bench"
@@ -170,7 +170,7 @@ def main() -> None:
     ap.add_argument("--delays", type=float, nargs="+", default=[0.0, 20.0])
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=3)
-    args = ap.parse_args()
+    args = arguments(ap)
     src = dataset(args.files)
     load_before = os.getloadavg()
     with moto_server() as port:

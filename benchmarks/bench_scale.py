@@ -33,11 +33,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks.common import arguments, save
 from kpcompile.synth import synth
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE / "data" / "scale"
-RESULTS = HERE / "results" / "scale.json"
 
 _BUILD = r"""
 import json, sys, time, tracemalloc
@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--keep", action="store_true", help="keep benchmarks/data/scale")
     ap.add_argument("--trace", action="store_true", help="also a build under tracemalloc")
-    args = ap.parse_args(argv)
+    args = arguments(ap, argv)
     traced: dict[str, Any] = {}
 
     shutil.rmtree(DATA, ignore_errors=True)
@@ -161,8 +161,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     n = build["files"]
     result = {
         "benchmark": "scale",
-        "machine": f"{platform.machine()}, {platform.python_version()}, "
-        f"{os.cpu_count()} cores, shared and noisy",
+        "machine": f"{platform.machine()}, {platform.python_version()}, {os.cpu_count()} cores",
         "load_average": [round(x, 2) for x in os.getloadavg()],
         "workers": args.workers,
         "build": {
@@ -194,8 +193,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "floor_python_list_bytes_per_entry": round(floor_mem["peak"] / floor["entries"]),
         },
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    written = save("scale", result)
     b, li = result["build"], result["listing"]
     rows = [
         ("build: files", f"{n:,} hard links ({b['compiled']:,} compiled)"),
@@ -218,7 +216,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ]
     for name, value in rows:
         print(f"{name:<28} {value}")
-    print(f"written to {RESULTS.relative_to(HERE.parent)}")
+    print(f"results: {written.relative_to(HERE.parent)}")
     return result
 
 

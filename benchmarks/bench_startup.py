@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import KPCOMPILE, PYTHON, ROOT, compile_bytecode, save, table
+from benchmarks.common import KPCOMPILE, PYTHON, ROOT, arguments, compile_bytecode, save, table
 
 
 def _run(cmd: list[str]) -> tuple[float, float]:
@@ -37,7 +37,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--files", type=int, default=10)
     ap.add_argument("--repeat", type=int, default=12)
-    args = ap.parse_args()
+    args = arguments(ap)
     compile_bytecode()
     work = Path(tempfile.mkdtemp(prefix="kpstartup-", dir=ROOT / "benchmarks" / "data"))
     src, out = work / "dataset", work / "out"

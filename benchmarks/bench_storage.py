@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 
 import kpcompile
 from benchmarks.bench_query import connect, measure, queries
-from benchmarks.common import DATA, RESULTS, dataset, save
+from benchmarks.common import DATA, RESULTS, arguments, dataset, save
 
 FLOATS = ["x3", "y3", "z3", "px", "py"]
 BASE: dict[str, Any] = {
@@ -163,7 +163,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--only", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
     ap.add_argument("--decode-only", action="store_true", help="only the CPU decode costs")
-    args = ap.parse_args()
+    args = arguments(ap)
     base = DATA / "storage-base"
     shutil.rmtree(base, ignore_errors=True)
     kpcompile.build(dataset(args.files), base)

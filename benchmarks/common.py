@@ -7,6 +7,7 @@ samples the proportional set size (PSS) of the process and all its children ever
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -26,6 +27,45 @@ DATA = ROOT / "benchmarks" / "data"
 RESULTS = ROOT / "benchmarks" / "results"
 PYTHON = sys.executable
 KPCOMPILE = str(Path(sys.executable).with_name("kpcompile"))
+MAX_LOAD = 1.0
+"""1-minute load average above which a benchmark's numbers are not recorded."""
+
+_START_LOAD = os.getloadavg()[0]  # this module is imported as a benchmark starts
+_loaded_ok = False
+
+
+def loadavg() -> float:
+    """The 1-minute load average now."""
+    return os.getloadavg()[0]
+
+
+def load_guard(loaded: bool) -> float:
+    """The load when the benchmark started; warns when it is too high to trust.
+
+    ``loaded`` (``--loaded``): record the results anyway, marked as loaded.
+    """
+    global _loaded_ok
+    _loaded_ok = loaded
+    if _START_LOAD > MAX_LOAD:
+        what = "recorded as loaded" if loaded else "NOT recorded (pass --loaded to keep them)"
+        print(
+            f"warning: 1-minute load {_START_LOAD:.2f} > {MAX_LOAD} at start: other work shares "
+            f"the cores, numbers are not comparable; results {what}",
+            file=sys.stderr,
+        )
+    return _START_LOAD
+
+
+def arguments(ap: argparse.ArgumentParser, argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse a benchmark's arguments, adding ``--loaded`` (see :func:`load_guard`)."""
+    ap.add_argument(
+        "--loaded",
+        action="store_true",
+        help=f"record results even though the load was above {MAX_LOAD} at start (marked loaded)",
+    )
+    args = ap.parse_args(argv)
+    load_guard(args.loaded)
+    return args
 
 
 @dataclass
@@ -160,12 +200,20 @@ def machine() -> dict[str, Any]:
 
 
 def save(name: str, payload: dict[str, Any]) -> Path:
-    """Write ``benchmarks/results/<name>.json``."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    """Write ``benchmarks/results/<name>.json``, unless the machine was loaded at the start
+    (then only with ``--loaded``, and marked so); the path either way."""
     path = RESULTS / f"{name}.json"
+    loaded = _START_LOAD > MAX_LOAD
+    print(f"load average at start {_START_LOAD:.2f}, now {loadavg():.2f}")
+    if loaded and not _loaded_ok:
+        print(f"{path.relative_to(ROOT)} not written: the machine was loaded (see above)")
+        return path
+    RESULTS.mkdir(parents=True, exist_ok=True)
     payload = {
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": machine(),
+        "load_average_1min_at_start": round(_START_LOAD, 2),
+        "loaded": loaded,
         **payload,
     }
     path.write_text(json.dumps(payload, indent=2, default=lambda o: asdict(o)) + "\n")

@@ -101,7 +101,22 @@ class Source(ABC):
         def read(rel: str) -> bytes:
             return self.read(rel, max_bytes)
 
-        return thread_reads(read, rels, max_bytes, window=window, timeout=timeout, sizes=sizes)
+        def cached(rel: str) -> bytes | None:
+            return self.read_cached(rel, max_bytes)
+
+        return thread_reads(
+            read, rels, max_bytes, window=window, timeout=timeout, sizes=sizes, cached=cached
+        )
+
+    def read_cached(self, rel: str, max_bytes: int) -> bytes | None:
+        """The bytes of one file if they can be had at once (in memory), else ``None``.
+
+        :meth:`read_many` reads in the caller's thread while this answers, and hands
+        reads to threads (read ahead, timed) from the first file it does not: on a
+        warm page cache a thread per read costs more than the read (the GIL passed
+        to and fro for every file). ``None`` is always a correct answer (the default).
+        """
+        return None
 
     def portable(self, rels: Sequence[str], *, local: bool) -> Source:
         """A picklable source that can read ``rels`` in a worker process.

@@ -23,6 +23,10 @@ Two bounds hold whatever the source:
 Reads run in threads for files on this machine (``read`` of a local file, a zip
 member, a spool; the GIL is released while the kernel reads) or as coroutines on
 fsspec's event loop for asynchronous object stores (:mod:`kpcompile.ingest.url`).
+A local file whose bytes are all in the page cache is read in the caller's thread
+instead (``cached``): a thread per read costs more than such a read, the GIL passed
+to and fro around every file (measured: a 2,000-file warm build 15% slower). From
+the first file that is not in memory on, every read goes ahead in threads.
 """
 
 from __future__ import annotations
@@ -95,6 +99,7 @@ class ReadAhead(Iterator[Item]):
         window: int,
         timeout: float,
         runner: _Runner,
+        cached: Callable[[str], bytes | None] | None = None,
     ) -> None:
         sizes = sizes if sizes is not None else [-1] * len(rels)
         reserve = [max(1, s) if 0 <= s <= max_bytes else max_bytes for s in sizes]
@@ -107,10 +112,15 @@ class ReadAhead(Iterator[Item]):
         self.peak = 0
         self.closed = False
         self._handed = 0
+        self._cached = cached
 
     def __next__(self) -> Item:
         self.in_flight -= self._handed  # the caller is done with the last file
         self._handed = 0
+        if self._cached is not None and not self._pending and self._next is not None:
+            item = self._take_cached(self._cached)
+            if item is not None:
+                return item
         self._admit()
         if not self._pending:
             self.close()
@@ -121,6 +131,24 @@ class ReadAhead(Iterator[Item]):
         if self._window > 0:
             self._admit()  # start the next reads before the caller parses this file
         return job.rel, result
+
+    def _take_cached(self, cached: Callable[[str], bytes | None]) -> Item | None:
+        """The next file read in this thread, if its bytes are in memory; else ``None``,
+        and every later file is read ahead (a source that is not all in memory is
+        read as if none of it were)."""
+        rel, reserved = self._next  # type: ignore[misc]
+        try:
+            data = cached(rel)
+        except Exception:
+            data = None
+        if data is None:
+            self._cached = None
+            return None
+        self._next = next(self._todo, None)
+        self._handed = reserved
+        self.in_flight += reserved
+        self.peak = max(self.peak, self.in_flight)
+        return rel, data
 
     def _admit(self) -> None:
         while self._next is not None and (
@@ -303,11 +331,18 @@ def thread_reads(
     timeout: float,
     sizes: Sequence[int] | None = None,
     threads: int = READ_THREADS,
+    cached: Callable[[str], bytes | None] | None = None,
 ) -> ReadAhead:
-    """Read ``rels`` with ``read(rel)`` in threads, ``window`` bytes ahead."""
+    """Read ``rels`` with ``read(rel)`` in threads, ``window`` bytes ahead.
+
+    ``cached(rel)``: the bytes when they can be had at once (see
+    :meth:`~kpcompile.ingest.base.Source.read_cached`): files are read in the caller's
+    thread while it answers, in threads from the first ``None`` on.
+    """
     size = max(1, min(threads, len(rels)))
+    runner = _Threads(read, size)
     return ReadAhead(
-        rels, sizes, max_bytes, window=window, timeout=timeout, runner=_Threads(read, size)
+        rels, sizes, max_bytes, window=window, timeout=timeout, runner=runner, cached=cached
     )
 
 

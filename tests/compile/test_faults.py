@@ -155,6 +155,8 @@ def test_unreadable_source_files_are_rejected_by_name(
         return real(full, rel, max_bytes)
 
     monkeypatch.setattr(folder, "read_local", read_local)
+    # nothing in the page cache: every read goes through read_local (in a thread)
+    monkeypatch.setattr(folder.FolderSource, "read_cached", lambda *a: None)
     with pytest.raises(RejectedFilesError) as info:
         kpcompile.build(source, out, workers=1, full=True)  # full: no reuse of the prior snapshot
     assert info.value.errors == [
@@ -195,6 +197,9 @@ def test_an_unreadable_folder_fails_the_build_by_name(
         return real(path)
 
     monkeypatch.setattr(os, "scandir", scandir)
+    # the Python walk, whose os.scandir fails as told (as root nothing else is unlistable;
+    # test_listing makes a folder the native walk cannot list either)
+    monkeypatch.setenv("KPCOMPILE_PURE_PYTHON", "1")
     with pytest.raises(
         SourceError, match="cannot list folder 'datapoint_00002': Permission denied"
     ):

@@ -102,6 +102,8 @@ def test_a_stalled_read_is_that_files_rejection_and_the_build_goes_on(
         return real(self, rel, max_bytes)
 
     monkeypatch.setattr(FolderSource, "read", read)
+    # a network filesystem: no page-cache read without waiting (RWF_NOWAIT unsupported)
+    monkeypatch.setattr(FolderSource, "read_cached", lambda *a: None)
     try:
         r = kpcompile.build(
             small_dataset, tmp_path / "out", workers=1, read_timeout=1, max_errors=1

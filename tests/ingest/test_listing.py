@@ -1,4 +1,5 @@
-"""Parallel listing finds exactly what a serial walk finds, and keeps it in columnar form."""
+"""The native and the parallel listing find exactly what a serial walk finds, and keep
+it in columnar form."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from kpcompile.ingest import folder as folder_mod
 from kpcompile.ingest import url as url_mod
 from kpcompile.ingest.base import Entry
 from kpcompile.ingest.discover import LANDMARK_NAMES
-from kpcompile.ingest.folder import FolderSource, walk_parallel
+from kpcompile.ingest.folder import FolderSource, native, walk_native, walk_parallel
 from kpcompile.ingest.listing import Listing, decode, encode
 from kpcompile.ingest.url import UrlSource
 from kpcompile.synth import synth
@@ -56,13 +57,27 @@ def _sorted(entries: Any) -> list[Entry]:
     return sorted(entries, key=lambda e: e.path)
 
 
+needs_native = pytest.mark.skipif(native() is None, reason="the C walk is not built")
+
+
+@pytest.fixture(params=["native", "python"])
+def walk(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Each walk: the C one (where built) and the Python one (KPCOMPILE_PURE_PYTHON)."""
+    if request.param == "native":
+        if native() is None:
+            pytest.skip("the C walk is not built")
+        return walk_native
+    monkeypatch.setenv("KPCOMPILE_PURE_PYTHON", "1")
+    return walk_parallel
+
+
 @pytest.mark.parametrize("threads", [1, 2, 16])
-def test_parallel_listing_equals_the_serial_walk(tmp_path: Path, threads: int) -> None:
+def test_parallel_listing_equals_the_serial_walk(tmp_path: Path, threads: int, walk: Any) -> None:
     root = _tree(tmp_path / "dataset")
     src = FolderSource(root)
     serial = _sorted(src.list_serial(LANDMARK_NAMES))
-    # walk_parallel itself, not the fallback: this tree needs no serial walk
-    parallel = _sorted(walk_parallel(str(root), LANDMARK_NAMES, threads).entries())
+    # the walk itself, not the fallback: this tree needs no serial walk
+    parallel = _sorted(walk(str(root), LANDMARK_NAMES, threads).entries())
     assert parallel == serial
     assert _sorted(src.listing(LANDMARK_NAMES, threads).entries()) == serial
     paths = {e.path for e in serial}
@@ -113,6 +128,10 @@ def test_a_folder_reached_by_two_paths_is_named_as_the_serial_walk_names_it(
     src = FolderSource(root)
     with pytest.raises(folder_mod._Serial):
         walk_parallel(str(root), LANDMARK_NAMES, 4)
+    if native() is not None:
+        for threads in (1, 4):
+            with pytest.raises(folder_mod._Serial):
+                walk_native(str(root), LANDMARK_NAMES, threads)
     serial = _sorted(src.list_serial(LANDMARK_NAMES))
     assert _sorted(src.listing(LANDMARK_NAMES).entries()) == serial
     # the serial walk pops the last name first: zz_alias names datapoint_00001, and
@@ -124,6 +143,7 @@ def test_a_folder_reached_by_two_paths_is_named_as_the_serial_walk_names_it(
 def test_unreadable_folder_deep_down_raises_as_serially(
     small_dataset: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("KPCOMPILE_PURE_PYTHON", "1")  # os.scandir fails where told
     real = os.scandir
     denied = {str(small_dataset / "datapoint_00003" / "camera_01"), str(small_dataset / "x")}
     (small_dataset / "x").mkdir()
@@ -136,6 +156,42 @@ def test_unreadable_folder_deep_down_raises_as_serially(
     monkeypatch.setattr(os, "scandir", scandir)
     with pytest.raises(SourceError, match="cannot list folder 'x': Permission denied"):
         FolderSource(small_dataset).listing(LANDMARK_NAMES, threads=8)
+
+
+def _too_deep(base: Path, levels: int) -> str:
+    """Folders nested past PATH_MAX (made relative to each other): listing them fails for
+    every user, root included. Returns the relative path of the first one that fails."""
+    fd = os.open(base, os.O_RDONLY)
+    rel = [base.name]
+    try:
+        for _ in range(levels):
+            name = "n" * 250
+            os.mkdir(name, dir_fd=fd)
+            nxt = os.open(name, os.O_RDONLY, dir_fd=fd)
+            os.close(fd)
+            fd = nxt
+            rel.append(name)
+    finally:
+        os.close(fd)
+    return "/".join(rel)
+
+
+@needs_native
+@pytest.mark.parametrize("threads", [1, 8])
+def test_native_walk_reports_an_unlistable_folder_as_serially(
+    small_dataset: Path, threads: int
+) -> None:
+    deep = small_dataset / "datapoint_00002" / "deep"
+    deep.mkdir()
+    _too_deep(deep, 20)
+    src = FolderSource(small_dataset)
+    with pytest.raises(SourceError, match="File name too long") as serial:
+        list(src.list_serial(LANDMARK_NAMES))
+    with pytest.raises(folder_mod._Serial):
+        walk_native(str(small_dataset), LANDMARK_NAMES, threads)
+    with pytest.raises(SourceError) as native_error:
+        src.listing(LANDMARK_NAMES, threads=threads)
+    assert str(native_error.value) == str(serial.value)
 
 
 def test_listing_keeps_undecodable_names_and_python_order() -> None:
