@@ -28,7 +28,7 @@ from kpcompile.compile.incremental import (
     reuse_shard,
     shard_record,
 )
-from kpcompile.compile.plan import inputs_digest, shard_digest, shards
+from kpcompile.compile.plan import Plan, plan_shards
 from kpcompile.compile.pool import WorkerPool
 from kpcompile.compile.sets import SetAssigner
 from kpcompile.compile.stage import Stage
@@ -198,19 +198,23 @@ def _build(
 
 @dataclass(frozen=True, slots=True)
 class _Inputs:
-    """What a build reads: the source, its landmark files, its set files, their digest."""
+    """What a build reads: the source, its landmark files, its set files, their shards
+    and digest."""
 
     src: Source
     files: Files
     sets: list[SetSource]
+    plan: Plan
     digest: str
 
 
 def _inputs(src: Source, names: frozenset[str], opts: BuildOptions) -> _Inputs:
     files, listing = discover_files(src, names)
     sets = discover_sets(listing.entries(), files) if opts.sets else []
+    assign = SetAssigner(sets) if opts.sets else None
+    plan = plan_shards(files, opts.shard_files, opts.partition_by, assign)
     others = [(s.path, s.size, s.mtime_ns) for s in sets]
-    return _Inputs(src, files, sets, inputs_digest(files, others))
+    return _Inputs(src, files, sets, plan, plan.digest(others))
 
 
 def _check_apart(src: Source, store: Store) -> None:
@@ -310,18 +314,20 @@ def _run(
     linked: list[ShardResult] = []
     planned: list[ShardInput] = []
     local = opts.executor == "local"
-    assign = SetAssigner(inputs.sets) if opts.sets else None
+    plan = inputs.plan
 
     def tasks() -> Iterator[ShardTask]:
-        for i, shard in enumerate(shards(files, opts.shard_files, opts.partition_by)):
-            mine = assign(shard) if assign is not None else None
-            digest = shard_digest(shard, mine)
-            planned.append(ShardInput.of(shard, digest, opts.partition_by))
+        for i, digest in enumerate(plan.digests):
             reused = reuse_shard(prev, digest, i, stage)
             if reused is not None:
+                assert prev is not None
+                planned.append(ShardInput.reused(prev.shards[digest]))
                 linked.append(reused)
-                bar.update(len(shard) + len(mine or ()))
+                bar.update(plan.size(i))
                 continue
+            shard = plan.files(files, i)
+            mine = plan.sets[i] if plan.sets is not None else None
+            planned.append(ShardInput.of(shard, digest, opts.partition_by))
             rels = [f.path for f in shard] + [s.path for s in mine or ()]
             portable = src.portable(rels, local=local)
             yield ShardTask(
@@ -358,12 +364,12 @@ def _few_to_read(prev: Previous, inputs: _Inputs, opts: BuildOptions) -> bool:
     """Whether an incremental build has at most one shard's worth of new or changed
     files (set files of changed shards included) to read; stops counting once it has more."""
     count = 0
-    assign = SetAssigner(inputs.sets) if opts.sets else None
-    for shard in shards(inputs.files, opts.shard_files, opts.partition_by):
-        mine = assign(shard) if assign is not None else None
-        if shard_digest(shard, mine) in prev.shards:
+    plan = inputs.plan
+    for i, digest in enumerate(plan.digests):
+        if digest in prev.shards:
             continue
-        count += len(mine or ())
+        shard = plan.files(inputs.files, i)
+        count += len(plan.sets[i]) if plan.sets is not None else 0
         rows = previous_of(prev, shard, opts.partition_by)
         for j, f in enumerate(shard):
             p = rows[j] if rows is not None else None

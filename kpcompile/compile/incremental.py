@@ -171,6 +171,11 @@ class ShardInput:
         first, last = [printable(k) for k in first], [printable(k) for k in last]
         return cls(digest, first, last, len(files))
 
+    @classmethod
+    def reused(cls, record: ShardRecord) -> ShardInput:
+        """The record of a shard reused as it is (the same digest: the same files)."""
+        return cls(record.digest, list(record.first), list(record.last), record.files)
+
 
 def shard_record(result: ShardResult, shard: ShardInput) -> ShardRecord:
     """The manifest's record of one shard, enough to reuse it without reading it."""

@@ -14,7 +14,11 @@ from __future__ import annotations
 
 import hashlib
 import zlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
 
 from kpcompile.ingest import SourceFile
 from kpcompile.ingest.discover import Files
@@ -23,6 +27,68 @@ from kpcompile.ingest.sets import SetSource
 # Names are hashed as UTF-8; a name that is not (it is rejected, but still counted)
 # keeps its undecodable bytes as lone surrogates, which "surrogatepass" encodes.
 _ENC, _ANY = "utf-8", "surrogatepass"
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """Every shard of a build, planned in one pass: where its files lie in output
+    order, its digest and (``--sets``) its set files. About 8 bytes per file (the
+    order) and one digest per shard; the files become objects again a shard at a
+    time (:meth:`files`)."""
+
+    order: npt.NDArray[np.int64]
+    ends: list[int]
+    digests: list[str]
+    sets: list[tuple[SetSource, ...]] | None = None
+
+    def __len__(self) -> int:
+        return len(self.ends)
+
+    def size(self, i: int) -> int:
+        """Files (landmark and set files) of shard ``i``."""
+        start = self.ends[i - 1] if i else 0
+        return self.ends[i] - start + len(self.sets[i] if self.sets is not None else ())
+
+    def files(self, files: Files, i: int) -> list[SourceFile]:
+        """Shard ``i``'s landmark files, as objects."""
+        start = self.ends[i - 1] if i else 0
+        return files.take(self.order[start : self.ends[i]])
+
+    def digest(self, others: Sequence[tuple[str, int, int]] = ()) -> str:
+        """Identity of everything the build reads: every shard's digest, and ``others``
+        (``(path, size, mtime_ns)`` of the other files it reads, such as ``--sets``)."""
+        h = hashlib.sha256()
+        for d in self.digests:
+            h.update(f"{d}\n".encode())
+        for path, size, mtime_ns in others:
+            h.update(f"{path}\0{size}\0{mtime_ns}\n".encode(_ENC, _ANY))
+        return h.hexdigest()
+
+
+def plan_shards(
+    files: Files,
+    shard_files: int,
+    partition_by: str,
+    assign: Callable[[list[SourceFile]], tuple[SetSource, ...]] | None = None,
+) -> Plan:
+    """Plan every shard in one pass over the files (a chunk of objects at a time).
+
+    ``assign``: with ``--sets``, the set files of a shard (called once per shard, in order).
+    """
+    order = files.output_order(partition_by)
+    ends: list[int] = []
+    digests: list[str] = []
+    sets: list[tuple[SetSource, ...]] | None = [] if assign is not None else None
+    n = 0
+    stream = (f for lo in range(0, len(order), 1024) for f in files.take(order[lo : lo + 1024]))
+    for shard in iter_chunks(stream, shard_files, partition_by):
+        mine = assign(shard) if assign is not None else None
+        if sets is not None:
+            sets.append(mine or ())
+        digests.append(shard_digest(shard, mine))
+        n += len(shard)
+        ends.append(n)
+    return Plan(order, ends, digests, sets)
 
 
 def shards(files: Files, shard_files: int, partition_by: str) -> Iterator[list[SourceFile]]:
@@ -103,13 +169,3 @@ def order_key(f: SourceFile, partition_by: str) -> list[str]:
     if partition_by == "camera":
         return [f.camera, f.datapoint, f.path]
     return [f.datapoint, f.camera, f.path]
-
-
-def inputs_digest(files: Iterable[SourceFile], others: Sequence[tuple[str, int, int]]) -> str:
-    """Identity of everything a build reads: the landmark files and ``others``
-    (``(path, size, mtime_ns)`` of the other files it reads, such as ``--sets`` files)."""
-    h = hashlib.sha256()
-    h.update(shard_digest(files).encode())
-    for path, size, mtime_ns in others:
-        h.update(f"{path}\0{size}\0{mtime_ns}\n".encode(_ENC, _ANY))
-    return h.hexdigest()

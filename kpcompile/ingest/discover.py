@@ -109,12 +109,17 @@ class Files:
 
     def ordered(self, partition_by: str = "none") -> Iterator[SourceFile]:
         """The files in output order: by (camera, datapoint, path) with ``"camera"``."""
+        order = self.output_order(partition_by)
+        for lo in range(0, len(order), CHUNK // 8):
+            yield from self.take(order[lo : lo + CHUNK // 8])
+
+    def output_order(self, partition_by: str = "none") -> npt.NDArray[np.int64]:
+        """Listing indices of the files in output order (see :meth:`ordered`)."""
         order = self.order
         if partition_by == "camera":
             groups = self.group[self.listing.folder[order]]
             order = order[np.argsort(self.camera_rank[groups], kind="stable")]
-        for lo in range(0, len(order), CHUNK // 8):
-            yield from self.take(order[lo : lo + CHUNK // 8])
+        return order
 
     def take(self, idx: npt.NDArray[np.int64]) -> list[SourceFile]:
         """The files at these listing indices, as objects."""

@@ -47,6 +47,8 @@ READ_THREADS = 8
 ASYNC_REQUESTS = 64
 """Object-store requests in flight at once per reader (per worker)."""
 READ_TIMEOUT_NEVER = float("inf")
+CACHED_MISSES = 2
+"""Files in a row not in memory after which a reader stops trying to read in its thread."""
 
 Item = tuple[str, "bytes | FormatError"]
 
@@ -113,6 +115,7 @@ class ReadAhead(Iterator[Item]):
         self.closed = False
         self._handed = 0
         self._cached = cached
+        self._misses = 0
 
     def __next__(self) -> Item:
         self.in_flight -= self._handed  # the caller is done with the last file
@@ -121,36 +124,45 @@ class ReadAhead(Iterator[Item]):
             item = self._take_cached(self._cached)
             if item is not None:
                 return item
+            if self._cached is not None:  # one miss: this file alone goes to a thread
+                self._admit(one=True)
+                return self._hand(self._pending.popleft())
         self._admit()
         if not self._pending:
             self.close()
             raise StopIteration
-        job = self._pending.popleft()
-        result = self._wait(job)
-        self._handed = job.reserved  # held by the caller while it parses
+        item = self._hand(self._pending.popleft())
         if self._window > 0:
             self._admit()  # start the next reads before the caller parses this file
+        return item
+
+    def _hand(self, job: _Job) -> Item:
+        result = self._wait(job)
+        self._handed = job.reserved  # held by the caller while it parses
         return job.rel, result
 
     def _take_cached(self, cached: Callable[[str], bytes | None]) -> Item | None:
-        """The next file read in this thread, if its bytes are in memory; else ``None``,
-        and every later file is read ahead (a source that is not all in memory is
-        read as if none of it were)."""
+        """The next file read in this thread, if its bytes are in memory; else ``None``.
+        After :data:`CACHED_MISSES` files in a row that are not, every later file is read
+        ahead in threads (a source that is not in memory is read as if none of it were)."""
         rel, reserved = self._next  # type: ignore[misc]
         try:
             data = cached(rel)
         except Exception:
             data = None
         if data is None:
-            self._cached = None
+            self._misses += 1
+            if self._misses >= CACHED_MISSES:
+                self._cached = None
             return None
+        self._misses = 0
         self._next = next(self._todo, None)
         self._handed = reserved
         self.in_flight += reserved
         self.peak = max(self.peak, self.in_flight)
         return rel, data
 
-    def _admit(self) -> None:
+    def _admit(self, *, one: bool = False) -> None:
         while self._next is not None and (
             self.in_flight == 0 or self.in_flight + self._next[1] <= self._window
         ):
@@ -160,6 +172,8 @@ class ReadAhead(Iterator[Item]):
             self.in_flight += job.reserved
             self.peak = max(self.peak, self.in_flight)
             self._runner.start(job)
+            if one:
+                return
 
     def _wait(self, job: _Job) -> bytes | FormatError:
         while not job.done.wait(self._remaining(job)):

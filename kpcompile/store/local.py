@@ -255,10 +255,17 @@ def _fsync_tree(root: Path) -> None:
     journaling filesystem commits concurrent ones together, where one at a time
     each waits for its own commit. Files before their folders is not needed: the
     caller renames the tree only after every one is done.
+
+    A file with more than one link is a hard link to a published snapshot's file
+    (an incremental build's reused shard): its bytes were made durable when that
+    snapshot was published, and its new name is made durable by its folder's fsync.
     """
     paths = []
     for folder, _, names in os.walk(root):
-        paths += [os.path.join(folder, name) for name in names]
+        for name in names:
+            path = os.path.join(folder, name)
+            if os.lstat(path).st_nlink == 1:
+                paths.append(path)
         paths.append(folder)
     if len(paths) <= 2:
         for path in paths:

@@ -15,7 +15,7 @@ import sys
 
 import pytest
 
-from kpcompile.compile.plan import plan, shards
+from kpcompile.compile.plan import plan, plan_shards, shard_digest, shards
 from kpcompile.ingest.base import Entry
 from kpcompile.ingest.discover import select, select_listing
 from kpcompile.ingest.listing import Listing
@@ -29,7 +29,7 @@ _MEASURE = r"""
 import json, sys, tracemalloc
 import pyarrow as pa
 from kpcompile.compile.incremental import ShardInput
-from kpcompile.compile.plan import inputs_digest, shard_digest, shards
+from kpcompile.compile.plan import plan_shards
 from kpcompile.ingest.base import Entry, Source
 from kpcompile.ingest.discover import discover_files
 
@@ -48,8 +48,11 @@ class Synthetic(Source):
 
 def coordinate():
     files, listing = discover_files(Synthetic("/synthetic", "synthetic"))
-    digest = inputs_digest(files, [])
-    records = [ShardInput.of(s, shard_digest(s), "camera") for s in shards(files, 100, "camera")]
+    planned = plan_shards(files, 100, "camera")
+    digest = planned.digest()
+    records = [
+        ShardInput.of(planned.files(files, i), d, "camera") for i, d in enumerate(planned.digests)
+    ]
     return files, listing, records, files.distinct(set())
 
 import kpcompile.ingest.discover as discover
@@ -128,6 +131,11 @@ def test_columnar_discovery_chooses_the_files_the_object_form_chooses() -> None:
         assert list(files) == expected
         for partition in ("none", "camera"):
             for target in (1, 2, 3):
-                assert list(shards(files, target, partition)) == plan(expected, target, partition)
+                expected_shards = plan(expected, target, partition)
+                assert list(shards(files, target, partition)) == expected_shards
+                planned = plan_shards(files, target, partition)
+                got = [planned.files(files, i) for i in range(len(planned))]
+                assert got == expected_shards
+                assert planned.digests == [shard_digest(s) for s in expected_shards]
         checked += 1
     assert checked > 200

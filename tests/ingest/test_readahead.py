@@ -215,3 +215,43 @@ def test_coroutines_on_an_event_loop() -> None:
     assert isinstance(by["r07"], FormatError) and by["r07"].code == ErrorCode.UNREADABLE
     assert isinstance(by["r09"], FormatError) and by["r09"].code == ErrorCode.INTERNAL_ERROR
     assert by["r10"] == b"r10"
+
+
+class Cached(Instrumented):
+    """Files in memory (``read_cached`` answers) but for those named in ``cold``."""
+
+    def __init__(self, sizes: list[int], cold: set[str]) -> None:
+        super().__init__(sizes)
+        self.cold = cold
+        self.asked: list[str] = []
+        self.threads: set[str] = set()
+
+    def read_cached(self, rel: str, max_bytes: int) -> bytes | None:
+        self.asked.append(rel)
+        if rel in self.cold:
+            return None
+        return rel.encode().ljust(self.sizes[rel], b".")
+
+    def read(self, rel: str, max_bytes: int) -> bytes:
+        self.threads.add(threading.current_thread().name)
+        return super().read(rel, max_bytes)
+
+
+def test_files_in_memory_are_read_in_the_callers_thread_a_single_miss_in_a_thread() -> None:
+    src = Cached([100] * 12, cold={"f003"})
+    with src.read_many(_rels(src), 10**6, window=10**6) as reads:
+        got = [(rel, data) for rel, data in reads]
+    assert [rel for rel, _ in got] == _rels(src)
+    assert all(data == rel.encode().ljust(100, b".") for rel, data in got)
+    assert src.started == ["f003"]  # only the file not in memory went to a thread
+    assert src.threads == {"kpcompile-read"}
+    assert src.asked == _rels(src)
+
+
+def test_two_misses_in_a_row_and_every_later_file_is_read_ahead() -> None:
+    src = Cached([100] * 12, cold={"f003", "f004"})
+    with src.read_many(_rels(src), 10**6, window=10**6) as reads:
+        got = [rel for rel, _ in reads]
+    assert got == _rels(src)
+    assert src.asked == ["f000", "f001", "f002", "f003", "f004"]
+    assert sorted(src.started) == _rels(src)[3:]
