@@ -202,21 +202,15 @@ class _Folders:
 def _folders(listing: Listing, root_name: str) -> _Folders:
     """Locate every folder's camera folder, then number folders and groups in order."""
     n = len(listing.folders)
-    unsafe = np.full(n, -1, dtype=np.int8)
-    for lo in range(0, n, CHUNK):
-        for k, folder in enumerate(listing.folder_paths(np.arange(lo, min(lo + CHUNK, n)))):
-            reason = unsafe_reason(folder + "x")
-            if reason is not None:
-                unsafe[lo + k] = UNSAFE_REASONS.index(reason)
     # one sort key per folder, b"datapoint\0camera": NUL sorts before any character a
     # path holds, so the bytes sort as the (datapoint, camera) pairs do
-    keys = _keys(listing, root_name, camera_first=False)
+    keys, unsafe = _keys(listing, root_name)
     by_dp = _sort(keys)
     group, datapoint_id = _runs(by_dp, keys)
     rank = np.empty(n, dtype=np.int32)
     rank[by_dp] = np.arange(n, dtype=np.int32)
     del by_dp
-    keys = _keys(listing, root_name, camera_first=True)
+    keys = _swapped(keys)
     by_cam = _sort(keys)
     camera_id = _runs(by_cam, keys)[1]
     del keys
@@ -230,18 +224,35 @@ def _folders(listing: Listing, root_name: str) -> _Folders:
     return _Folders(group, rank, datapoint_id, camera_id, unsafe, camera_rank)
 
 
-def _located(listing: Listing, idx: npt.NDArray[np.int64], root_name: str) -> list[tuple[str, str]]:
-    return [locate(f + "x", root_name) for f in listing.folder_paths(idx)]
-
-
-def _keys(listing: Listing, root_name: str, *, camera_first: bool) -> pa.ChunkedArray:
-    """Per folder, ``datapoint\0camera`` (or ``camera\0datapoint``) as bytes."""
+def _keys(listing: Listing, root_name: str) -> tuple[pa.ChunkedArray, npt.NDArray[np.int8]]:
+    """Per folder, ``datapoint\0camera`` as bytes, and why its name is unsafe (see
+    :data:`UNSAFE_REASONS`; -1: safe)."""
     n = len(listing.folders)
+    unsafe = np.full(n, -1, dtype=np.int8)
     chunks = []
     for lo in range(0, n, CHUNK):
-        pairs = _located(listing, np.arange(lo, min(lo + CHUNK, n)), root_name)
-        keys = [encode(f"{c}\0{d}" if camera_first else f"{d}\0{c}") for d, c in pairs]
+        keys = []
+        for k, folder in enumerate(listing.folder_paths(np.arange(lo, min(lo + CHUNK, n)))):
+            reason = unsafe_reason(folder + "x")
+            if reason is not None:
+                unsafe[lo + k] = UNSAFE_REASONS.index(reason)
+            d, c = locate(folder + "x", root_name)
+            keys.append(encode(f"{d}\0{c}"))
         chunks.append(binary_array(keys))
+    return pa.chunked_array(chunks, type=pa.large_binary()), unsafe
+
+
+def _swapped(keys: pa.ChunkedArray) -> pa.ChunkedArray:
+    """``camera\0datapoint`` from ``datapoint\0camera`` keys (the last NUL splits them:
+    a camera folder's name holds none)."""
+    chunks = []
+    for chunk in keys.chunks:
+        values = binary_take(pa.chunked_array([chunk]), np.arange(len(chunk)))
+        swapped = []
+        for key in values:
+            d, _, c = key.rpartition(b"\0")
+            swapped.append(c + b"\0" + d)
+        chunks.append(binary_array(swapped))
     return pa.chunked_array(chunks, type=pa.large_binary())
 
 
@@ -304,27 +315,32 @@ def _one_per_camera(
     Each camera folder's candidates are ranked as :func:`select` ranks them; the
     path decides only between files of equal rank, so paths are built only then.
     """
-    order = np.empty(len(by_group), dtype=np.int64)
     dups: dict[int, int] = {}
-    count = 0
+    n = len(by_group)
+    if not n:
+        return by_group.astype(np.int64), dups
     groups = folders.group[listing.folder[by_group]]
     unsafe = folders.unsafe[listing.folder[by_group]]
-    ends = np.append(np.nonzero(np.diff(groups))[0], len(by_group) - 1) if len(groups) else groups
-    start = 0
-    for lo in range(0, len(ends), CHUNK):
-        for end in ends[lo : lo + CHUNK].tolist():
-            members = by_group[start : end + 1].tolist()
-            flags = unsafe[start : end + 1].tolist()
-            start = end + 1
-            kept = [i for i, u in zip(members, flags, strict=True) if u >= 0]
-            safe = [i for i, u in zip(members, flags, strict=True) if u < 0]
-            kept += _decide(safe, listing, ranks, dups)
-            if len(kept) > 1:
-                paths = listing.paths(np.array(kept, dtype=np.int64))
-                kept = [i for _, i in sorted(zip(paths, kept, strict=True))]
-            order[count : count + len(kept)] = kept
-            count += len(kept)
-    return order[:count], dups
+    starts = np.flatnonzero(np.concatenate(([True], groups[1:] != groups[:-1])))
+    sizes = np.diff(np.append(starts, n))
+    # a camera folder with one candidate keeps it (safe or not): only the others are
+    # decided one by one, in Python
+    pieces: list[npt.NDArray[np.int64]] = []
+    done = 0
+    for start, size in zip(starts[sizes > 1].tolist(), sizes[sizes > 1].tolist(), strict=True):
+        pieces.append(by_group[done:start])
+        members = by_group[start : start + size].tolist()
+        flags = unsafe[start : start + size].tolist()
+        kept = [i for i, u in zip(members, flags, strict=True) if u >= 0]
+        safe = [i for i, u in zip(members, flags, strict=True) if u < 0]
+        kept += _decide(safe, listing, ranks, dups)
+        if len(kept) > 1:
+            paths = listing.paths(np.array(kept, dtype=np.int64))
+            kept = [i for _, i in sorted(zip(paths, kept, strict=True))]
+        pieces.append(np.array(kept, dtype=np.int64))
+        done = start + size
+    pieces.append(by_group[done:])
+    return np.concatenate(pieces).astype(np.int64, copy=False), dups
 
 
 def _decide(
