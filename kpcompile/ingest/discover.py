@@ -321,14 +321,17 @@ def _one_per_camera(
         return by_group.astype(np.int64), dups
     groups = folders.group[listing.folder[by_group]]
     unsafe = folders.unsafe[listing.folder[by_group]]
-    starts = np.flatnonzero(np.concatenate(([True], groups[1:] != groups[:-1])))
-    sizes = np.diff(np.append(starts, n))
+    starts = np.flatnonzero(np.concatenate(([True], groups[1:] != groups[:-1]))).astype(np.int32)
+    del groups
+    sizes = np.diff(np.append(starts, np.int32(n)))
     # a camera folder with one candidate keeps it (safe or not): only the others are
     # decided one by one, in Python
-    pieces: list[npt.NDArray[np.int64]] = []
-    done = 0
-    for start, size in zip(starts[sizes > 1].tolist(), sizes[sizes > 1].tolist(), strict=True):
-        pieces.append(by_group[done:start])
+    order = np.empty(n, dtype=np.int64)
+    count = done = 0
+    multi = sizes > 1
+    for start, size in zip(starts[multi].tolist(), sizes[multi].tolist(), strict=True):
+        order[count : count + start - done] = by_group[done:start]
+        count += start - done
         members = by_group[start : start + size].tolist()
         flags = unsafe[start : start + size].tolist()
         kept = [i for i, u in zip(members, flags, strict=True) if u >= 0]
@@ -337,10 +340,11 @@ def _one_per_camera(
         if len(kept) > 1:
             paths = listing.paths(np.array(kept, dtype=np.int64))
             kept = [i for _, i in sorted(zip(paths, kept, strict=True))]
-        pieces.append(np.array(kept, dtype=np.int64))
+        order[count : count + len(kept)] = kept
+        count += len(kept)
         done = start + size
-    pieces.append(by_group[done:])
-    return np.concatenate(pieces).astype(np.int64, copy=False), dups
+    order[count : count + n - done] = by_group[done:]
+    return order[: count + n - done], dups
 
 
 def _decide(

@@ -86,7 +86,6 @@ class FolderSource(Source):
         except OSError as exc:
             raise unreadable(rel, exc.strerror or str(exc)) from None
 
-
     def read_cached(self, rel: str, max_bytes: int) -> bytes | None:
         return read_local_cached(os.path.join(self.root, rel), max_bytes)
 
