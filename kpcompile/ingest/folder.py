@@ -423,12 +423,14 @@ _NOWAIT = getattr(os, "RWF_NOWAIT", None)
 
 
 def read_local_cached(full: str, max_bytes: int) -> bytes | None:
-    """A regular file's bytes when all of them are in the page cache, else ``None``.
+    """A regular file's bytes when they are in the page cache, else ``None``.
 
     ``preadv2(RWF_NOWAIT)`` (Linux) returns what is in memory without waiting on
-    the device; anything else (not cached, not a regular file, an error, a
+    the device; anything else (nothing cached, not a regular file, an error, a
     filesystem without ``RWF_NOWAIT``) is ``None``, and :func:`read_local` in a
-    read-ahead thread decides.
+    read-ahead thread decides. When only the start is returned (the kernel stops a
+    ``RWF_NOWAIT`` read at a page marked for read-ahead: seen on 9% of the files of
+    a warm tree) the rest is read here: the file is on a device that answers.
     """
     if _NOWAIT is None:
         return None
@@ -441,8 +443,11 @@ def read_local_cached(full: str, max_bytes: int) -> bytes | None:
         if not stat.S_ISREG(st.st_mode) or st.st_size > max_bytes:
             return None
         buf = bytearray(st.st_size + 1)  # one more: a file that grew is not taken here
-        got = os.preadv(fd, [buf], 0, _NOWAIT)
-        return bytes(memoryview(buf)[:got]) if got == st.st_size else None
+        view = memoryview(buf)
+        got = os.preadv(fd, [view], 0, _NOWAIT)
+        while 0 < got < st.st_size and (more := os.preadv(fd, [view[got:]], got)) > 0:
+            got += more
+        return bytes(view[:got]) if got == st.st_size else None
     except OSError:
         return None
     finally:

@@ -47,8 +47,9 @@ READ_THREADS = 8
 ASYNC_REQUESTS = 64
 """Object-store requests in flight at once per reader (per worker)."""
 READ_TIMEOUT_NEVER = float("inf")
-CACHED_MISSES = 2
-"""Files in a row not in memory after which a reader stops trying to read in its thread."""
+CACHED_MISSES = 4
+"""Files not in memory after which a reader may stop reading in its thread (see
+:meth:`ReadAhead._take_cached`)."""
 
 Item = tuple[str, "bytes | FormatError"]
 
@@ -115,7 +116,7 @@ class ReadAhead(Iterator[Item]):
         self.closed = False
         self._handed = 0
         self._cached = cached
-        self._misses = 0
+        self._misses = self._hits = 0
 
     def __next__(self) -> Item:
         self.in_flight -= self._handed  # the caller is done with the last file
@@ -143,8 +144,10 @@ class ReadAhead(Iterator[Item]):
 
     def _take_cached(self, cached: Callable[[str], bytes | None]) -> Item | None:
         """The next file read in this thread, if its bytes are in memory; else ``None``.
-        After :data:`CACHED_MISSES` files in a row that are not, every later file is read
-        ahead in threads (a source that is not in memory is read as if none of it were)."""
+        Once :data:`CACHED_MISSES` files were not, and they are more than a fifth of
+        those asked, every later file is read ahead in threads (a source that is
+        mostly not in memory is read as if none of it were; a warm one has a few
+        misses, which go to a thread one by one)."""
         rel, reserved = self._next  # type: ignore[misc]
         try:
             data = cached(rel)
@@ -152,10 +155,10 @@ class ReadAhead(Iterator[Item]):
             data = None
         if data is None:
             self._misses += 1
-            if self._misses >= CACHED_MISSES:
+            if self._misses >= CACHED_MISSES and self._misses * 4 > self._hits:
                 self._cached = None
             return None
-        self._misses = 0
+        self._hits += 1
         self._next = next(self._todo, None)
         self._handed = reserved
         self.in_flight += reserved

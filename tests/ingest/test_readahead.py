@@ -248,10 +248,19 @@ def test_files_in_memory_are_read_in_the_callers_thread_a_single_miss_in_a_threa
     assert src.asked == _rels(src)
 
 
-def test_two_misses_in_a_row_and_every_later_file_is_read_ahead() -> None:
-    src = Cached([100] * 12, cold={"f003", "f004"})
+def test_a_source_mostly_not_in_memory_is_read_ahead_from_then_on() -> None:
+    src = Cached([100] * 12, cold={"f003", "f004", "f005", "f006"})
     with src.read_many(_rels(src), 10**6, window=10**6) as reads:
         got = [rel for rel, _ in reads]
     assert got == _rels(src)
-    assert src.asked == ["f000", "f001", "f002", "f003", "f004"]
+    assert src.asked == _rels(src)[:7]  # 4 misses, more than a fifth of 7
     assert sorted(src.started) == _rels(src)[3:]
+
+
+def test_a_few_misses_in_a_warm_source_do_not_stop_reading_in_the_callers_thread() -> None:
+    cold = {"f003", "f004", "f005", "f030", "f060"}
+    src = Cached([100] * 80, cold=cold)
+    with src.read_many(_rels(src), 10**6, window=10**6) as reads:
+        got = [rel for rel, _ in reads]
+    assert got == _rels(src) and src.asked == _rels(src)
+    assert sorted(src.started) == sorted(cold)
