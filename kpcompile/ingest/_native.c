@@ -1,4 +1,4 @@
-/* kpcompile.ingest._walk: a folder walk in C that runs without the GIL.
+/* kpcompile.ingest._native: a folder walk and a page-cache read in C, without the GIL.
  *
  * walk(root, prefix, chain, names, max_depth) lists the folder root/prefix and
  * the folders under it, max_depth levels deep, and returns
@@ -24,6 +24,12 @@
  *
  * The GIL is released for the whole walk; results are kept in C buffers and turned
  * into Python objects at the end.
+ *
+ * read_cached(path, max_bytes) returns a regular file's bytes when they are in the
+ * page cache (preadv2 with RWF_NOWAIT reads them without waiting on the device), and
+ * None otherwise: nothing cached, not a regular file, larger than max_bytes, any
+ * error. A read cut short at a page marked for read-ahead is finished with pread
+ * (the device answers). The bytes are read straight into the bytes object.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -36,6 +42,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 typedef struct {
@@ -323,14 +330,62 @@ static PyObject *walk(PyObject *self, PyObject *args) {
     return out;
 }
 
+static PyObject *read_cached(PyObject *self, PyObject *args) {
+    const char *path;
+    long long max_bytes;
+    if (!PyArg_ParseTuple(args, "yL", &path, &max_bytes)) return NULL;
+    int fd;
+    struct stat st;
+    Py_BEGIN_ALLOW_THREADS
+    fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd >= 0 && fstat(fd, &st) != 0) {
+        close(fd);
+        fd = -1;
+    }
+    Py_END_ALLOW_THREADS
+    if (fd < 0) Py_RETURN_NONE;
+    if (!S_ISREG(st.st_mode) || (long long)st.st_size > max_bytes) {
+        close(fd);
+        Py_RETURN_NONE;
+    }
+    Py_ssize_t size = (Py_ssize_t)st.st_size;
+    /* one byte more than the size: a file that grew is not taken here */
+    PyObject *out = PyBytes_FromStringAndSize(NULL, size + 1);
+    if (out == NULL) {
+        close(fd);
+        return NULL;
+    }
+    char *buf = PyBytes_AS_STRING(out);
+    Py_ssize_t got;
+    Py_BEGIN_ALLOW_THREADS
+    struct iovec iov = {buf, (size_t)size + 1};
+    got = preadv2(fd, &iov, 1, 0, RWF_NOWAIT);
+    while (got > 0 && got < size) {
+        ssize_t more = pread(fd, buf + got, (size_t)(size + 1 - got), got);
+        if (more <= 0) break;
+        got += more;
+    }
+    close(fd);
+    Py_END_ALLOW_THREADS
+    if (got != size) {
+        Py_DECREF(out);
+        Py_RETURN_NONE;
+    }
+    if (_PyBytes_Resize(&out, size) != 0) return NULL;
+    return out;
+}
+
 static PyMethodDef methods[] = {
+    {"read_cached", read_cached, METH_VARARGS,
+     "read_cached(path, max_bytes) -> bytes of a file in the page cache, or None"},
     {"walk", walk, METH_VARARGS,
      "walk(root, prefix, chain, names, max_depth) -> (folders, files, frontier, keys) or None"},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "_walk", "A folder walk in C, without the GIL.", -1, methods,
+    PyModuleDef_HEAD_INIT, "_native", "A folder walk and a page-cache read in C, without the GIL.",
+    -1, methods,
 };
 
-PyMODINIT_FUNC PyInit__walk(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__native(void) { return PyModule_Create(&module); }
