@@ -14,7 +14,10 @@ bucket in another building would. For each delay, alternating, best of ``--repea
   connections, one ``GET`` per object (``max_concurrency=1``: no ``HEAD`` first).
 
 Prints files/s and the ratio kpcompile / floor; at 0 ms also a build of the same files
-from a local folder. Writes ``benchmarks/results/s3.json``.
+from a local folder. Also, per delay, the listing alone: kpcompile's (s3fs, one
+concurrent listing per top-level prefix) against pyarrow's ``S3FileSystem`` recursive
+``get_file_info`` (C++, paged), alternating, best of ``--repeat``.
+Writes ``benchmarks/results/s3.json``.
 """
 
 from __future__ import annotations
@@ -48,6 +51,27 @@ keys = [k for k in fs.find(sys.argv[1]) if k.endswith(".json")]
 data = fs.cat(keys, batch_size=64, max_concurrency=1)
 assert len(data) == len(keys) == int(sys.argv[2]), (len(data), len(keys))
 print(sum(len(v) for v in data.values()))
+"""
+
+
+LISTINGS = """
+import os, sys, time
+kind, url, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+t = time.perf_counter()
+if kind == "kpcompile":
+    from kpcompile.ingest import open_source
+    from kpcompile.ingest.discover import LANDMARK_NAMES
+    with open_source(url) as src:
+        found = len(src.listing(LANDMARK_NAMES))
+else:
+    import pyarrow.fs as pafs
+    host = os.environ["AWS_ENDPOINT_URL"].split("://", 1)[1]
+    fs = pafs.S3FileSystem(endpoint_override=host, scheme="http", region="us-east-1",
+                           access_key="testing", secret_key="testing")
+    infos = fs.get_file_info(pafs.FileSelector(url.split("://", 1)[1], recursive=True))
+    found = sum(1 for i in infos if i.path.endswith(".json"))
+assert found == n, (found, n)
+print(time.perf_counter() - t)
 """
 
 
@@ -129,6 +153,10 @@ def measure(files: int, delay: float, port: int, workers: int, repeat: int) -> d
                 runs["kpcompile"].append(timed("kpcompile", build, env=env))
                 floor = [PYTHON, "-c", FLOOR, f"{BUCKET}/dataset", str(files)]
                 runs["floor"].append(timed("floor", floor, env=env))
+            listing = {
+                kind: [_listing(kind, files, env) for _ in range(repeat)]
+                for kind in ("kpcompile", "pyarrow")
+            }
     finally:
         shutil.rmtree(work, ignore_errors=True)
     for name, rs in runs.items():
@@ -148,7 +176,20 @@ def measure(files: int, delay: float, port: int, workers: int, repeat: int) -> d
         "kpcompile_files_per_s": files / kp.seconds,
         "floor_files_per_s": files / fl.seconds,
         "ratio": kp.seconds / fl.seconds,
+        "listing_s": {kind: min(ts) for kind, ts in listing.items()},
+        "listing_all_s": listing,
     }
+
+
+def _listing(kind: str, files: int, env: dict[str, str]) -> float:
+    """Seconds one process takes to list the dataset (``kind``: kpcompile or pyarrow)."""
+    cmd = [PYTHON, "-c", LISTINGS, kind, f"s3://{BUCKET}/dataset", str(files)]
+    done = subprocess.run(
+        cmd, capture_output=True, text=True, env={**os.environ, **env}, cwd=tempfile.gettempdir()
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"{kind} listing failed: {done.stderr[-2000:]}")
+    return float(done.stdout.strip())
 
 
 def local_build(src: Path, workers: int, repeat: int) -> float:
@@ -196,6 +237,12 @@ def main() -> None:
         )
     )
     print(f"{n:,} files; the same build from a local folder: {local:.2f} s")
+    for r in results:
+        ls = r["listing_s"]
+        print(
+            f"listing at {r['delay_ms']:g} ms: kpcompile (s3fs, concurrent prefixes) "
+            f"{ls['kpcompile']:.3f} s, pyarrow S3FileSystem {ls['pyarrow']:.3f} s"
+        )
     print(f"load average before {load_before[0]:.1f}, after {load_after[0]:.1f} (2 cores shared)")
     path = save(
         "s3",

@@ -149,12 +149,12 @@ def timed(
     """
     if not memory:
         start = time.perf_counter()
-        done = subprocess.run(
-            cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, **(env or {})}
-        )
+        environ = {**os.environ, **(env or {})}
+        done = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=environ)
         seconds = time.perf_counter() - start
         if done.returncode != 0:
-            sys.stderr.write(f"{name} failed ({done.returncode}):\n{done.stderr.decode()[-2000:]}\n")
+            tail = done.stderr.decode()[-2000:]
+            sys.stderr.write(f"{name} failed ({done.returncode}):\n{tail}\n")
         return Run(name, seconds, 0.0, done.returncode)
     peak = 0
     start = time.perf_counter()

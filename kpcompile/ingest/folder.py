@@ -20,6 +20,7 @@ again one folder at a time.
 
 from __future__ import annotations
 
+import importlib
 import os
 import stat
 import threading
@@ -208,10 +209,9 @@ def native() -> Any:
     if os.environ.get("KPCOMPILE_PURE_PYTHON", "") not in ("", "0"):
         return None
     try:
-        from kpcompile.ingest import _native  # type: ignore[attr-defined]
+        return importlib.import_module("kpcompile.ingest._native")
     except ImportError:
         return None
-    return _native
 
 
 def walk_native(root: str, names: frozenset[str], threads: int = LIST_THREADS) -> Listing:
