@@ -204,30 +204,46 @@ def test_listing_keeps_undecodable_names_and_python_order() -> None:
     assert [e.mtime_ns for e in listing.entries(2, 4)] == [-2, -3]
 
 
+@pytest.mark.parametrize("client", ["pyarrow", "fsspec"])
 def test_object_store_listing_is_concurrent_and_equals_one_recursive_listing(
-    s3: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    s3: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, client: str
 ) -> None:
+    """Per first-level folder, by pyarrow's S3 client (the default) or s3fs: the same
+    entries, sizes and modification times as one recursive listing by s3fs."""
     root = tmp_path / "dataset"
     synth(root, datapoints=6, cameras=2, layout="mixed", seed=2)
     (root / "cam_at_top").mkdir()
     (root / "cam_at_top" / "dense_keypoints.json").write_text("{}")
     (root / "dense_keypoints.json").write_text("{}")
-    s3.put(str(root), "bucket/listing/dataset", recursive=True)
-    src = UrlSource("s3://bucket/listing/dataset")
+    (root / "faces" / "empty_key_points").mkdir()
+    (root / "faces" / "empty_key_points" / "dense_keypoints.json").write_text("")
+    s3.put(str(root), f"bucket/listing-{client}/dataset", recursive=True)
+    src = UrlSource(f"s3://bucket/listing-{client}/dataset")
     serial = _sorted(src.list_serial(LANDMARK_NAMES))
     assert len(serial) > 12 and "dense_keypoints.json" in {e.path for e in serial}
+    assert all(e.mtime_ns > 0 for e in serial) and 0 in {e.size for e in serial}
+    if client == "fsspec":
+        monkeypatch.setenv("KPCOMPILE_S3_LISTING", "fsspec")
+    maker = "_arrow_find" if client == "pyarrow" else "_fsspec_find"
+    real = getattr(url_mod, maker)
     calls: list[str] = []
-    real_find = type(s3).find
 
-    def find(self: Any, path: str, *args: Any, **kwargs: Any) -> Any:
-        calls.append(path)
-        return real_find(self, path, *args, **kwargs)
+    def counting(*args: Any) -> Any:
+        find = real(*args)
+        assert find is not None, f"{maker} gave no listing"
 
-    monkeypatch.setattr(type(s3), "find", find)
+        def listed(folder: str) -> Any:
+            calls.append(folder)
+            return find(folder)
+
+        return listed
+
+    monkeypatch.setattr(url_mod, maker, counting)
     assert _sorted(src.list(LANDMARK_NAMES)) == serial
-    folders = [m for m in s3.ls("bucket/listing/dataset", detail=True) if m["type"] == "directory"]
+    folders = [m for m in s3.ls(f"bucket/listing-{client}/dataset", detail=True)]
+    folders = [m for m in folders if m["type"] == "directory"]
     assert sorted(calls) == sorted(m["name"] for m in folders) and len(calls) > 3
     calls.clear()
     monkeypatch.setattr(url_mod, "MAX_SPLIT", 2)
     assert _sorted(src.list(LANDMARK_NAMES)) == serial
-    assert calls == ["bucket/listing/dataset"]
+    assert calls == [f"bucket/listing-{client}/dataset"]
