@@ -213,8 +213,7 @@ def main() -> None:
             f"keypoints bytes ({size['ratio_keypoints']:.1f}x smaller; "
             f"{size['ratio_all_tables']:.1f}x with files and errors tables)"
         )
-    path = save("build", {"workers": args.workers, "results": results, "samples": size})
-    print(f"wrote {path.relative_to(ROOT)}")
+    save("build", {"workers": args.workers, "results": results, "samples": size})
 
 
 if __name__ == "__main__":

@@ -109,8 +109,7 @@ def main() -> None:
         f"{'dropped before each cold run' if problem is None else 'NOT dropped: ' + problem}; "
         f"load average {load_before:.1f} -> {load_after:.1f} (2 cores shared)"
     )
-    path = save("cold", result)
-    print(f"wrote {path.relative_to(ROOT)}")
+    save("cold", result)
     subprocess.run(["sync"], check=False)
 
 

@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     finally:
         if not args.keep:
             shutil.rmtree(DATA, ignore_errors=True)
-    written = save("incremental", result)
+    save("incremental", result)
     rows = [
         ("files before / added", f"{result['files_before']:,} / {result['files_added']:,}"),
         ("full build", f"{full_s:.2f} s"),
@@ -151,7 +151,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ]
     for name, value in rows:
         print(f"{name:<28} {value}")
-    print(f"results: {written.relative_to(HERE.parent)}")
     return result
 
 

@@ -396,8 +396,8 @@ def main() -> None:
     report = run(
         args.files, args.keep, args.repeat, args.workers, not args.no_raw, args.compression
     )
-    path = save("query" if args.compression == "zstd" else f"query-{args.compression}", report)
-    print(f"{report['landmarks']:,} landmarks in {report['files']:,} files; results: {path}")
+    save("query" if args.compression == "zstd" else f"query-{args.compression}", report)
+    print(f"{report['landmarks']:,} landmarks in {report['files']:,} files")
 
 
 if __name__ == "__main__":

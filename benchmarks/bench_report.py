@@ -90,7 +90,7 @@ def main() -> None:
         f"report {page.stat().st_size / 1e6:.1f} MB; best of {args.repeat}\n"
     )
     print(table(["command", "seconds", "peak MiB", "time / report", "exit"], rows))
-    path = save(
+    save(
         "report",
         {
             "files": info.files,
@@ -101,7 +101,6 @@ def main() -> None:
             "runs": runs,
         },
     )
-    print(f"\nwrote {path}")
 
 
 if __name__ == "__main__":

@@ -250,7 +250,7 @@ def main() -> None:
             f"recursive listing {ls['pyarrow']:.3f} s"
         )
     print(f"load average before {load_before[0]:.1f}, after {load_after[0]:.1f} (2 cores shared)")
-    path = save(
+    save(
         "s3",
         {
             "workers": args.workers,
@@ -261,7 +261,6 @@ def main() -> None:
             "load_average": [load_before[0], load_after[0]],
         },
     )
-    print(f"wrote {path.relative_to(ROOT)}")
 
 
 if __name__ == "__main__":

@@ -193,7 +193,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "floor_python_list_bytes_per_entry": round(floor_mem["peak"] / floor["entries"]),
         },
     }
-    written = save("scale", result)
+    save("scale", result)
     b, li = result["build"], result["listing"]
     rows = [
         ("build: files", f"{n:,} hard links ({b['compiled']:,} compiled)"),
@@ -216,7 +216,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ]
     for name, value in rows:
         print(f"{name:<28} {value}")
-    print(f"results: {written.relative_to(HERE.parent)}")
     return result
 
 

@@ -73,11 +73,10 @@ def main() -> None:
     print(table(["command", "wall s (best)", "CPU s (best)", "CPU above pyarrow"], rows))
     load = os.getloadavg()[0]
     print(f"{args.files} files, best of {args.repeat}, load average {load:.1f}")
-    path = save(
+    save(
         "startup",
         {"files": args.files, "repeat": args.repeat, "load_average_1min": load, **results},
     )
-    print(f"wrote {path.relative_to(ROOT)}")
 
 
 if __name__ == "__main__":

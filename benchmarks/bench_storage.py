@@ -182,8 +182,7 @@ def main() -> None:
     if not rows and (RESULTS / "storage.json").exists():  # --decode-only keeps the variants
         rows = json.loads((RESULTS / "storage.json").read_text()).get("variants", {})
     payload["variants"] = rows
-    path = save("storage", payload)
-    print(f"results: {path}")
+    save("storage", payload)
 
 
 if __name__ == "__main__":

@@ -222,7 +222,7 @@ def machine() -> dict[str, Any]:
 
 def save(name: str, payload: dict[str, Any]) -> Path:
     """Write ``benchmarks/results/<name>.json``, unless the machine was loaded at the start
-    (then only with ``--loaded``, and marked so); the path either way."""
+    (then only with ``--loaded``, and marked so); the path either way. Says which it did."""
     path = RESULTS / f"{name}.json"
     loaded = _START_LOAD > MAX_LOAD
     print(f"load average at start {_START_LOAD:.2f}, now {loadavg():.2f}")
@@ -238,6 +238,7 @@ def save(name: str, payload: dict[str, Any]) -> Path:
         **payload,
     }
     path.write_text(json.dumps(payload, indent=2, default=lambda o: asdict(o)) + "\n")
+    print(f"wrote {path.relative_to(ROOT)}")
     return path
 
 

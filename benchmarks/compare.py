@@ -368,7 +368,7 @@ def _report(cases: list[Case], args: argparse.Namespace, commit: str, start_load
         "cases": [asdict(c) | {"ratio": c.ratio()} for c in cases],
     }
     if not loaded or args.loaded:
-        print(f"results: {save(f'compare-{_slug(args.base)}', payload)}")
+        save(f"compare-{_slug(args.base)}", payload)
     if slower:
         print(f"SLOWER than {args.base} by more than {args.threshold:.0%}: {', '.join(slower)}")
         return 1
