@@ -162,11 +162,19 @@ __all__ = [
 ]
 
 
+_SUBMODULES = frozenset({"torch"})
+"""Submodules reachable as attributes after ``import kpcompile`` (imported on first use)."""
+
+
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
         import importlib
 
         return getattr(importlib.import_module(_LAZY[name]), name)
+    if name in _SUBMODULES:
+        import importlib
+
+        return importlib.import_module(f"kpcompile.{name}")
     msg = f"module 'kpcompile' has no attribute {name!r}"
     raise AttributeError(msg)
 

@@ -238,7 +238,11 @@ def diff(out: str, old: str, new: str, as_json: bool) -> None:
     show_default=True,
     help="Also write all_key_points.json, the 68-point set and camera metadata.",
 )
-@click.option("--overwrite", is_flag=True, help="Replace what OUT holds if it is not empty.")
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Replace a dataset synth wrote in OUT (refused if OUT holds any other file).",
+)
 @json_option
 @handle_errors
 def synth(

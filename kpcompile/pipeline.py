@@ -27,6 +27,7 @@ from kpcompile.compile.incremental import (
     previous_of,
     reuse_shard,
     shard_record,
+    transient_errors,
 )
 from kpcompile.compile.plan import Plan, plan_shards
 from kpcompile.compile.pool import WorkerPool
@@ -34,9 +35,16 @@ from kpcompile.compile.sets import SetAssigner
 from kpcompile.compile.stage import Stage
 from kpcompile.compile.worker import ShardResult, ShardTask
 from kpcompile.compile.writer import ParquetSettings, table_from_columns, write_table
-from kpcompile.errors import KpcompileError, OptionsError, OutputError, RejectedFilesError
+from kpcompile.errors import (
+    TRANSIENT_CODES,
+    FormatError,
+    KpcompileError,
+    OptionsError,
+    OutputError,
+    RejectedFilesError,
+)
 from kpcompile.ingest import Source, open_source, preload
-from kpcompile.ingest.discover import LANDMARK_NAMES, Files, discover_files
+from kpcompile.ingest.discover import LANDMARK_NAMES, Files, discover_files, printable
 from kpcompile.ingest.sets import SET_NAMES, SetSource, discover_sets
 from kpcompile.manifest import (
     FORMAT,
@@ -244,7 +252,11 @@ def _current(store: Store) -> Manifest | None:
 
 
 def _up_to_date(current: Manifest | None, inputs: _Inputs, opts: BuildOptions) -> bool:
-    """Whether the current snapshot is exactly what this build would publish."""
+    """Whether the current snapshot is exactly what this build would publish.
+
+    Names, sizes and modification times say nothing of a read that failed (a stalled
+    object, an I/O error): files rejected so are read again, and the snapshot is up to
+    date only if every one of them fails again the same way."""
     return (
         current is not None
         and not opts.full
@@ -252,7 +264,27 @@ def _up_to_date(current: Manifest | None, inputs: _Inputs, opts: BuildOptions) -
         and current.source.path == inputs.src.location
         and current.tool.version == __version__
         and current.options == recorded(opts)
+        and not _transient_cleared(current, inputs, opts)
     )
+
+
+def _transient_cleared(current: Manifest, inputs: _Inputs, opts: BuildOptions) -> bool:
+    """Whether a file that ``current`` rejected as unreadable (or for a bug) reads now."""
+    standing = {e.path for s in current.shards for e in transient_errors(s)}
+    if not standing:
+        return False
+    # the manifest names files as printable() does: find their names as listed
+    listed = (*(f.path for f in inputs.files), *(s.path for s in inputs.sets))
+    raw = [p for p in listed if printable(p) in standing]
+    if len(raw) != len(standing):
+        return True  # a rejected file is gone (its digest would differ anyway)
+    with inputs.src.read_many(
+        raw, opts.max_file_bytes, window=opts.read_ahead << 20, timeout=float(opts.read_timeout)
+    ) as reads:
+        for _name, data in reads:
+            if not isinstance(data, FormatError) or data.code not in TRANSIENT_CODES:
+                return True
+    return False
 
 
 def _unchanged(current: Manifest, store: Store, started: float) -> BuildResult:

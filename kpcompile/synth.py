@@ -94,7 +94,9 @@ def synth(
         extras: Also write the files real exports carry beside the landmarks
             (``all_key_points.json``, the 68-point set, ``camera_metadata.json``).
         overwrite: Replace what ``out`` holds when it is not empty (otherwise
-            :class:`OutputError`: a dataset mixed with older files is a trap).
+            :class:`OutputError`: a dataset mixed with older files is a trap); only
+            a dataset synth wrote: a folder holding any other file, or a kpcompile
+            output, is refused (:data:`SYNTH_NAMES`).
 
     Example:
         >>> synth("dataset", datapoints=100, cameras=2)  # doctest: +SKIP
@@ -149,18 +151,60 @@ def _write_all(
 _MIXED = ("faces", "in_cabin", "legacy", "documented", "in_cabin_unversioned")
 
 
+SYNTH_NAMES = frozenset(
+    {
+        "face_dense_key_points.json",
+        "face_standard_key_points.json",
+        "all_key_points.json",
+        "head_key_points.json",
+        "ears_key_points.json",
+        "camera_metadata.json",
+        "dense_keypoints.json",
+        "standard_keypoints.json",
+    }
+)
+"""Every file name synth writes: ``--overwrite`` replaces a folder holding only these."""
+
+
 def _make_room(root: Path, overwrite: bool) -> None:
-    if root.is_dir() and any(root.iterdir()):
-        if not overwrite:
-            msg = (
-                f"{str(root)!r} is not empty; synth writes a whole dataset: "
-                "choose a new folder, or give --overwrite to replace what it holds"
-            )
-            raise OutputError(msg)
-        shutil.rmtree(root)
-    elif root.exists() and not root.is_dir():
+    if root.exists() and not root.is_dir():
         msg = f"{str(root)!r} is a file, not a folder"
         raise OutputError(msg)
+    if not root.is_dir() or not any(root.iterdir()):
+        return
+    if not overwrite:
+        msg = (
+            f"{str(root)!r} is not empty; synth writes a whole dataset: "
+            "choose a new folder, or give --overwrite to replace a dataset synth wrote"
+        )
+        raise OutputError(msg)
+    foreign = _foreign(root)
+    if foreign is not None:
+        msg = (
+            f"{str(root)!r} holds {foreign}, which synth did not write; --overwrite only "
+            "replaces a dataset synth wrote: remove it yourself or choose a new folder"
+        )
+        raise OutputError(msg)
+    shutil.rmtree(root)
+
+
+def _foreign(root: Path) -> str | None:
+    """Something under ``root`` that synth would not have written, or ``None``."""
+    from kpcompile.store.base import OWN_NAMES
+
+    for name in sorted(OWN_NAMES):
+        if (root / name).exists():
+            return f"{name!r} (it is a kpcompile output)"
+    for folder, dirs, names in os.walk(root):
+        here = Path(folder)
+        for d in dirs:
+            if (here / d).is_symlink():
+                return repr((here / d).relative_to(root).as_posix())
+        for n in names:
+            p = here / n
+            if n not in SYNTH_NAMES or p.is_symlink() or not p.is_file():
+                return repr(p.relative_to(root).as_posix())
+    return None
 
 
 def _plan(n: int, layout: str) -> Iterator[tuple[int, str, str, bool]]:

@@ -101,3 +101,33 @@ def test_mixed_has_in_cabin_frames_with_and_without_version(mixed_dataset: Path)
         if "/frames/" in p.as_posix()
     }
     assert versions == {"2.0.0", None}
+
+
+def test_overwrite_replaces_only_a_dataset_synth_wrote(tmp_path: Path) -> None:
+    """Issue 17.10: --overwrite never deletes a compiled output or a file synth did not write."""
+    root = tmp_path / "ds"
+    synth(root, datapoints=2, cameras=1)
+    synth(root, datapoints=3, cameras=1, overwrite=True)  # its own dataset: replaced
+    assert len(list(root.rglob("face_dense_key_points.json"))) == 3
+    (root / "thesis.tex").write_text("years of work")
+    with pytest.raises(kpcompile.OutputError, match=r"holds 'thesis.tex', which synth did not"):
+        synth(root, datapoints=1, cameras=1, overwrite=True)
+    assert (root / "thesis.tex").read_text() == "years of work"
+    out = tmp_path / "compiled"
+    kpcompile.build(tmp_path / "ds", out, workers=1)
+    with pytest.raises(kpcompile.OutputError, match="it is a kpcompile output"):
+        synth(out, datapoints=1, cameras=1, overwrite=True)
+    assert kpcompile.info(out).compiled == 3
+
+
+def test_overwrite_on_the_command_line_names_the_foreign_file(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from kpcompile.cli import cli
+
+    root = tmp_path / "ds"
+    (root / "notes").mkdir(parents=True)
+    (root / "notes" / "a.txt").write_text("x")
+    r = CliRunner().invoke(cli, ["synth", str(root), "--overwrite"])
+    assert r.exit_code == 5 and "holds 'notes/a.txt', which synth did not write" in r.output
+    assert (root / "notes" / "a.txt").exists()

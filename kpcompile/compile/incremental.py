@@ -4,7 +4,10 @@ A build of the same source with the same output options (:func:`~kpcompile.optio
 
 1. reuses every shard whose files (path, size, mtime, duplicate marker) are all as
    the previous snapshot recorded them: its Parquet files are hard-linked (copied
-   on object storage) into the new snapshot, nothing is read or parsed;
+   on object storage) into the new snapshot, nothing is read or parsed; except a
+   shard holding a rejection that a new read may clear (``unreadable``,
+   ``internal_error``: :data:`~kpcompile.errors.TRANSIENT_CODES`), which is
+   recompiled as a changed shard is, its rejected files read again;
 2. recompiles the other shards, where each file is
    * *unchanged* (same size and mtime): not read; its landmarks are taken from the
      previous snapshot's Parquet;
@@ -28,9 +31,10 @@ from kpcompile._version import __version__
 from kpcompile.compile.plan import order_key
 from kpcompile.compile.stage import Stage
 from kpcompile.compile.worker import PreviousFile, ShardResult, part_name
+from kpcompile.errors import TRANSIENT_CODES
 from kpcompile.ingest import SourceFile
 from kpcompile.ingest.discover import printable
-from kpcompile.manifest import FileEntry, Manifest, ShardRecord
+from kpcompile.manifest import ErrorRow, FileEntry, Manifest, ShardRecord
 from kpcompile.options import BuildOptions, reuse_keys
 from kpcompile.schema import partition_dir
 
@@ -72,7 +76,8 @@ class Previous:
         ):
             return None
         written = {f.path: f for f in manifest.all_files()}
-        shards = {s.digest: s for s in manifest.shards}
+        # a shard holding a rejection that a new read may clear is compiled again
+        shards = {s.digest: s for s in manifest.shards if not transient_errors(s)}
         return cls(manifest.snapshot, stage, shards, written, options.partition_by)
 
     def load_overlapping(self, first: list[str], last: list[str]) -> None:
@@ -114,6 +119,11 @@ class Previous:
                     part=f"{folder}/{name}",
                 )
         return out
+
+
+def transient_errors(shard: ShardRecord) -> list[ErrorRow]:
+    """The shard's rejections that a new read may clear (:data:`TRANSIENT_CODES`)."""
+    return [e for e in (*shard.errors, *shard.set_errors) if e.code in TRANSIENT_CODES]
 
 
 def previous_of(

@@ -34,7 +34,15 @@ import pyarrow as pa
 
 from kpcompile.errors import SourceError
 from kpcompile.ingest.base import Entry, Source
-from kpcompile.ingest.listing import CHUNK, Int32s, Listing, binary_array, binary_take, encode
+from kpcompile.ingest.listing import (
+    CHUNK,
+    Int32s,
+    Listing,
+    binary_array,
+    binary_take,
+    decode,
+    encode,
+)
 
 DENSE_NAMES: frozenset[str] = frozenset({"face_dense_key_points.json", "dense_keypoints.json"})
 FALLBACK_NAME = "all_key_points.json"
@@ -142,14 +150,18 @@ class Files:
         folders = lst.folder[self.order]
         keep = np.ones(len(self.order), dtype=bool)
         if excluded:
-            suspects = {encode(p[: p.rfind("/") + 1]) for p in excluded}
+            # ``excluded`` names files as the tables do (printable); the listing keeps
+            # the raw names, which differ when a name is not valid UTF-8
+            suspects = {p[: p.rfind("/") + 1] for p in excluded}
             flagged = np.zeros(len(lst.folders), dtype=bool)
             for lo in range(0, len(flagged), CHUNK):
                 idx = np.arange(lo, min(lo + CHUNK, len(flagged)))
-                flagged[idx] = [f in suspects for f in binary_take(lst.folders, idx)]
+                flagged[idx] = [
+                    printable(decode(f)) in suspects for f in binary_take(lst.folders, idx)
+                ]
             at = np.nonzero(flagged[folders])[0]
             for k, path in zip(at.tolist(), lst.paths(self.order[at]), strict=True):
-                keep[k] = path not in excluded
+                keep[k] = printable(path) not in excluded
         folders = folders[keep]
         return (
             len(np.unique(self.datapoint_id[folders])),

@@ -313,6 +313,72 @@ def test_a_name_that_is_not_utf8_is_rejected_by_name(tmp_path: Path, kind: str) 
     files = kpcompile.read(out, "files")
     assert files.height == 3 and errors.height == 1
     assert (files["status"] == "ok").sum() == 2
+    info = kpcompile.info(out)  # issue 17.6: the rejected folder is not counted
+    assert (info.datapoints, info.cameras) == (2, 1)
     report = verify(out)  # against the recorded source: the escaped names match it
     assert report.ok and report.source_files_checked == 3, report.problems
     assert kpcompile.build(source, out, max_errors=10, progress=False).up_to_date
+
+
+def test_a_read_failure_that_passes_is_retried_not_kept(
+    small_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 17.1: a file rejected as unreadable (a stalled or failed read: nothing in its
+    name, size or mtime changes) is read again by the next build. While it still fails,
+    the snapshot is up to date; once it reads, the build compiles it, and the shard that
+    held the rejection is never reused with it. verify says it reads now."""
+    out = tmp_path / "out"
+    failing = f"datapoint_00002/camera_01/{DENSE}"
+    real = folder.read_local
+    broken = {"on": True}
+
+    def read_local(full: str, rel: str, max_bytes: int) -> bytes:
+        if broken["on"] and rel == failing:
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        return real(full, rel, max_bytes)
+
+    monkeypatch.setattr(folder, "read_local", read_local)
+    monkeypatch.setattr(folder.FolderSource, "read_cached", lambda *a: None)
+    first = kpcompile.build(small_dataset, out, workers=1, max_errors=1, shard_files=2)
+    assert first.rejected == 1 and first.errors[0][:2] == (failing, "unreadable")
+    again = kpcompile.build(small_dataset, out, workers=1, max_errors=1, shard_files=2)
+    assert again.up_to_date and again.snapshot_id == first.snapshot_id  # still failing
+    broken["on"] = False
+    report = verify(out)
+    assert [p for p in report.problems if failing in p] == [
+        f"source: {failing}: rejected as unreadable by the build, reads now: "
+        "build again to include it"
+    ]
+    fixed = kpcompile.build(small_dataset, out, workers=1, max_errors=1, shard_files=2)
+    assert not fixed.up_to_date and (fixed.rejected, fixed.compiled) == (0, 8)
+    assert kpcompile.read(out, "errors").height == 0
+    assert verify(out).ok
+    kpcompile.build(small_dataset, tmp_path / "full", workers=1, shard_files=2)
+    for table in ("keypoints", "files"):
+        assert kpcompile.read(out, table).equals(kpcompile.read(tmp_path / "full", table))
+
+
+def test_a_shard_holding_a_passing_read_failure_is_recompiled_not_reused(
+    small_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The shard reused when another file is added elsewhere: not the one with the rejection."""
+    out = tmp_path / "out"
+    failing = f"datapoint_00001/camera_00/{DENSE}"
+    real = folder.read_local
+    broken = {"on": True}
+
+    def read_local(full: str, rel: str, max_bytes: int) -> bytes:
+        if broken["on"] and rel == failing:
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        return real(full, rel, max_bytes)
+
+    monkeypatch.setattr(folder, "read_local", read_local)
+    monkeypatch.setattr(folder.FolderSource, "read_cached", lambda *a: None)
+    kpcompile.build(small_dataset, out, workers=1, max_errors=1, shard_files=2)
+    broken["on"] = False
+    extra = small_dataset / "datapoint_09999" / "camera_00" / "key_points"
+    extra.mkdir(parents=True)
+    (extra / "face_dense_key_points.json").write_bytes((small_dataset / failing).read_bytes())
+    grown = kpcompile.build(small_dataset, out, workers=1, max_errors=1, shard_files=2)
+    assert (grown.rejected, grown.compiled) == (0, 9)
+    assert kpcompile.read(out, "errors").height == 0
