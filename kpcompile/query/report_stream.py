@@ -27,8 +27,9 @@ import polars as pl
 
 from kpcompile.errors import QueryError
 from kpcompile.query.projection import MODELS, TOLERANCE_PX
+from kpcompile.schema import FLOAT_COLUMNS
 
-COORDS: tuple[str, ...] = ("x3", "y3", "z3", "px", "py")
+COORDS: tuple[str, ...] = FLOAT_COLUMNS
 Floats = npt.NDArray[np.float64]
 
 

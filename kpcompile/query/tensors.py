@@ -25,8 +25,9 @@ from kpcompile.errors import QueryError
 from kpcompile.query import rowgroups as rg
 from kpcompile.query.rowgroups import Group, K, Parts, PixelOrder
 from kpcompile.query.scan import Out, scanned_snapshot
+from kpcompile.schema import FLOAT_COLUMNS
 
-_COLS = ("datapoint", "camera", "kp_id", "x3", "y3", "z3", "px", "py", "visible")
+_COLS = ("datapoint", "camera", "kp_id", *FLOAT_COLUMNS, "visible")
 Floats = npt.NDArray[np.floating[Any]]
 
 
