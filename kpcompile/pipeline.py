@@ -44,7 +44,8 @@ from kpcompile.errors import (
     RejectedFilesError,
 )
 from kpcompile.ingest import Source, open_source, preload
-from kpcompile.ingest.discover import LANDMARK_NAMES, Files, discover_files, printable
+from kpcompile.ingest.discover import LANDMARK_NAMES, Files, discover_files
+from kpcompile.ingest.paths import printable
 from kpcompile.ingest.sets import SET_NAMES, SetSource, discover_sets
 from kpcompile.manifest import (
     FORMAT,

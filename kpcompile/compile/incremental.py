@@ -33,7 +33,7 @@ from kpcompile.compile.stage import Stage
 from kpcompile.compile.worker import PreviousFile, ShardResult, part_name
 from kpcompile.errors import TRANSIENT_CODES
 from kpcompile.ingest import SourceFile
-from kpcompile.ingest.discover import printable
+from kpcompile.ingest.paths import printable
 from kpcompile.manifest import ErrorRow, FileEntry, Manifest, ShardRecord
 from kpcompile.options import BuildOptions, reuse_keys
 from kpcompile.schema import partition_dir

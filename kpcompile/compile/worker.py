@@ -29,7 +29,7 @@ from kpcompile.compile.writer import (
 from kpcompile.errors import ErrorCode, FormatError, SnapshotError
 from kpcompile.ingest import Source, SourceFile
 from kpcompile.ingest.base import READ_AHEAD, READ_TIMEOUT
-from kpcompile.ingest.discover import printable
+from kpcompile.ingest.paths import printable
 from kpcompile.ingest.sets import SetSource
 from kpcompile.manifest import ErrorRow, FileEntry
 from kpcompile.parsing import NUM_LANDMARKS, Landmarks, parse

@@ -43,11 +43,13 @@ from kpcompile.ingest.listing import (
     decode,
     encode,
 )
+from kpcompile.ingest.paths import KEYPOINT_DIR as KEYPOINT_DIR  # re-exported
+from kpcompile.ingest.paths import UNSAFE_REASONS, locate, printable, unsafe_reason
+from kpcompile.ingest.paths import camera_folder as camera_folder  # re-exported
 
 DENSE_NAMES: frozenset[str] = frozenset({"face_dense_key_points.json", "dense_keypoints.json"})
 FALLBACK_NAME = "all_key_points.json"
 LANDMARK_NAMES: frozenset[str] = DENSE_NAMES | {FALLBACK_NAME}
-KEYPOINT_DIR = "key_points"
 # Which file a camera folder's landmarks are taken from when it holds several.
 _RANK = {"face_dense_key_points.json": 0, "dense_keypoints.json": 1, FALLBACK_NAME: 2}
 
@@ -73,15 +75,6 @@ class SourceFile:
     mtime_ns: int = 0
     duplicate_of: str | None = None
     unsafe: str | None = None
-
-
-UNSAFE_REASONS: tuple[str, ...] = (
-    "an absolute name",
-    "a '..' component would leave the dataset",
-    "an empty component ('//')",
-    "a '.' component",
-    "a name that is not valid UTF-8",
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -429,69 +422,3 @@ def select(entries: Iterable[Entry], root_name: str, where: str) -> list[SourceF
         raise SourceError(msg)
     found.sort()
     return found
-
-
-def unsafe_reason(rel: str) -> str | None:
-    """Why a relative name may not be used as a path inside the dataset, or ``None``.
-
-    Example:
-        >>> unsafe_reason("../x/dp/cam/key_points/face_dense_key_points.json")
-        "a '..' component would leave the dataset"
-    """
-    if not rel.isascii() and not _utf8(rel):
-        return "a name that is not valid UTF-8"
-    if rel.startswith("/"):
-        return "an absolute name"
-    parts = rel.split("/")
-    if ".." in parts:
-        return "a '..' component would leave the dataset"
-    if "" in parts:
-        return "an empty component ('//')"
-    if "." in parts:
-        return "a '.' component"
-    return None
-
-
-def _utf8(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def printable(text: str) -> str:
-    """``text`` as valid UTF-8, for the tables and messages: the bytes of a name that
-    is not UTF-8 (kept by the listing as lone surrogates, as ``os.fsdecode`` does)
-    shown as ``\\xNN``.
-
-    Example:
-        >>> printable("dp_\udcff/cam")
-        'dp_\\xff/cam'
-    """
-    if text.isascii() or _utf8(text):
-        return text
-    try:
-        raw = text.encode("utf-8", "surrogateescape")
-    except UnicodeEncodeError:
-        raw = text.encode("utf-8", "surrogatepass")
-    return raw.decode("utf-8", "backslashreplace")
-
-
-def locate(rel: str, root_name: str) -> tuple[str, str]:
-    """``(datapoint, camera)`` of a file from its path relative to the source root."""
-    # string operations: PurePosixPath made this a tenth of an incremental build
-    parts = rel.split("/")[:-1]
-    if parts and parts[-1] == KEYPOINT_DIR:
-        parts.pop()
-    if not parts:
-        return ".", root_name
-    return "/".join(parts[:-1]) or ".", parts[-1]
-
-
-def camera_folder(path: str) -> str:
-    """The camera folder of a landmark file (``""`` for the source root)."""
-    parts = path.split("/")[:-1]
-    if parts and parts[-1] == KEYPOINT_DIR:
-        parts.pop()
-    return "/".join(parts)

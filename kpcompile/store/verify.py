@@ -38,7 +38,8 @@ import pyarrow.parquet as pq
 
 from kpcompile.errors import TRANSIENT_CODES, FormatError, SourceError
 from kpcompile.ingest import Source, open_source
-from kpcompile.ingest.discover import Files, discover_files, printable
+from kpcompile.ingest.discover import Files, discover_files
+from kpcompile.ingest.paths import printable
 from kpcompile.manifest import FileEntry, Manifest, ShardRecord
 from kpcompile.parsing import NUM_LANDMARKS
 from kpcompile.schema import SCHEMAS
