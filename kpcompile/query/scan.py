@@ -236,7 +236,8 @@ def _sql_by_camera_codes(
     camera instead of 9M strings: group-bys then hash u32 codes (about 110 ms of CPU
     less over 9.36M rows). ``None`` when the folders do not name the cameras
     unambiguously, or when the query needs strings (``LIKE``, string functions, a join
-    with a String column): the caller then runs it on strings, as a lazy ``sql`` does.
+    with a String column), which its plan's schema tells before any row is read: the
+    caller then runs it on strings, as a lazy ``sql`` does, once.
     """
     coded = _keypoints_by_camera(store, manifest)
     if coded is None:
@@ -244,9 +245,18 @@ def _sql_by_camera_codes(
     try:
         lf = pl.SQLContext({**frames, "keypoints": coded}).execute(query, eager=False)
         # no table has an Enum column of its own: every Enum of the result is a camera
-        return lf.with_columns(cs.enum().cast(pl.String)).collect()
+        lf = lf.with_columns(cs.enum().cast(pl.String))
+        lf.collect_schema()  # resolves types without reading a row: strings needed?
     except pl.exceptions.PolarsError:
-        return None
+        return None  # decided before running: the caller runs the query once, on strings
+    try:
+        return lf.collect()
+    except pl.exceptions.PolarsError as exc:
+        if "enum" not in str(exc).lower():
+            with query_errors():
+                raise  # wrong whatever the reader: reported, not run again
+            raise
+        return None  # a comparison of the codes with a string, known only when it runs
 
 
 def _keypoints_by_camera(store: Store, manifest: Manifest) -> pl.LazyFrame | None:
