@@ -498,8 +498,8 @@ def report(out: str, output: str, snapshot: str | None, as_json: bool) -> None:
     default=24.0,
     show_default=True,
     metavar="HOURS",
-    help="On object storage, remove a killed build's files once nothing was written "
-    "to them for this long (local folders: always, as gc holds the lock).",
+    help="On object storage, remove what a killed build left once nothing was written "
+    "to it for this many hours (local folders: at once, as gc holds the lock).",
 )
 @json_option
 @handle_errors
