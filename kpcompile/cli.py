@@ -495,21 +495,37 @@ def report(out: str, output: str, snapshot: str | None, as_json: bool) -> None:
     help="How many of the newest snapshots to keep (the current one is always kept).",
 )
 @click.option("--dry-run", is_flag=True, help="Only list what would be removed.")
+@click.option(
+    "--stale-after",
+    "stale_hours",
+    type=click.FloatRange(min=0),
+    default=24.0,
+    show_default=True,
+    metavar="HOURS",
+    help="On object storage, remove what a killed build left once nothing was written "
+    "to it for this many hours (local folders: at once, as gc holds the lock).",
+)
 @json_option
 @handle_errors
-def gc(out: str, keep: int, dry_run: bool, as_json: bool) -> None:
+def gc(out: str, keep: int, dry_run: bool, stale_hours: float, as_json: bool) -> None:
     """Remove old snapshots of OUT, keeping the newest --keep and the current one.
 
     Nothing else ever removes a published snapshot. A reader still reading a
-    removed snapshot fails, so keep as many as your pinned runs need.
+    removed snapshot fails, so keep as many as your pinned runs need. Also removes
+    what killed builds left. On object storage, snapshots newer than the current
+    one are kept (a build may be publishing one).
 
     \b
     Example:
       kpcompile gc compiled --keep 3 --dry-run
+      kpcompile gc s3://bucket/compiled --keep 3 --stale-after 6
     """
+    import datetime as dt
+
     from kpcompile.store.retention import gc as run_gc
 
-    _emit(run_gc(out, keep=keep, dry_run=dry_run), as_json)
+    stale_after = dt.timedelta(hours=stale_hours)
+    _emit(run_gc(out, keep=keep, dry_run=dry_run, stale_after=stale_after), as_json)
 
 
 def main() -> None:

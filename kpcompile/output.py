@@ -181,6 +181,7 @@ def _diff(d: SnapshotDiff) -> str:
 def _gc(r: GcResult) -> str:
     verb = "would remove" if r.dry_run else "removed"
     lines = [f"{verb} {sid}" for sid in r.removed]
+    lines += [f"{verb} abandoned build {name}" for name in r.abandoned]
     lines.append(
         f"{verb} {len(r.removed)} snapshot{'s' if len(r.removed) != 1 else ''} "
         f"({r.bytes_freed / 1e6:,.1f} MB); kept {len(r.kept)}, current {r.current}"

@@ -56,6 +56,19 @@ def new_snapshot_id(now: dt.datetime | None = None) -> str:
     return f"{now:%Y%m%dT%H%M%S}Z-{fraction:04x}{secrets.token_hex(2)}"
 
 
+def snapshot_time(snapshot: str) -> dt.datetime | None:
+    """The UTC build time an id begins with (to the second); ``None`` if it has none.
+
+    Example:
+        >>> snapshot_time("20240501T120000Z-80001a2b")
+        datetime.datetime(2024, 5, 1, 12, 0, tzinfo=datetime.timezone.utc)
+    """
+    try:
+        return dt.datetime.strptime(snapshot[:16], "%Y%m%dT%H%M%SZ").replace(tzinfo=dt.UTC)
+    except ValueError:
+        return None
+
+
 class Store(ABC):
     """The snapshots of one output location.
 
@@ -172,6 +185,25 @@ class Store(ABC):
     @abstractmethod
     def remove(self, snapshot: str) -> None:
         """Remove a published snapshot (the caller never asks for the current one)."""
+
+    def publishing(self, current: str, snapshots: Sequence[str]) -> list[str]:
+        """Which of ``snapshots`` a build may be making current right now; gc keeps them.
+
+        Called holding :meth:`lock`. None by default: the lock excludes builds.
+        """
+        return []
+
+    @abstractmethod
+    def abandoned(self, older_than: dt.timedelta) -> list[str]:
+        """Staging areas left by builds that died, oldest first (called holding :meth:`lock`).
+
+        A store whose lock excludes builds returns them all; one without a real lock
+        only those where nothing was written for ``older_than``.
+        """
+
+    @abstractmethod
+    def remove_abandoned(self, name: str) -> None:
+        """Remove one staging area that :meth:`abandoned` returned."""
 
     @abstractmethod
     def freed_by(self, snapshots: Sequence[str]) -> int:
