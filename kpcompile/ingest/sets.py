@@ -183,55 +183,58 @@ class SetFiles:
 
 def find_set_files(files: Files) -> SetFiles:
     """The set files of the camera folders of ``files``, chosen from its listing as
-    :func:`discover_sets` chooses them, without one object per listed file."""
+    :func:`discover_sets` chooses them, without one object per listed file.
+
+    One table at a time, so that what is held besides the result is a few integers
+    per candidate file of one table.
+    """
     lst = files.listing
     groups = len(files.camera_rank)
     index = np.full((groups, len(TABLES)), -1, dtype=np.int64)
     wanted = np.zeros(groups, dtype=bool)
     wanted[files.group[lst.folder[files.order]]] = True
-    ids = {n: i for i, n in enumerate(lst.names) if n in _CANDIDATES}
-    if not ids:
-        return SetFiles(files, index)
-    entries = np.flatnonzero(np.isin(lst.name, np.array(list(ids.values()), dtype=np.int32)))
-    folders = lst.folder[entries]
-    keep = wanted[files.group[folders]] & (files.unsafe[folders] < 0)
-    entries, folders = entries[keep], folders[keep]
-    in_kp = _keypoint_folders(files, folders)
-    names = lst.name[entries]
-    cand: list[tuple[npt.NDArray[np.int64], int, int]] = []
-    for name, n in ids.items():
-        for t, r, kp, _ in _CANDIDATES[name]:
-            cand.append((entries[(names == n) & (in_kp == kp)], t, r))
-    del names, in_kp, folders
-    idx = np.concatenate([c[0] for c in cand])
-    table = np.concatenate([np.full(len(c[0]), c[1], dtype=np.int8) for c in cand])
-    rank = np.concatenate([np.full(len(c[0]), c[2], dtype=np.int8) for c in cand])
-    del cand
-    group = files.group[lst.folder[idx]]
-    by = np.lexsort((rank, table, group))
-    idx, table, rank, group = idx[by], table[by], rank[by], group[by]
-    cell = group.astype(np.int64) * len(TABLES) + table
-    first = np.ones(len(idx), dtype=bool)
-    first[1:] = cell[1:] != cell[:-1]
-    index.reshape(-1)[cell[first]] = idx[first]
-    # equal preference within a camera folder (several folders name one pair, such as
-    # "" and "<root name>/"): the path decides, as in discover_sets
-    tied = np.flatnonzero(~first & np.concatenate(([False], rank[1:] == rank[:-1])))
-    tied = tied[cell[tied] == cell[tied - 1]]
-    for c in np.unique(cell[tied]).tolist():
-        run = np.flatnonzero((cell == c) & (rank == rank[np.searchsorted(cell, c)]))
-        paths = lst.paths(idx[run])
-        index.reshape(-1)[c] = idx[run][paths.index(min(paths))]
+    # per folder: whether its files may be read (safe, of a camera folder with a
+    # landmark file), and whether it is a key_points/ folder
+    usable = wanted[files.group] & (files.unsafe < 0)
+    in_kp = _keypoint_folders(files, usable)
+    for t in range(len(TABLES)):
+        rank = np.full(len(lst.names) + 1, -1, dtype=np.int8)  # by name: -1 not a candidate
+        kp = np.zeros(len(lst.names) + 1, dtype=bool)
+        for n, name in enumerate(lst.names):
+            for table, r, k, _ in _CANDIDATES.get(name, ()):
+                if table == t:
+                    rank[n], kp[n] = r, k
+        cand = np.flatnonzero(rank[lst.name] >= 0)
+        folders = lst.folder[cand]
+        keep = usable[folders] & (in_kp[folders] == kp[lst.name[cand]])
+        cand, folders = cand[keep], folders[keep]
+        del keep
+        ranks, group = rank[lst.name[cand]], files.group[folders]
+        del folders
+        by = np.lexsort((ranks, group))
+        cand, ranks, group = cand[by], ranks[by], group[by]
+        del by
+        first = np.ones(len(cand), dtype=bool)
+        first[1:] = group[1:] != group[:-1]
+        index[group[first], t] = cand[first]
+        # equal preference within a camera folder (several folders name one pair, such
+        # as "" and "<root name>/"): the path decides, as in discover_sets
+        tied = np.flatnonzero(~first[1:] & (ranks[1:] == ranks[:-1])) + 1
+        for g in np.unique(group[tied]).tolist():
+            at = np.searchsorted(group, g)
+            run = at + np.flatnonzero(ranks[at : np.searchsorted(group, g, "right")] == ranks[at])
+            paths = lst.paths(cand[run])
+            index[g, t] = cand[run][paths.index(min(paths))]
     return SetFiles(files, index)
 
 
-def _keypoint_folders(files: Files, folders: npt.NDArray[np.int32]) -> npt.NDArray[np.bool_]:
-    """Per folder of ``folders``, whether it is a ``key_points/`` folder."""
-    lst = files.listing
-    unique, inverse = np.unique(folders, return_inverse=True)
-    kp = np.zeros(len(unique), dtype=bool)
+def _keypoint_folders(files: Files, usable: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
+    """Per folder of the listing, whether it is a ``key_points/`` folder (only the
+    ``usable`` ones are looked at)."""
+    kp = np.zeros(len(usable), dtype=bool)
     tail = f"/{KEYPOINT_DIR}/"
-    for lo in range(0, len(unique), CHUNK):
-        for k, path in enumerate(lst.folder_paths(unique[lo : lo + CHUNK])):
-            kp[lo + k] = path.endswith(tail) or path == tail[1:]
-    return kp[inverse.reshape(-1)]
+    for lo in range(0, len(usable), CHUNK):
+        at = lo + np.flatnonzero(usable[lo : lo + CHUNK])
+        for k, path in zip(at.tolist(), files.listing.folder_paths(at), strict=True):
+            kp[k] = path.endswith(tail) or path == tail[1:]
+    return kp
