@@ -19,6 +19,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from kpcompile._version import __version__
 from kpcompile.compile.executor import run
 from kpcompile.compile.incremental import (
@@ -31,7 +33,6 @@ from kpcompile.compile.incremental import (
 )
 from kpcompile.compile.plan import Plan, plan_shards
 from kpcompile.compile.pool import WorkerPool
-from kpcompile.compile.sets import SetAssigner
 from kpcompile.compile.stage import Stage
 from kpcompile.compile.worker import ShardResult, ShardTask
 from kpcompile.compile.writer import ParquetSettings, table_from_columns, write_table
@@ -46,7 +47,7 @@ from kpcompile.errors import (
 from kpcompile.ingest import Source, open_source, preload
 from kpcompile.ingest.discover import LANDMARK_NAMES, Files, discover_files
 from kpcompile.ingest.paths import printable
-from kpcompile.ingest.sets import SET_NAMES, SetSource, discover_sets
+from kpcompile.ingest.sets import SET_NAMES, SetFiles, find_set_files
 from kpcompile.manifest import (
     FORMAT,
     Column,
@@ -212,18 +213,16 @@ class _Inputs:
 
     src: Source
     files: Files
-    sets: list[SetSource]
+    sets: SetFiles | None
     plan: Plan
     digest: str
 
 
 def _inputs(src: Source, names: frozenset[str], opts: BuildOptions) -> _Inputs:
-    files, listing = discover_files(src, names)
-    sets = discover_sets(listing.entries(), files) if opts.sets else []
-    assign = SetAssigner(sets) if opts.sets else None
-    plan = plan_shards(files, opts.shard_files, opts.partition_by, assign)
-    others = [(s.path, s.size, s.mtime_ns) for s in sets]
-    return _Inputs(src, files, sets, plan, plan.digest(others))
+    files, _ = discover_files(src, names)
+    sets = find_set_files(files) if opts.sets else None
+    plan = plan_shards(files, opts.shard_files, opts.partition_by, sets)
+    return _Inputs(src, files, sets, plan, plan.digest())
 
 
 def _check_apart(src: Source, store: Store) -> None:
@@ -275,8 +274,12 @@ def _transient_cleared(current: Manifest, inputs: _Inputs, opts: BuildOptions) -
     if not standing:
         return False
     # the manifest names files as printable() does: find their names as listed
-    listed = (*(f.path for f in inputs.files), *(s.path for s in inputs.sets))
-    raw = [p for p in listed if printable(p) in standing]
+    set_paths: list[str] = []
+    if inputs.sets is not None:
+        chosen = np.unique(inputs.sets.index[inputs.sets.index >= 0])
+        set_paths = inputs.sets.files.listing.paths(chosen)
+    listed = (*(f.path for f in inputs.files), *set_paths)
+    raw = sorted({p for p in listed if printable(p) in standing})
     if len(raw) != len(standing):
         return True  # a rejected file is gone (its digest would differ anyway)
     with inputs.src.read_many(
@@ -343,7 +346,7 @@ def _run(
     ``--sets``, a camera folder's set files go through the shard of its landmark file."""
     src, files = inputs.src, inputs.files
     settings = ParquetSettings.of(opts)
-    bar = _progress(len(files) + len(inputs.sets), opts.progress)
+    bar = _progress(len(files) + len(inputs.sets or ()), opts.progress)
     linked: list[ShardResult] = []
     planned: list[ShardInput] = []
     local = opts.executor == "local"
@@ -359,7 +362,7 @@ def _run(
                 bar.update(plan.size(i))
                 continue
             shard = plan.files(files, i)
-            mine = plan.sets[i] if plan.sets is not None else None
+            mine = plan.set_files(i, shard)
             planned.append(ShardInput.of(shard, digest, opts.partition_by))
             rels = [f.path for f in shard] + [s.path for s in mine or ()]
             portable = src.portable(rels, local=local)
@@ -402,7 +405,7 @@ def _few_to_read(prev: Previous, inputs: _Inputs, opts: BuildOptions) -> bool:
         if digest in prev.shards:
             continue
         shard = plan.files(inputs.files, i)
-        count += len(plan.sets[i]) if plan.sets is not None else 0
+        count += plan.set_counts[i] if plan.set_counts is not None else 0
         rows = previous_of(prev, shard, opts.partition_by)
         for j, f in enumerate(shard):
             p = rows[j] if rows is not None else None

@@ -25,7 +25,8 @@ from kpcompile.ingest import Source, SourceFile
 from kpcompile.ingest.discover import FALLBACK_NAME
 from kpcompile.ingest.sets import SetSource
 from kpcompile.manifest import ErrorRow, FileEntry
-from kpcompile.parsing.sets import SetRow, parse_camera, parse_set
+from kpcompile.parsing.parse import load_json
+from kpcompile.parsing.sets import SetRow, camera_row, set_rows
 from kpcompile.schema import CAMERAS_SCHEMA, SET_SCHEMA, SET_TABLES
 
 if TYPE_CHECKING:
@@ -104,19 +105,13 @@ def compile_sets(
         t: {n: [] for n in SET_SCHEMA.names} for t in SET_TABLES
     }
     cam_rows: list[dict[str, Any]] = []
-    read = source.read_many([s.path for s in sets], max_bytes)
-    for src, (_rel, data) in zip(sets, read, strict=True):
-        try:
-            if isinstance(data, FormatError):
-                raise data
-            result.source_bytes += len(data)
-            parsed = _parse(src, data)
-        except FormatError as exc:
-            result.errors.append(ErrorRow(src.path, str(exc.code), str(exc)))
+    for src, parsed in zip(sets, _parsed(source, sets, max_bytes, result), strict=True):
+        if isinstance(parsed, FormatError):
+            result.errors.append(ErrorRow(src.path, str(parsed.code), str(parsed)))
             continue
-        except Exception as exc:  # a bug on one file must not cost the other files
+        if isinstance(parsed, Exception):  # a bug on one file must not cost the other files
             reason = (
-                f"internal error while compiling this file: {type(exc).__name__}: {exc}; "
+                f"internal error while compiling this file: {type(parsed).__name__}: {parsed}; "
                 "please report it with the file"
             )
             err = FormatError(ErrorCode.INTERNAL_ERROR, src.path, reason)
@@ -139,11 +134,50 @@ def compile_sets(
     return result
 
 
-def _parse(src: SetSource, data: bytes) -> dict[str, Any] | list[SetRow]:
+def _parsed(
+    source: Source, sets: Sequence[SetSource], max_bytes: int, result: SetsResult
+) -> list[dict[str, Any] | list[SetRow] | Exception]:
+    """Each set file's row or rows, or why it has none (in the order of ``sets``).
+
+    A file is read and loaded once however many sets it holds (``all_key_points.json``
+    may hold three), and its bytes are counted once: not at all when it is the shard's
+    landmark file, whose bytes the landmarks count.
+    """
+    uses: dict[str, list[int]] = {}
+    for k, s in enumerate(sets):
+        uses.setdefault(s.path, []).append(k)
+    got: dict[int, dict[str, Any] | list[SetRow] | Exception] = {}
+    paths = list(uses)
+    for path, (_rel, data) in zip(paths, source.read_many(paths, max_bytes), strict=True):
+        doc: Any = data
+        if not isinstance(data, FormatError):
+            if not sets[uses[path][0]].landmarks:
+                result.source_bytes += len(data)
+            doc = _load(data, path)
+        for k in uses[path]:
+            got[k] = doc if isinstance(doc, Exception) else _safely(sets[k], doc)
+    return [got[k] for k in range(len(sets))]
+
+
+def _load(data: bytes, path: str) -> Any:
+    try:
+        return load_json(data, path)
+    except Exception as exc:  # reported for each set of the file
+        return exc
+
+
+def _safely(src: SetSource, doc: Any) -> dict[str, Any] | list[SetRow] | Exception:
+    try:
+        return _parse(src, doc)
+    except Exception as exc:  # reported, as any failure, by compile_sets
+        return exc
+
+
+def _parse(src: SetSource, doc: Any) -> dict[str, Any] | list[SetRow]:
     """A camera's row, or a set's rows; :class:`FormatError` naming the file if malformed."""
     if src.table == "cameras":
-        return parse_camera(data, src.path)
-    return parse_set(data, src.path, src.key, optional=src.path.endswith(FALLBACK_NAME))
+        return camera_row(doc, src.path)
+    return set_rows(doc, src.path, src.key, optional=src.path.endswith(FALLBACK_NAME))
 
 
 def _write(

@@ -43,9 +43,7 @@ from kpcompile.ingest.listing import (
     decode,
     encode,
 )
-from kpcompile.ingest.paths import KEYPOINT_DIR as KEYPOINT_DIR  # re-exported
 from kpcompile.ingest.paths import UNSAFE_REASONS, locate, printable, unsafe_reason
-from kpcompile.ingest.paths import camera_folder as camera_folder  # re-exported
 
 DENSE_NAMES: frozenset[str] = frozenset({"face_dense_key_points.json", "dense_keypoints.json"})
 FALLBACK_NAME = "all_key_points.json"

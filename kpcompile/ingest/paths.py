@@ -77,11 +77,3 @@ def locate(rel: str, root_name: str) -> tuple[str, str]:
     if not parts:
         return ".", root_name
     return "/".join(parts[:-1]) or ".", parts[-1]
-
-
-def camera_folder(path: str) -> str:
-    """The camera folder of a landmark file (``""`` for the source root)."""
-    parts = path.split("/")[:-1]
-    if parts and parts[-1] == KEYPOINT_DIR:
-        parts.pop()
-    return "/".join(parts)
