@@ -94,44 +94,15 @@ def plan_shards(
     return Plan(order, ends, digests, sets, counts)
 
 
-def shards(files: Files, shard_files: int, partition_by: str) -> Iterator[list[SourceFile]]:
-    """:func:`plan` as a stream: one shard at a time, the files as objects only then.
-
-    The coordinator holds the columnar :class:`~kpcompile.ingest.discover.Files`
-    and the shard being handed out, never every file as an object.
-    """
-    return iter_chunks(files.ordered(partition_by), shard_files, partition_by)
-
-
-def plan(
-    files: Sequence[SourceFile], shard_files: int, partition_by: str
-) -> list[list[SourceFile]]:
-    """Split the files into shards in output order (by partition, then datapoint).
-
-    Example:
-        >>> files = [SourceFile(f"dp{i:03d}", "cam", f"dp{i:03d}/cam/x.json") for i in range(100)]
-        >>> sum(len(s) for s in plan(files, 10, "camera"))
-        100
-    """
-    ordered = sorted(files, key=lambda f: order_key(f, partition_by))
-    return chunk(ordered, shard_files, partition_by)
-
-
-def chunk(
-    ordered: Sequence[SourceFile], target: int, partition: str = "none"
-) -> list[list[SourceFile]]:
-    """Split files (in output order) into shards of ``target`` files on average.
+def iter_chunks(
+    ordered: Iterable[SourceFile], target: int, partition: str = "none"
+) -> Iterator[list[SourceFile]]:
+    """Split files (in output order) into shards of ``target`` files on average, one at
+    a time.
 
     With ``partition="camera"`` a shard also ends where the camera changes, so files
     appended to one camera's run never change the next camera's first shard.
     """
-    return list(iter_chunks(ordered, target, partition))
-
-
-def iter_chunks(
-    ordered: Iterable[SourceFile], target: int, partition: str = "none"
-) -> Iterator[list[SourceFile]]:
-    """:func:`chunk` as a stream."""
     if target <= 1:
         yield from ([f] for f in ordered)
         return

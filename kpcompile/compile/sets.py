@@ -2,9 +2,10 @@
 
 The files are found by :mod:`kpcompile.ingest.sets` and parsed by
 :mod:`kpcompile.parsing.sets`. They go through the same shards as the landmark
-files: :func:`assign_sets` puts a camera folder's set files into the shard of its
-landmark file, and the worker compiling that shard writes one part of each set
-table (:func:`compile_sets`) beside its ``keypoints`` and ``files`` parts. So set
+files: planning puts a camera folder's set files into the shard of its landmark
+file (:meth:`kpcompile.ingest.sets.SetFiles.of_shard`), and the worker compiling
+that shard writes one part of each set table (:func:`compile_sets`) beside its
+``keypoints`` and ``files`` parts. So set
 files are read in parallel, from any source a worker reads, counted in the progress
 bar, and an incremental build links a shard's set parts with the rest of the shard.
 
@@ -15,13 +16,13 @@ against ``max_errors`` like a rejected landmark file.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from kpcompile.compile.writer import ParquetSettings, table_from_columns, write_table
 from kpcompile.errors import ErrorCode, FormatError
-from kpcompile.ingest import Source, SourceFile
+from kpcompile.ingest import Source
 from kpcompile.ingest.discover import FALLBACK_NAME
 from kpcompile.ingest.sets import SetSource
 from kpcompile.manifest import ErrorRow, FileEntry
@@ -44,47 +45,6 @@ class SetsResult:
     rows: dict[str, int] = field(default_factory=dict)
     errors: list[ErrorRow] = field(default_factory=list)
     source_bytes: int = 0
-
-
-def assign_sets(
-    shards: Iterable[Sequence[SourceFile]], sets: Sequence[SetSource]
-) -> list[tuple[SetSource, ...]]:
-    """Per shard, the set files of the camera folders whose landmark file it holds.
-
-    Example:
-        >>> f = SourceFile("dp", "cam", "dp/cam/key_points/face_dense_key_points.json")
-        >>> s = SetSource("cameras", "dp", "cam", "dp/cam/camera_metadata.json", "")
-        >>> [len(x) for x in assign_sets([[], [f]], [s])]
-        [0, 1]
-    """
-    assign = SetAssigner(sets)
-    return [assign(shard) for shard in shards]
-
-
-class SetAssigner:
-    """Hands each shard, as shards are planned one after the other, its set files.
-
-    A camera folder's set files go with its first landmark file in output order
-    (a folder holding a duplicate landmark file is not counted twice). Within a
-    shard they are in the shard's order, so each set table's rows follow the
-    ``keypoints`` table's order.
-    """
-
-    def __init__(self, sets: Sequence[SetSource]) -> None:
-        self._by_folder: dict[tuple[str, str], list[SetSource]] = {}
-        for s in sets:
-            self._by_folder.setdefault((s.datapoint, s.camera), []).append(s)
-
-    def __call__(self, shard: Iterable[SourceFile]) -> tuple[SetSource, ...]:
-        """The set files of ``shard``: to call once per shard, in planning order."""
-        mine: list[SetSource] = []
-        for f in shard:
-            mine.extend(self._by_folder.pop((f.datapoint, f.camera), ()))
-        mine.sort(key=lambda s: _RANK[s.table])  # stable: shard order within a table
-        return tuple(mine)
-
-
-_RANK = {t: i for i, t in enumerate(ALL_SET_TABLES)}
 
 
 def compile_sets(

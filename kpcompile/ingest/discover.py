@@ -25,7 +25,7 @@ folder outside the dataset, and code joining a dataset root with a datapoint
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,7 +33,7 @@ import numpy.typing as npt
 import pyarrow as pa
 
 from kpcompile.errors import SourceError
-from kpcompile.ingest.base import Entry, Source
+from kpcompile.ingest.base import Source
 from kpcompile.ingest.listing import (
     CHUNK,
     Int32s,
@@ -386,37 +386,3 @@ def discover(source: Source) -> list[SourceFile]:
         ['datapoint_00001/camera/key_points/face_dense_key_points.json']
     """
     return list(discover_files(source)[0])
-
-
-def select(entries: Iterable[Entry], root_name: str, where: str) -> list[SourceFile]:
-    """Apply the one-file-per-camera-folder rules to a listing; sorted result.
-
-    Raises:
-        SourceError: No keypoint file is among ``entries``.
-    """
-    by_camera: dict[tuple[str, str], list[tuple[int, Entry]]] = {}
-    found: list[SourceFile] = []
-    for e in entries:
-        name = e.path.rsplit("/", 1)[-1]
-        if name not in _RANK:
-            continue
-        datapoint, camera = locate(e.path, root_name)
-        reason = unsafe_reason(e.path)
-        if reason is not None:
-            found.append(SourceFile(datapoint, camera, e.path, e.size, e.mtime_ns, None, reason))
-        else:
-            by_camera.setdefault((datapoint, camera), []).append((_RANK[name], e))
-    for (datapoint, camera), candidates in by_camera.items():
-        candidates.sort(key=lambda c: (c[0], c[1].path))
-        best_rank = candidates[0][0]
-        first: str | None = None
-        for rank, e in candidates:
-            if rank == _RANK[FALLBACK_NAME] and best_rank != rank:
-                continue  # all_key_points.json only stands in for a missing dense file
-            found.append(SourceFile(datapoint, camera, e.path, e.size, e.mtime_ns, first))
-            first = first or e.path
-    if not found:
-        msg = f"no keypoint files under {where!r}: looked for " + ", ".join(sorted(LANDMARK_NAMES))
-        raise SourceError(msg)
-    found.sort()
-    return found

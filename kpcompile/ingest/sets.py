@@ -30,16 +30,15 @@ makes :class:`SetSource` objects a shard at a time, as it does the landmark file
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
-from kpcompile.ingest.base import Entry
 from kpcompile.ingest.discover import FALLBACK_NAME, Files, SourceFile
 from kpcompile.ingest.listing import CHUNK
-from kpcompile.ingest.paths import KEYPOINT_DIR, locate, unsafe_reason
+from kpcompile.ingest.paths import KEYPOINT_DIR
 
 CAMERA_METADATA = "camera_metadata.json"
 _LEGACY_STANDARD = "standard_keypoints.json"
@@ -78,44 +77,6 @@ class SetSource:
     size: int = -1
     mtime_ns: int = 0
     landmarks: bool = False
-
-
-def discover_sets(
-    listed: Iterable[Entry], files: Iterable[SourceFile], root_name: str
-) -> list[SetSource]:
-    """The set files of every camera folder of ``files``, among the ``listed`` files; sorted.
-
-    The object form, one object per listed file: the reference :func:`find_set_files`
-    (which the builds use) is tested against.
-
-    Example:
-        >>> f = SourceFile("dp", "cam", "dp/cam/key_points/face_dense_key_points.json")
-        >>> listed = [Entry("dp/cam/camera_metadata.json", 9, 0)]
-        >>> [s.table for s in discover_sets(listed, [f], "root")]
-        ['cameras']
-    """
-    files = list(files)
-    groups = {(f.datapoint, f.camera) for f in files}
-    landmarks = {f.path for f in files if f.unsafe is None and f.duplicate_of is None}
-    best: dict[tuple[int, str, str], tuple[int, str, Entry]] = {}
-    for e in listed:
-        folder, _, name = e.path.rpartition("/")
-        in_kp = folder == KEYPOINT_DIR or folder.endswith("/" + KEYPOINT_DIR)
-        group = locate(e.path, root_name)
-        if group not in groups or unsafe_reason(e.path) is not None:
-            continue
-        for table, rank, kp, _key in _CANDIDATES.get(name, ()):
-            at = (table, *group)
-            if kp == in_kp and (at not in best or (rank, e.path) < best[at][:2]):
-                best[at] = (rank, e.path, e)
-    found = []
-    for (t, dp, cam), (_, path, e) in best.items():
-        key = _KEY[t, path.rpartition("/")[2]]
-        found.append(
-            SetSource(TABLES[t], dp, cam, path, key, e.size, e.mtime_ns, path in landmarks)
-        )
-    found.sort(key=lambda s: (s.table, s.datapoint, s.camera, s.path))
-    return found
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,7 +138,7 @@ class SetFiles:
 
 def find_set_files(files: Files) -> SetFiles:
     """The set files of the camera folders of ``files``, chosen from its listing as
-    :func:`discover_sets` chooses them, without one object per listed file.
+    the object form (``tests/oracles.py``) chooses them, without one object per listed file.
 
     One table at a time, so that what is held besides the result is a few integers
     per candidate file of one table.
@@ -212,7 +173,7 @@ def find_set_files(files: Files) -> SetFiles:
         first[1:] = group[1:] != group[:-1]
         index[group[first], t] = cand[first]
         # equal preference within a camera folder (several folders name one pair, such
-        # as "" and "<root name>/"): the path decides, as in discover_sets
+        # as "" and "<root name>/"): the path decides, as in the object form
         tied = np.flatnonzero(~first[1:] & (ranks[1:] == ranks[:-1])) + 1
         for g in np.unique(group[tied]).tolist():
             at = np.searchsorted(group, g)

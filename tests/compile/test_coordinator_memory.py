@@ -20,13 +20,13 @@ from typing import Any
 
 import pytest
 
-from kpcompile.compile.plan import plan, plan_shards, shard_digest, shards
-from kpcompile.compile.sets import assign_sets
+from kpcompile.compile.plan import plan_shards, shard_digest
 from kpcompile.errors import SourceError
 from kpcompile.ingest.base import Entry
-from kpcompile.ingest.discover import select, select_listing
+from kpcompile.ingest.discover import select_listing
 from kpcompile.ingest.listing import Listing
-from kpcompile.ingest.sets import discover_sets, find_set_files
+from kpcompile.ingest.sets import find_set_files
+from tests.oracles import assign_sets, discover_sets, plan, select, shards
 
 PLAIN_FILES = 20_000
 PLAIN_BOUND = 450

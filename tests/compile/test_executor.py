@@ -125,8 +125,8 @@ def test_remove_outputs_touches_only_its_shard(tmp_path: Path) -> None:
 
 
 def _tasks(dataset: Path, out: Path, shard_files: int = 10) -> list[ShardTask]:
-    from kpcompile.compile.plan import plan
     from kpcompile.ingest import discover, open_source
+    from tests.oracles import plan
 
     source = open_source(dataset)
     stage = open_store(out).stage("s")
