@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from kpcompile._version import __version__
-from kpcompile.compile.executor import run
+from kpcompile.compile.executor import run as run_shards
 from kpcompile.compile.incremental import (
     Previous,
     ShardInput,
@@ -33,8 +33,8 @@ from kpcompile.compile.incremental import (
 )
 from kpcompile.compile.plan import Plan, plan_shards
 from kpcompile.compile.pool import WorkerPool
+from kpcompile.compile.shard import ShardResult, ShardTask
 from kpcompile.compile.stage import Stage
-from kpcompile.compile.worker import ShardResult, ShardTask
 from kpcompile.compile.writer import ParquetSettings, table_from_columns, write_table
 from kpcompile.errors import (
     TRANSIENT_CODES,
@@ -45,9 +45,9 @@ from kpcompile.errors import (
     RejectedFilesError,
 )
 from kpcompile.ingest import Source, open_source, preload
-from kpcompile.ingest.discover import LANDMARK_NAMES, Files, discover_files
+from kpcompile.ingest.discover import LANDMARK_NAMES, Discovered, discover_files
 from kpcompile.ingest.paths import printable
-from kpcompile.ingest.sets import SET_NAMES, SetFiles, find_set_files
+from kpcompile.ingest.setfiles import SET_NAMES, SetFiles, find_set_files
 from kpcompile.manifest import (
     FORMAT,
     Column,
@@ -107,7 +107,7 @@ class BuildResult:
 
 
 @dataclass(slots=True)
-class _Run:
+class _Compiled:
     """What the workers produced: one result per shard, with its input."""
 
     results: list[ShardResult]
@@ -185,8 +185,8 @@ def _build(
             created = dt.datetime.now(dt.UTC)
             stage = store.stage(new_snapshot_id(created))
             try:
-                run_ = _compile(inputs, current, stage, opts, pool)
-                manifest = _publishable(run_, inputs, stage, opts, created)
+                compiled = _compile(inputs, current, stage, opts, pool)
+                manifest = _publishable(compiled, inputs, stage, opts, created)
                 path = store.publish(stage, manifest)
             except RejectedFilesError as exc:
                 store.discard(stage)
@@ -203,7 +203,7 @@ def _build(
             except BaseException:
                 store.discard(stage)
                 raise
-    return _result(manifest, path, run_, started, _notes(current, src, store))
+    return _result(manifest, path, compiled, started, _notes(current, src, store))
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,7 +212,7 @@ class _Inputs:
     and digest."""
 
     src: Source
-    files: Files
+    files: Discovered
     sets: SetFiles | None
     plan: Plan
     digest: str
@@ -327,20 +327,20 @@ def _compile(
     stage: Stage,
     opts: BuildOptions,
     pool: WorkerPool | None,
-) -> _Run:
+) -> _Compiled:
     prev = None
     if current is not None and not opts.full:
         prev = Previous.of(current, inputs.src.location, opts, stage)
-    return _run(inputs, opts, stage, prev, pool)
+    return _compile_shards(inputs, opts, stage, prev, pool)
 
 
-def _run(
+def _compile_shards(
     inputs: _Inputs,
     opts: BuildOptions,
     stage: Stage,
     prev: Previous | None,
     pool: WorkerPool | None,
-) -> _Run:
+) -> _Compiled:
     """Plan shards as a stream and hand them out: the coordinator holds the columnar
     file list and the shards in flight, never every file as an object. With
     ``--sets``, a camera folder's set files go through the shard of its landmark file."""
@@ -377,7 +377,7 @@ def _run(
     if prev is not None and _few_to_read(prev, inputs, opts):
         workers = 1  # less than one shard to read: starting worker processes costs more
     try:
-        results = run(
+        results = run_shards(
             tasks(),
             lambda _r, n: bar.update(n),
             executor=opts.executor,
@@ -393,7 +393,7 @@ def _run(
         missing = sorted(set(range(len(planned))) - {r.index for r in done})
         msg = f"shards {missing[:10]} produced no result; nothing was published"
         raise KpcompileError(msg)
-    return _Run(done, planned, len(linked), prev.snapshot if prev is not None else None)
+    return _Compiled(done, planned, len(linked), prev.snapshot if prev is not None else None)
 
 
 def _few_to_read(prev: Previous, inputs: _Inputs, opts: BuildOptions) -> bool:
@@ -435,33 +435,33 @@ def _progress(total: int, show: bool | None) -> Any:
 
 
 def _publishable(
-    run_: _Run, inputs: _Inputs, stage: Stage, opts: BuildOptions, created: dt.datetime
+    compiled: _Compiled, inputs: _Inputs, stage: Stage, opts: BuildOptions, created: dt.datetime
 ) -> Manifest:
     """Check the error budget, write the errors table, and assemble the manifest."""
-    errors = _errors(run_)
+    errors = _errors(compiled)
     if len(errors) > opts.max_errors:
         raise RejectedFilesError(errors, opts.max_errors)
     columns = {name: [e[k] for e in errors] for k, name in enumerate(ERRORS_SCHEMA.names)}
     with stage.writing() as folder:
         table = table_from_columns(columns, ERRORS_SCHEMA)
         err_file = write_table(table, folder, "errors/part-00000.parquet", ParquetSettings.of(opts))
-    return _manifest(run_, inputs, err_file, opts, stage.snapshot, created)
+    return _manifest(compiled, inputs, err_file, opts, stage.snapshot, created)
 
 
-def _errors(run_: _Run) -> list[ErrorRow]:
+def _errors(compiled: _Compiled) -> list[ErrorRow]:
     """Every rejected file, landmark or set file, sorted."""
-    return sorted(e for r in run_.results for e in (*r.errors, *r.set_errors))
+    return sorted(e for r in compiled.results for e in (*r.errors, *r.set_errors))
 
 
 def _manifest(
-    run_: _Run,
+    compiled: _Compiled,
     inputs: _Inputs,
     err_file: FileEntry,
     opts: BuildOptions,
     sid: str,
     created: dt.datetime,
 ) -> Manifest:
-    results, files = run_.results, inputs.files
+    results, files = compiled.results, inputs.files
     layouts: Counter[str] = Counter()
     versions: Counter[str] = Counter()
     written: dict[str, list[FileEntry]] = {"keypoints": [], "files": [], "errors": [err_file]}
@@ -493,12 +493,12 @@ def _manifest(
         versions=dict(sorted(versions.items())),
         output_bytes=sum(t.bytes for t in tables.values()),
         tables=tables,
-        shards=[shard_record(r, run_.shards[r.index]) for r in results],
+        shards=[shard_record(r, compiled.shards[r.index]) for r in results],
         inputs=inputs.digest,
     )
 
 
-def _distinct(files: Files, results: list[ShardResult]) -> dict[str, int]:
+def _distinct(files: Discovered, results: list[ShardResult]) -> dict[str, int]:
     """Datapoints and camera names among the compiled files."""
     datapoints, cameras = files.distinct({e.path for r in results for e in r.errors})
     return {"datapoints": datapoints, "cameras": cameras}
@@ -516,10 +516,10 @@ def _table(name: str, items: list[FileEntry], opts: BuildOptions) -> TableEntry:
 
 
 def _result(
-    manifest: Manifest, path: str, run_: _Run, started: float, notes: list[str]
+    manifest: Manifest, path: str, compiled: _Compiled, started: float, notes: list[str]
 ) -> BuildResult:
     c = manifest.counts
-    errors = _errors(run_)
+    errors = _errors(compiled)
     return BuildResult(
         manifest.snapshot,
         path,
@@ -529,10 +529,10 @@ def _result(
         c.rows,
         errors,
         time.perf_counter() - started,
-        base=run_.base,
-        shards=len(run_.results),
-        reused_shards=run_.linked,
-        parsed=sum(r.parsed for r in run_.results),
-        reused_files=sum(r.reused for r in run_.results),
+        base=compiled.base,
+        shards=len(compiled.results),
+        reused_shards=compiled.linked,
+        parsed=sum(r.parsed for r in compiled.results),
+        reused_files=sum(r.reused for r in compiled.results),
         notes=notes,
     )

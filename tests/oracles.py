@@ -8,13 +8,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 
 from kpcompile.compile.plan import iter_chunks, order_key
-from kpcompile.compile.sets import ALL_SET_TABLES
+from kpcompile.compile.settables import ALL_SET_TABLES
 from kpcompile.errors import SourceError
 from kpcompile.ingest.base import Entry
 from kpcompile.ingest.discover import _RANK as RANK
-from kpcompile.ingest.discover import FALLBACK_NAME, LANDMARK_NAMES, Files, SourceFile
+from kpcompile.ingest.discover import FALLBACK_NAME, LANDMARK_NAMES, Discovered, SourceFile
 from kpcompile.ingest.paths import KEYPOINT_DIR, locate, unsafe_reason
-from kpcompile.ingest.sets import _CANDIDATES, _KEY, TABLES, SetSource
+from kpcompile.ingest.setfiles import _CANDIDATES, _KEY, TABLES, SetSource
 
 
 def select(entries: Iterable[Entry], root_name: str, where: str) -> list[SourceFile]:
@@ -85,10 +85,10 @@ def discover_sets(
     return found
 
 
-def shards(files: Files, shard_files: int, partition_by: str) -> Iterator[list[SourceFile]]:
+def shards(files: Discovered, shard_files: int, partition_by: str) -> Iterator[list[SourceFile]]:
     """:func:`plan` as a stream (what ``plan_shards`` streams): one shard at a time, the files as objects only then.
 
-    The coordinator holds the columnar :class:`~kpcompile.ingest.discover.Files`
+    The coordinator holds the columnar :class:`~kpcompile.ingest.discover.Discovered`
     and the shard being handed out, never every file as an object.
     """
     return iter_chunks(files.ordered(partition_by), shard_files, partition_by)

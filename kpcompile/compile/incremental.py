@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 
 from kpcompile._version import __version__
 from kpcompile.compile.plan import order_key
+from kpcompile.compile.shard import PreviousFile, ShardResult, part_name
 from kpcompile.compile.stage import Stage
-from kpcompile.compile.worker import PreviousFile, ShardResult, part_name
 from kpcompile.errors import TRANSIENT_CODES
 from kpcompile.ingest import SourceFile
 from kpcompile.ingest.paths import printable

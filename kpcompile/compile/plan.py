@@ -21,8 +21,8 @@ import numpy as np
 import numpy.typing as npt
 
 from kpcompile.ingest import SourceFile
-from kpcompile.ingest.discover import Files
-from kpcompile.ingest.sets import SetFiles, SetSource
+from kpcompile.ingest.discover import Discovered
+from kpcompile.ingest.setfiles import SetFiles, SetSource
 
 # Names are hashed as UTF-8; a name that is not (it is rejected, but still counted)
 # keeps its undecodable bytes as lone surrogates, which "surrogatepass" encodes.
@@ -50,7 +50,7 @@ class Plan:
         start = self.ends[i - 1] if i else 0
         return self.ends[i] - start + (self.set_counts[i] if self.set_counts is not None else 0)
 
-    def files(self, files: Files, i: int) -> list[SourceFile]:
+    def files(self, files: Discovered, i: int) -> list[SourceFile]:
         """Shard ``i``'s landmark files, as objects."""
         start = self.ends[i - 1] if i else 0
         return files.take(self.order[start : self.ends[i]])
@@ -71,7 +71,7 @@ class Plan:
 
 
 def plan_shards(
-    files: Files, shard_files: int, partition_by: str, sets: SetFiles | None = None
+    files: Discovered, shard_files: int, partition_by: str, sets: SetFiles | None = None
 ) -> Plan:
     """Plan every shard in one pass over the files (a chunk of objects at a time).
 

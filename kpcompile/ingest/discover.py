@@ -76,7 +76,7 @@ class SourceFile:
 
 
 @dataclass(frozen=True, slots=True)
-class Files:
+class Discovered:
     """The discovered files in columnar form; :class:`SourceFile` objects a chunk at a time.
 
     Per folder of the listing: its camera folder's group (a group is one
@@ -180,7 +180,9 @@ def _sort(keys: pa.ChunkedArray) -> npt.NDArray[np.int64]:
     return out
 
 
-def discover_files(source: Source, names: frozenset[str] | None = None) -> tuple[Files, Listing]:
+def discover_files(
+    source: Source, names: frozenset[str] | None = None
+) -> tuple[Discovered, Listing]:
     """The landmark files of ``source`` in columnar form, and its listing of ``names``.
 
     Raises:
@@ -281,7 +283,7 @@ def _runs(order: npt.NDArray[np.int64], keys: pa.ChunkedArray) -> tuple[Int32s, 
     return both, first
 
 
-def select_listing(listing: Listing, root_name: str, where: str) -> Files:
+def select_listing(listing: Listing, root_name: str, where: str) -> Discovered:
     """:func:`select` on a columnar listing, without one object per file.
 
     Raises:
@@ -301,7 +303,7 @@ def select_listing(listing: Listing, root_name: str, where: str) -> Files:
     if not len(order):
         msg = f"no keypoint files under {where!r}: looked for " + ", ".join(sorted(LANDMARK_NAMES))
         raise SourceError(msg)
-    return Files(
+    return Discovered(
         listing, root_name, folders.group, folders.datapoint_id, folders.camera_id,
         folders.unsafe, folders.camera_rank, dups, order,
     )  # fmt: skip

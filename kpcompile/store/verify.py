@@ -38,7 +38,7 @@ import pyarrow.parquet as pq
 
 from kpcompile.errors import TRANSIENT_CODES, FormatError, SourceError
 from kpcompile.ingest import Source, open_source
-from kpcompile.ingest.discover import Files, discover_files
+from kpcompile.ingest.discover import Discovered, discover_files
 from kpcompile.ingest.paths import printable
 from kpcompile.manifest import FileEntry, Manifest, ShardRecord
 from kpcompile.parsing import NUM_LANDMARKS
@@ -381,7 +381,7 @@ class _SourceIndex:
     9 bytes per file: a sorted array of the names' hashes, the files at those places,
     and which were found in the snapshot."""
 
-    files: Files
+    files: Discovered
     hashes: npt.NDArray[np.int64]
     where: npt.NDArray[np.int64]
     seen: npt.NDArray[np.bool_]

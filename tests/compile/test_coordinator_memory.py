@@ -25,7 +25,7 @@ from kpcompile.errors import SourceError
 from kpcompile.ingest.base import Entry
 from kpcompile.ingest.discover import select_listing
 from kpcompile.ingest.listing import Listing
-from kpcompile.ingest.sets import find_set_files
+from kpcompile.ingest.setfiles import find_set_files
 from tests.oracles import assign_sets, discover_sets, plan, select, shards
 
 PLAIN_FILES = 20_000
@@ -47,7 +47,7 @@ from kpcompile.compile.incremental import ShardInput
 from kpcompile.compile.plan import plan_shards
 from kpcompile.ingest.base import Entry, Source
 from kpcompile.ingest.discover import LANDMARK_NAMES, discover_files
-from kpcompile.ingest.sets import SET_NAMES, find_set_files
+from kpcompile.ingest.setfiles import SET_NAMES, find_set_files
 
 CAMERAS = 2
 SETS = sys.argv[2] == "sets"

@@ -21,7 +21,7 @@ import kpcompile
 from kpcompile import KpcompileError
 from kpcompile.compile.executor import MAX_ATTEMPTS
 from kpcompile.compile.pool import WorkerPool
-from kpcompile.compile.worker import ShardTask, remove_outputs
+from kpcompile.compile.shard import ShardTask, remove_outputs
 from kpcompile.compile.writer import ParquetSettings
 from kpcompile.ingest.folder import FolderSource
 from kpcompile.store import open_store

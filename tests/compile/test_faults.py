@@ -19,7 +19,7 @@ import pytest
 
 import kpcompile
 from kpcompile import ErrorCode, OutputError, RejectedFilesError, SourceError
-from kpcompile.compile import worker as shard_mod
+from kpcompile.compile import shard as shard_mod
 from kpcompile.ingest import folder
 from kpcompile.store import local, open_store
 from kpcompile.store.verify import verify

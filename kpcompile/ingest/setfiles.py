@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from kpcompile.ingest.discover import FALLBACK_NAME, Files, SourceFile
+from kpcompile.ingest.discover import FALLBACK_NAME, Discovered, SourceFile
 from kpcompile.ingest.listing import CHUNK
 from kpcompile.ingest.paths import KEYPOINT_DIR
 
@@ -82,10 +82,10 @@ class SetSource:
 @dataclass(frozen=True, slots=True)
 class SetFiles:
     """The set files of a build in columns: per camera folder (a group of
-    :class:`~kpcompile.ingest.discover.Files`) and table (:data:`TABLES`), the listing
+    :class:`~kpcompile.ingest.discover.Discovered`) and table (:data:`TABLES`), the listing
     index of its file, or -1."""
 
-    files: Files
+    files: Discovered
     index: npt.NDArray[np.int64]
     """Shape ``(groups, 4)``."""
 
@@ -136,9 +136,10 @@ class SetFiles:
         return tuple(out)
 
 
-def find_set_files(files: Files) -> SetFiles:
+def find_set_files(files: Discovered) -> SetFiles:
     """The set files of the camera folders of ``files``, chosen from its listing as
-    the object form (``tests/oracles.py``) chooses them, without one object per listed file.
+    the object form (``tests/oracles.py``) chooses them, without one object per
+    listed file.
 
     One table at a time, so that what is held besides the result is a few integers
     per candidate file of one table.
@@ -183,7 +184,7 @@ def find_set_files(files: Files) -> SetFiles:
     return SetFiles(files, index)
 
 
-def _keypoint_folders(files: Files, usable: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
+def _keypoint_folders(files: Discovered, usable: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
     """Per folder of the listing, whether it is a ``key_points/`` folder (only the
     ``usable`` ones are looked at)."""
     kp = np.zeros(len(usable), dtype=bool)

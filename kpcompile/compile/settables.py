@@ -1,9 +1,9 @@
 """Compile the other keypoint sets and camera metadata into their own tables (``--sets``).
 
-The files are found by :mod:`kpcompile.ingest.sets` and parsed by
-:mod:`kpcompile.parsing.sets`. They go through the same shards as the landmark
+The files are found by :mod:`kpcompile.ingest.setfiles` and parsed by
+:mod:`kpcompile.parsing.setrows`. They go through the same shards as the landmark
 files: planning puts a camera folder's set files into the shard of its landmark
-file (:meth:`kpcompile.ingest.sets.SetFiles.of_shard`), and the worker compiling
+file (:meth:`kpcompile.ingest.setfiles.SetFiles.of_shard`), and the worker compiling
 that shard writes one part of each set table (:func:`compile_sets`) beside its
 ``keypoints`` and ``files`` parts. So set
 files are read in parallel, from any source a worker reads, counted in the progress
@@ -24,10 +24,10 @@ from kpcompile.compile.writer import ParquetSettings, table_from_columns, write_
 from kpcompile.errors import ErrorCode, FormatError
 from kpcompile.ingest import Source
 from kpcompile.ingest.discover import FALLBACK_NAME
-from kpcompile.ingest.sets import SetSource
+from kpcompile.ingest.setfiles import SetSource
 from kpcompile.manifest import ErrorRow, FileEntry
 from kpcompile.parsing.parse import load_json
-from kpcompile.parsing.sets import SetRow, camera_row, set_rows
+from kpcompile.parsing.setrows import SetRow, camera_row, set_rows
 from kpcompile.schema import CAMERAS_SCHEMA, SET_SCHEMA, SET_TABLES
 
 if TYPE_CHECKING:
