@@ -282,11 +282,6 @@ def test_cli_report(compiled_sets: Path, tmp_path: Path, monkeypatch: pytest.Mon
     ("args", "code", "message"),
     [
         (
-            ["-o", "{tmp}/missing/r.html"],
-            5,
-            "error: cannot write '{tmp}/missing/r.html': folder '{tmp}/missing' does not exist\n",
-        ),
-        (
             ["-o", "{tmp}"],
             2,
             "error: the report is an HTML page, but '{tmp}' has no suffix; name it with .html (e.g. -o report.html)\n",
