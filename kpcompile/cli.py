@@ -256,7 +256,7 @@ def synth(
 
     \b
     Example:
-      kpcompile synth dataset --datapoints 1000 --cameras 2 --layout mixed
+      kpcompile synth dataset --datapoints 100 --cameras 2 --layout mixed
     """
     from kpcompile.synth import synth as run_synth
 
