@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from kpcompile import __version__
@@ -75,6 +76,25 @@ def test_output_errors_exit_5(tmp_path: Path) -> None:
     )
     code, _, err = run("info", str(tmp_path), "--snapshot", "x")
     assert code == 5
+
+
+def test_a_source_given_as_output_gets_the_build_suggested(
+    small_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(small_dataset.parent)
+    name = small_dataset.name
+    for command in ("info", "snapshots", "report"):
+        code, out, err = run(command, name)
+        assert (code, out) == (5, "")
+        assert err == (
+            f"error: '{name}' holds no snapshot: it holds keypoint files, so it is a source, "
+            f"not a compiled output; compile it with `kpcompile build {name} compiled`, "
+            "then `kpcompile info compiled`\n"
+        )
+    code, _, _ = run("build", name, "compiled", "-j", "1")
+    assert code == 0 and run("info", "compiled")[0] == 0
+    code, _, err = run("info", str(small_dataset))
+    assert code == 5 and f"`kpcompile build {small_dataset} {tmp_path}/compiled`" in err
 
 
 def test_usage_errors_exit_2(tmp_path: Path) -> None:
