@@ -282,7 +282,7 @@ COLUMNS: dict[str, dict[str, str]] = {
     "errors": {
         "path": "the rejected file (a landmark file, or a set file with `--sets`)",
         "code": "an [error code](errors.md#error-codes)",
-        "message": "what is wrong, naming the file and the landmark",
+        "message": "what is wrong, naming the landmark (the file is in `path`)",
     },
     "face_standard": {
         "datapoint": "as in `keypoints`",

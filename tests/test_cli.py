@@ -56,6 +56,22 @@ def test_rejected_files_exit_3_and_list_every_file(small_dataset: Path, tmp_path
     assert code == 0
     result = json.loads(out)
     assert result["rejected"] == 1 and result["errors"][0]["code"] == "landmark_count"
+    rel = "datapoint_00002/camera_00/key_points/face_dense_key_points.json"
+    reason = "1 landmarks under face.dense, expected 468 (ids 0-467); missing ids 1, 2, 3, 4, 5 and 462 more"
+    # the path in its column, the message without it; printed together once
+    assert result["errors"][0] == {"path": rel, "code": "landmark_count", "message": reason}
+    code, out, _ = run("errors", str(tmp_path / "out"))
+    assert code == 0 and out.splitlines()[1:] == [f"rejected [landmark_count] {rel}: {reason}"]
+    code, out, _ = run("errors", str(tmp_path / "out"), "--json")
+    assert json.loads(out)["errors"] == [result["errors"][0]]
+
+
+def test_messages_of_earlier_snapshots_are_printed_with_their_path_once() -> None:
+    from kpcompile.manifest import located
+
+    # snapshots of earlier versions hold "path: reason" messages
+    assert located("dp/c/f.json", "dp/c/f.json: invalid JSON") == "dp/c/f.json: invalid JSON"
+    assert located("dp/c/f.json", "invalid JSON") == "dp/c/f.json: invalid JSON"
 
 
 def test_source_error_exits_4(tmp_path: Path) -> None:

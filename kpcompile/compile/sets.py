@@ -112,7 +112,7 @@ def compile_sets(
             result.source_bytes += len(data)
             parsed = _parse(src, data)
         except FormatError as exc:
-            result.errors.append(ErrorRow(src.path, str(exc.code), str(exc)))
+            result.errors.append(ErrorRow(src.path, str(exc.code), exc.reason))
             continue
         except Exception as exc:  # a bug on one file must not cost the other files
             reason = (
@@ -120,7 +120,7 @@ def compile_sets(
                 "please report it with the file"
             )
             err = FormatError(ErrorCode.INTERNAL_ERROR, src.path, reason)
-            result.errors.append(ErrorRow(src.path, str(err.code), str(err)))
+            result.errors.append(ErrorRow(src.path, str(err.code), err.reason))
             continue
         if isinstance(parsed, dict):
             cam_rows.append({"datapoint": src.datapoint, "camera": src.camera, **parsed})
