@@ -260,7 +260,7 @@ def synth(
 
     \b
     Example:
-      kpcompile synth dataset --datapoints 1000 --cameras 2 --layout mixed
+      kpcompile synth dataset --datapoints 100 --cameras 2 --layout mixed
     """
     from kpcompile.synth import synth as run_synth
 
@@ -399,7 +399,13 @@ def verify(
 
 @cli.command()
 @click.argument("out", type=click.Path(file_okay=False, path_type=str))
-@click.option("--datapoint", "-d", default=None, help="Draw this datapoint's 2D landmarks.")
+@click.option(
+    "--datapoint",
+    "-d",
+    default=None,
+    help="Draw this datapoint's 2D landmarks (its name in the files table, with the "
+    "folders above it: faces/datapoint_00001 in a mixed dataset).",
+)
 @click.option("--camera", "-c", default=None, help="Its camera [default: the first].")
 @click.option("--visibility", is_flag=True, help="Draw the visibility rate per landmark.")
 @click.option(
@@ -438,7 +444,7 @@ def plot(
 
     \b
     Example:
-      kpcompile plot compiled --datapoint datapoint_00001 -o face.png
+      kpcompile plot compiled --datapoint faces/datapoint_00001 -o face.png
       kpcompile plot compiled --visibility -o vis.svg
     """
     from kpcompile.query import plot as plots

@@ -75,8 +75,10 @@ def text(result: Any) -> str:
 
 def rejections(errors: Sequence[tuple[str, str, str]], limit: int | None = ERRORS_SHOWN) -> str:
     """One line per rejected file, at most ``limit`` of them."""
+    from kpcompile.manifest import located
+
     shown = list(errors) if limit is None else list(errors[:limit])
-    lines = [f"rejected [{code}] {message}" for _path, code, message in shown]
+    lines = [f"rejected [{code}] {located(path, message)}" for path, code, message in shown]
     if limit is not None and len(errors) > limit:
         lines.append(f"... and {len(errors) - limit} more; see the errors table")
     return "\n".join(lines)
@@ -136,7 +138,10 @@ def _rejections(r: Rejections) -> str:
             f"the last build was refused ({r.attempted_at}, {r.source!r}): {n}, "
             f"more than max_errors {r.max_errors}; nothing was published"
         )
-    return "\n".join([head, *(f"rejected [{e.code}] {e.message}" for e in r.errors)])
+    from kpcompile.manifest import located
+
+    lines = (f"rejected [{e.code}] {located(e.path, e.message)}" for e in r.errors)
+    return "\n".join([head, *lines])
 
 
 def refusal_json(exc: RejectedFilesError) -> dict[str, Any]:

@@ -67,7 +67,7 @@ def compile_sets(
     cam_rows: list[dict[str, Any]] = []
     for src, parsed in zip(sets, _parsed(source, sets, max_bytes, result), strict=True):
         if isinstance(parsed, FormatError):
-            result.errors.append(ErrorRow(src.path, str(parsed.code), str(parsed)))
+            result.errors.append(ErrorRow(src.path, str(parsed.code), parsed.reason))
             continue
         if isinstance(parsed, Exception):  # a bug on one file must not cost the other files
             reason = (
@@ -75,7 +75,7 @@ def compile_sets(
                 "please report it with the file"
             )
             err = FormatError(ErrorCode.INTERNAL_ERROR, src.path, reason)
-            result.errors.append(ErrorRow(src.path, str(err.code), str(err)))
+            result.errors.append(ErrorRow(src.path, str(err.code), err.reason))
             continue
         if isinstance(parsed, dict):
             cam_rows.append({"datapoint": src.datapoint, "camera": src.camera, **parsed})

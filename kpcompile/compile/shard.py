@@ -191,9 +191,8 @@ def _each_file(
             rows.add(key, sf.datapoint, sf.camera, outcome.lm)
             result.parsed += 1
         elif outcome.error is not None:
-            result.errors.append(
-                ErrorRow(printable(sf.path), str(outcome.error.code), printable(str(outcome.error)))
-            )
+            err = outcome.error
+            result.errors.append(ErrorRow(printable(sf.path), str(err.code), printable(err.reason)))
         files.add(sf, outcome)
         _count(result, outcome)
 

@@ -13,6 +13,7 @@ its own place beside the picture, so it never covers the face.
 
 from __future__ import annotations
 
+import difflib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,15 +110,18 @@ def _load_face(
     out: str | os.PathLike[str], datapoint: str, camera: str | None, snapshot: str | None
 ) -> _Face:
     kp = scan(out, snapshot=snapshot).filter(pl.col("datapoint") == datapoint)
-    if camera is None:
-        cams = kp.select(pl.col("camera").unique().sort()).collect()["camera"]
-        if cams.is_empty():
-            msg = f"no datapoint {datapoint!r} in the snapshot"
-            raise QueryError(msg)
-        camera = str(cams[0])
+    cams = kp.select(pl.col("camera").unique().sort()).collect()["camera"].to_list()
+    if not cams:
+        names = scan(out, snapshot=snapshot).select(pl.col("datapoint").unique()).collect()
+        msg = f"no datapoint {datapoint!r} in the snapshot{_did_you_mean(datapoint, names[:, 0])}"
+        raise QueryError(msg)
+    camera = cams[0] if camera is None else camera
     df = kp.filter(pl.col("camera") == camera).sort("kp_id").collect()
     if df.height == 0:
-        msg = f"no camera {camera!r} for datapoint {datapoint!r} in the snapshot"
+        msg = (
+            f"no camera {camera!r} for datapoint {datapoint!r} in the snapshot; "
+            f"it has {', '.join(map(repr, cams))}"
+        )
         raise QueryError(msg)
     flagged = df["visible"].is_not_null().any()
     return _Face(
@@ -129,6 +133,20 @@ def _load_face(
         flagged=bool(flagged),
         image=_image_size(out, datapoint, camera, snapshot),
     )
+
+
+def _did_you_mean(name: str, names: pl.Series, most: int = 4) -> str:
+    """``"; did you mean 'a' or 'b'?"``: names ending in ``/name``, else close spellings."""
+    known = names.drop_nulls().sort().to_list()
+    near = [n for n in known if n.endswith(f"/{name}")]
+    near = near or difflib.get_close_matches(name, known, n=most, cutoff=0.75)
+    if not near:
+        return ""
+    shown = [repr(n) for n in near[:most]]
+    if len(near) > most:
+        return f"; did you mean {', '.join(shown)} (or {len(near) - most} more)?"
+    listed = shown[0] if len(shown) == 1 else f"{', '.join(shown[:-1])} or {shown[-1]}"
+    return f"; did you mean {listed}?"
 
 
 def _image_size(

@@ -14,6 +14,7 @@ from typing import Any
 
 import polars as pl
 
+from kpcompile.manifest import located
 from kpcompile.query import report_figures as figures
 from kpcompile.query.landmarks import REGION_NAMES
 from kpcompile.query.projection import MODELS, TOLERANCE_PX
@@ -238,7 +239,7 @@ def rejections_section(data: ReportData) -> Section:
     )
     rows = []
     for code, count, paths, messages in errors.select("code", "n", "paths", "messages").iter_rows():
-        examples = "\n".join(f"{msg}" for _p, msg in zip(paths, messages, strict=True))
+        examples = "\n".join(located(p, msg) for p, msg in zip(paths, messages, strict=True))
         rows.append((code, n(count), pct(count, total), examples))
     section.blocks.append(
         table(

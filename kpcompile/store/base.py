@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import os
+import posixpath
 import secrets
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
@@ -135,12 +137,33 @@ class Store(ABC):
         return OutputError(msg)
 
     def no_snapshot(self) -> OutputError:
-        """The error for a store that holds no snapshot at all."""
+        """The error for a store that holds no snapshot at all.
+
+        A source dataset given where an output is expected (``kpcompile info
+        dataset``) is named as one, with the build that makes an output beside it.
+        """
+        if self.holds_keypoint_files():
+            norm = posixpath.normpath(self.location.replace(os.sep, "/"))
+            out = (
+                "../compiled"
+                if norm == "."
+                else posixpath.join(posixpath.dirname(norm), "compiled")
+            )
+            msg = (
+                f"{self.location!r} holds no snapshot: it holds keypoint files, so it is a "
+                f"source, not a compiled output; compile it with `kpcompile build "
+                f"{self.location} {out}`, then `kpcompile info {out}`"
+            )
+            return OutputError(msg)
         msg = (
             f"{self.location!r} holds no snapshot; "
             f"build one with `kpcompile build SOURCE {self.location}`"
         )
         return OutputError(msg)
+
+    def holds_keypoint_files(self) -> bool:
+        """Whether the location holds Datagen keypoint files (is a source); False if unknown."""
+        return False
 
     @abstractmethod
     def scan_parquet(self, snapshot: str, table: str, rels: list[str]) -> pl.LazyFrame:

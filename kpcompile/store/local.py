@@ -93,6 +93,17 @@ class LocalStore(Store):
             msg = f"cannot read {str(self.root / CURRENT)!r}: {exc.strerror or exc}"
             raise OutputError(msg) from None
 
+    def holds_keypoint_files(self, most: int = 1000) -> bool:
+        """Whether a keypoint file is among the first ``most`` folders under the root."""
+        from kpcompile.ingest.discover import LANDMARK_NAMES
+
+        for i, (_, _, names) in enumerate(os.walk(self.root)):
+            if i >= most:
+                break
+            if not LANDMARK_NAMES.isdisjoint(names):
+                return True
+        return False
+
     def list_snapshots(self) -> list[str]:
         folder = self.root / SNAPSHOTS
         if not folder.is_dir():

@@ -160,8 +160,8 @@ def test_unreadable_source_files_are_rejected_by_name(
     with pytest.raises(RejectedFilesError) as info:
         kpcompile.build(source, out, workers=1, full=True)  # full: no reuse of the prior snapshot
     assert info.value.errors == [
-        (denied, "unreadable", f"{denied}: cannot read: Permission denied"),
-        (broken, "unreadable", f"{broken}: cannot read: Input/output error"),
+        (denied, "unreadable", "cannot read: Permission denied"),
+        (broken, "unreadable", "cannot read: Input/output error"),
     ]
     _intact(out, sid)
     r = kpcompile.build(source, out, workers=1, max_errors=2, full=True)
@@ -181,7 +181,7 @@ def test_a_file_deleted_after_discovery(
 
     monkeypatch.setattr("kpcompile.compile.executor.compile_shard", compile_shard)
     r = kpcompile.build(source, out, workers=1, max_errors=1, full=True)
-    assert r.errors == [(victim, "unreadable", f"{victim}: cannot read: No such file or directory")]
+    assert r.errors == [(victim, "unreadable", "cannot read: No such file or directory")]
 
 
 def test_an_unreadable_folder_fails_the_build_by_name(
@@ -278,7 +278,7 @@ def test_any_failure_on_one_file_is_that_files_rejection(
         (
             victim,
             "internal_error",
-            f"{victim}: internal error while compiling this file: ZeroDivisionError: "
+            "internal error while compiling this file: ZeroDivisionError: "
             "division by zero; please report it with the file",
         )
     ]
