@@ -487,7 +487,7 @@ def report(out: str, output: str, snapshot: str | None, as_json: bool) -> None:
       kpcompile report compiled
       kpcompile report compiled -o reports/latest.html --snapshot 20250101T120000Z-1a2b3c4d
     """
-    from kpcompile.query.report import report as make_report
+    from kpcompile.reporting import report as make_report
 
     _emit(make_report(out, output, snapshot=snapshot), as_json)
 

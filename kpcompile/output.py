@@ -24,7 +24,7 @@ from kpcompile.errors import RejectedFilesError
 
 if TYPE_CHECKING:
     from kpcompile.pipeline import BuildResult
-    from kpcompile.query.report import ReportResult
+    from kpcompile.reporting import ReportResult
     from kpcompile.store.history import Info, Rejections, SnapshotDiff
     from kpcompile.store.retention import GcResult
     from kpcompile.store.verify import Verification

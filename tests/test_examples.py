@@ -31,6 +31,8 @@ SNAPSHOT_ID = re.compile(r"\b\d{8}T\d{6}Z-[0-9a-f]{8}\b")
 NEEDS_A_SERVER = {
     # an S3 bucket and a dask scheduler
     "kpcompile build dataset.tar.gz s3://bucket/compiled --executor dask",
+    # an S3 bucket (gc on object storage is tested against moto in tests/store/)
+    "kpcompile gc s3://bucket/compiled --keep 3 --stale-after 6",
 }
 
 

@@ -215,6 +215,8 @@ NOT_FOR_A_BUILD = (
     "tqdm",
     "fsspec",
     "kpcompile.query",
+    "kpcompile.feeding",
+    "kpcompile.reporting",
     "kpcompile.synth",
     "kpcompile.store.history",
     "kpcompile.store.verify",

@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 
 import kpcompile
-from kpcompile.query import report_data
+from kpcompile.reporting import data as report_data
 from kpcompile.store import open_store
 from kpcompile.synth import synth
 from tests.conftest import SAMPLES

@@ -17,8 +17,8 @@ from click.testing import CliRunner
 
 import kpcompile
 from kpcompile.cli import cli
-from kpcompile.query import report_data
-from kpcompile.query.report_stream import COORDS
+from kpcompile.reporting import data as report_data
+from kpcompile.reporting.stream import COORDS
 from kpcompile.store import open_store
 from kpcompile.synth import synth
 
@@ -318,10 +318,10 @@ def test_cli_report_of_an_output_without_snapshots(tmp_path: Path) -> None:
 
 def test_the_template_is_package_data() -> None:
     meta = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
-    assert '"kpcompile.query" = ["templates/*.j2"]' in meta
+    assert '"kpcompile.reporting" = ["templates/*.j2"]' in meta
     from importlib.resources import files
 
-    assert (files("kpcompile.query") / "templates" / "report.html.j2").is_file()
+    assert (files("kpcompile.reporting") / "templates" / "report.html.j2").is_file()
 
 
 @pytest.mark.slow
@@ -332,4 +332,4 @@ def test_the_wheel_ships_the_template(tmp_path: Path) -> None:
         check=True,
     )  # fmt: skip
     (wheel,) = tmp_path.glob("kpcompile-*.whl")
-    assert "kpcompile/query/templates/report.html.j2" in zipfile.ZipFile(wheel).namelist()
+    assert "kpcompile/reporting/templates/report.html.j2" in zipfile.ZipFile(wheel).namelist()

@@ -15,11 +15,11 @@ from typing import Any
 import polars as pl
 
 from kpcompile.manifest import located
-from kpcompile.query import report_figures as figures
 from kpcompile.query.landmarks import REGION_NAMES
 from kpcompile.query.projection import MODELS, TOLERANCE_PX
-from kpcompile.query.report_data import BINS, OTHER_REGION, ReportData, region_of
-from kpcompile.query.report_stream import COORDS
+from kpcompile.reporting import figures
+from kpcompile.reporting.data import BINS, OTHER_REGION, ReportData, region_of
+from kpcompile.reporting.stream import COORDS
 
 MAX_ROWS = 50
 """Rows a table shows; the rest are counted below it."""
