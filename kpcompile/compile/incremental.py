@@ -26,6 +26,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from kpcompile._version import __version__
 from kpcompile.compile.plan import order_key
@@ -152,16 +153,22 @@ def reuse_shard(prev: Previous | None, digest: str, index: int, stage: Stage) ->
             w = prev.written[old]
             items.append(FileEntry(new, w.rows, w.bytes, w.sha256))
         result.written[table] = items
-    result.errors = list(entry.errors)
-    result.set_errors = list(entry.set_errors)
-    result.compiled = entry.compiled
-    result.rows = entry.rows
-    result.visible = entry.visible
-    result.source_bytes = entry.source_bytes
-    result.layouts = Counter(entry.layouts)
-    result.versions = Counter(entry.versions)
+    for name in COUNTS:
+        setattr(result, name, getattr(entry, name))
+    for name in TALLIES:
+        setattr(result, name, Counter(getattr(entry, name)))
+    for name in REJECTIONS:
+        setattr(result, name, list(getattr(entry, name)))
     result.reused = entry.files
     return result
+
+
+COUNTS = ("compiled", "rows", "visible", "source_bytes")
+"""Fields a :class:`ShardResult` and its manifest :class:`ShardRecord` share as they are."""
+TALLIES = ("layouts", "versions")
+"""Shared fields that are a Counter in the result and a sorted dict in the record."""
+REJECTIONS = ("errors", "set_errors")
+"""Shared fields that are rejected files, sorted in the record."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,19 +196,15 @@ class ShardInput:
 
 def shard_record(result: ShardResult, shard: ShardInput) -> ShardRecord:
     """The manifest's record of one shard, enough to reuse it without reading it."""
+    shared: dict[str, Any] = {name: getattr(result, name) for name in COUNTS}
+    shared.update({name: dict(sorted(getattr(result, name).items())) for name in TALLIES})
+    shared.update({name: sorted(getattr(result, name)) for name in REJECTIONS})
     return ShardRecord(
         index=result.index,
         digest=shard.digest,
         first=shard.first,
         last=shard.last,
         files=shard.files,
-        compiled=result.compiled,
-        rows=result.rows,
-        visible=result.visible,
-        source_bytes=result.source_bytes,
-        layouts=dict(sorted(result.layouts.items())),
-        versions=dict(sorted(result.versions.items())),
-        errors=sorted(result.errors),
         outputs={t: [w.path for w in ws] for t, ws in sorted(result.written.items())},
-        set_errors=sorted(result.set_errors),
+        **shared,
     )
