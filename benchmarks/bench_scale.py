@@ -1,6 +1,7 @@
 """Scale: coordinator memory per file in a 200,000-file build; a one-million-entry listing.
 
-Run: ``python -m benchmarks.bench_scale [--files 200000] [--entries 1000000] [--workers 2]``.
+Run: ``python -m benchmarks.bench_scale [--files 200000] [--entries 1000000] [--workers 2]
+[--sets-files 100000]``.
 
 1. *Build*: a dataset of ``--files`` landmark files that are hard links to a few
    generated Faces files (``synth --no-extras``): every file is a real file to list,
@@ -9,6 +10,10 @@ Run: ``python -m benchmarks.bench_scale [--files 200000] [--entries 1000000] [--
    (``VmHWM``) against its RSS just before the build, and the peak of Python's
    (tracemalloc) and Arrow's allocations during the build. Per file, beside the
    object form's 1,100 bytes and the target of 200.
+   Then a ``--sets`` build of ``--sets-files`` landmark files whose camera folders
+   also hold the five set files of a Faces export (hard links too), measured the same
+   way (RSS in one run, Python's and Arrow's peaks under tracemalloc in another), per
+   file read (landmark and set files) and per landmark file.
 2. *Listing*: ``--entries`` entries, half of them landmark files, listed from a
    synthetic source (no disk: this measures the coordinator, not the filesystem)
    and discovered into the columnar form: time, and memory per entry (peaks of
@@ -57,7 +62,10 @@ with open("/proc/self/clear_refs", "w") as fh:
 if trace:
     tracemalloc.start()
 t = time.perf_counter()
-r = kpcompile.build(sys.argv[1], sys.argv[2], workers=int(sys.argv[3]), progress=False)
+sets = len(sys.argv) > 5 and sys.argv[5] == "sets"
+r = kpcompile.build(
+    sys.argv[1], sys.argv[2], workers=int(sys.argv[3]), progress=False, sets=sets
+)
 seconds = time.perf_counter() - t
 py_peak = tracemalloc.get_traced_memory()[1] if trace else 0
 print(json.dumps({
@@ -119,16 +127,19 @@ def _run(code: str, *args: str) -> dict[str, Any]:
     return result
 
 
-def _hardlinked(root: Path, files: int, cameras: int = 2) -> None:
-    """``files`` landmark files, hard links to the few files of a small synthetic dataset."""
-    seed = root.parent / "seed"
-    synth(seed, datapoints=8, cameras=cameras, layout="faces", extras=False)
-    sources = sorted(seed.rglob("face_dense_key_points.json"))
+def _hardlinked(root: Path, files: int, cameras: int = 2, *, sets: bool = False) -> None:
+    """``files`` landmark files, hard links to the few files of a small synthetic dataset;
+    with ``sets``, each camera folder also links the seed's set files and metadata."""
+    seed = root.parent / ("seed-sets" if sets else "seed")
+    synth(seed, datapoints=8, cameras=cameras, layout="faces", extras=sets)
+    folders = sorted(p.parent.parent for p in seed.rglob("face_dense_key_points.json"))
     for i in range(files // cameras):
         for c in range(cameras):
-            folder = root / f"datapoint_{i:07d}" / f"camera_{c:02d}" / "key_points"
-            folder.mkdir(parents=True)
-            os.link(sources[(i * cameras + c) % len(sources)], folder / sources[0].name)
+            src = folders[(i * cameras + c) % len(folders)]
+            dst = root / f"datapoint_{i:07d}" / f"camera_{c:02d}"
+            (dst / "key_points").mkdir(parents=True)
+            for p in src.rglob("*.json"):
+                os.link(p, dst / p.relative_to(src))
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -138,8 +149,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--keep", action="store_true", help="keep benchmarks/data/scale")
     ap.add_argument("--trace", action="store_true", help="also a build under tracemalloc")
+    ap.add_argument(
+        "--sets-files", type=int, default=100_000, help="landmark files of the --sets build"
+    )
     args = arguments(ap, argv)
     traced: dict[str, Any] = {}
+    sets_build: dict[str, Any] = {}
+    sets_traced: dict[str, Any] = {}
 
     shutil.rmtree(DATA, ignore_errors=True)
     ds = DATA / "dataset"
@@ -151,6 +167,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if args.trace:  # tracemalloc slows the build: a second, separate run
             shutil.rmtree(DATA / "out")
             traced = _run(_BUILD, str(ds), str(DATA / "out"), str(args.workers), "trace")
+        shutil.rmtree(ds)
+        # --sets: five more files per camera folder (68-point, head, ears, all_key_points,
+        # camera_metadata.json); its coordinator, measured the same way
+        _hardlinked(ds, args.sets_files, sets=True)
+        w = str(args.workers)
+        out = DATA / "out-sets"
+        sets_build = _run(_BUILD, str(ds), str(out), w, "rss", "sets")
+        shutil.rmtree(out)
+        sets_traced = _run(_BUILD, str(ds), str(out), w, "trace", "sets")
     finally:
         if not args.keep:
             shutil.rmtree(DATA, ignore_errors=True)
@@ -183,6 +208,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "target_bytes_per_file": 200,
             "dataset_made_s": round(made_s, 1),
         },
+        "sets_build": _sets_result(sets_build, sets_traced, args.sets_files),
         "listing": {
             "entries": ours["entries"],
             "files": ours["files"],
@@ -212,11 +238,40 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             f"(floor, a list of the paths: {li['floor_python_list_seconds']:.2f} s, "
             f"{li['floor_python_list_bytes_per_entry']} B/entry)",
         ),
+        (
+            "--sets coordinator",
+            f"{result['sets_build']['files']:,} landmark + "
+            f"{result['sets_build']['set_files']:,} set files: RSS growth "
+            f"{result['sets_build']['coordinator_rss_growth_bytes_per_file']} B, traced "
+            f"{result['sets_build']['coordinator_traced_bytes_per_file']} B per file read "
+            f"({result['sets_build']['coordinator_traced_bytes_per_landmark_file']} B "
+            "per landmark file)",
+        ),
         ("load average", " ".join(str(x) for x in result["load_average"])),
     ]
     for name, value in rows:
         print(f"{name:<28} {value}")
     return result
+
+
+def _sets_result(build: dict[str, Any], traced: dict[str, Any], files: int) -> dict[str, Any]:
+    """The ``--sets`` build's coordinator per file read (landmark and set files: four set
+    tables per camera folder) and per landmark file."""
+    n = build["files"]
+    read = n + 4 * n  # face_standard, head, ears, cameras: one file each per camera folder
+    peak = traced["python_peak"] + traced["arrow_peak"]
+    return {
+        "files": n,
+        "set_files": read - n,
+        "seconds": round(build["seconds"], 2),
+        "coordinator_rss_peak_mib": round(build["rss_peak"] / 2**20, 1),
+        "coordinator_rss_growth_bytes_per_file": round(
+            (build["rss_peak"] - build["rss_before"]) / read
+        ),
+        "coordinator_traced_bytes_per_file": round(peak / read),
+        "coordinator_traced_bytes_per_landmark_file": round(peak / n),
+        "coordinator_arrow_peak_bytes_per_file": round(build["arrow_peak"] / read),
+    }
 
 
 if __name__ == "__main__":

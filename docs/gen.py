@@ -7,15 +7,17 @@ The pages call these functions from cog blocks (``<!-- [[[cog ... ]]] -->``);
 
 Sources: the click command objects (:func:`cli_reference`), ``kpcompile/errors.py``
 (:func:`error_codes`, :func:`exit_codes`), :class:`~kpcompile.options.BuildOptions`
-(:func:`build_options`), the Arrow schemas (:func:`table_columns`) and the
+(:func:`build_options`), the Arrow schemas (:func:`table_columns`), the
 package's own source files, read with :mod:`ast` (:func:`modules`,
-:func:`stage_imports`, :func:`interface`).
+:func:`stage_imports`, :func:`interface`), and the commands' own output
+(:func:`session_output`: the getting-started session, run).
 """
 
 from __future__ import annotations
 
 import ast
 import dataclasses
+import functools
 import inspect
 import re
 from pathlib import Path
@@ -280,7 +282,7 @@ COLUMNS: dict[str, dict[str, str]] = {
     "errors": {
         "path": "the rejected file (a landmark file, or a set file with `--sets`)",
         "code": "an [error code](errors.md#error-codes)",
-        "message": "what is wrong, naming the file and the landmark",
+        "message": "what is wrong, naming the landmark (the file is in `path`)",
     },
     "face_standard": {
         "datapoint": "as in `keypoints`",
@@ -481,3 +483,76 @@ def results(calls: list[tuple[str, str, str]]) -> str:
         attrs = ", ".join(f"`{f.name}`" for f in dataclasses.fields(cls))
         rows.append([f"`{call}`", f"`{name}`", attrs])
     return _table(["call", "returns", "attributes"], rows)
+
+
+QUICK_START: tuple[str, ...] = (
+    "kpcompile synth dataset --datapoints 100 --cameras 2 --layout mixed",
+    "kpcompile build dataset compiled --workers 2",
+    "kpcompile info compiled",
+    "kpcompile build dataset compiled --workers 2",
+    "kpcompile snapshots compiled",
+)
+"""The getting-started session, run by :func:`session_output` for the page's examples."""
+
+# What differs from run to run, and what the page shows instead: the -h examples' ids.
+_PLACEHOLDER_IDS = ("20250101T120000Z-1a2b3c4d", "20250102T093000Z-5e6f7a8b")
+_FIXED_MTIME_NS = 1_735_732_800 * 10**9  # 2025-01-01T12:00:00Z
+
+
+@functools.cache
+def _session(lines: tuple[str, ...]) -> tuple[str, ...]:
+    """Run ``lines`` (``kpcompile ...``) in an empty temporary folder; their outputs.
+
+    Snapshot ids and times, build durations and the folder's path differ on every
+    run, so they are replaced by fixed ones; the files ``synth`` writes get one fixed
+    modification time (the ``files`` table holds it, so the snapshot's compressed
+    size would differ by a few bytes). Every other character is the command's.
+    """
+    import os
+    import shlex
+    import tempfile
+
+    from click.testing import CliRunner
+
+    from kpcompile.cli import cli
+
+    outputs = []
+    here = os.getcwd()
+    with tempfile.TemporaryDirectory() as tmp:
+        os.chdir(tmp)
+        try:
+            for line in lines:
+                r = CliRunner().invoke(cli, shlex.split(line)[1:])
+                if r.exit_code != 0:
+                    msg = f"{line!r} failed (exit {r.exit_code}): {r.output}"
+                    raise RuntimeError(msg)
+                outputs.append(r.output.replace(os.path.realpath(tmp), "/home/me"))
+                if line.startswith("kpcompile synth "):
+                    for path in Path(tmp).rglob("*"):
+                        os.utime(path, ns=(_FIXED_MTIME_NS, _FIXED_MTIME_NS))
+        finally:
+            os.chdir(here)
+    ids = list(dict.fromkeys(re.findall(r"\b\d{8}T\d{6}Z-[0-9a-f]{8}\b", "".join(outputs))))
+    assert len(ids) <= len(_PLACEHOLDER_IDS), ids
+    text = "\x00".join(outputs)
+    for real, shown in zip(ids, _PLACEHOLDER_IDS, strict=False):
+        text = text.replace(real, shown).replace(_created(real), _created(shown))
+    text = re.sub(r" in \d+\.\d+ s\b", " in 0.25 s", text)
+    return tuple(text.split("\x00"))
+
+
+def _created(snapshot: str) -> str:
+    """The creation time in a snapshot id, as ``info`` prints it."""
+    d, t = snapshot[:8], snapshot[9:15]
+    return f"{d[:4]}-{d[4:6]}-{d[6:]}T{t[:2]}:{t[2:4]}:{t[4:]}Z"
+
+
+def session_commands(first: int, last: int) -> str:
+    """Lines ``first``..``last`` of :data:`QUICK_START` as a code block."""
+    return "```\n" + "\n".join(QUICK_START[first : last + 1]) + "\n```\n"
+
+
+def session_output(*steps: int) -> str:
+    """What the :data:`QUICK_START` lines ``steps`` print, as one code block."""
+    out = _session(QUICK_START)
+    return "```\n" + "".join(out[i] for i in steps) + "```\n"

@@ -32,6 +32,7 @@ from kpcompile.errors import (
 from kpcompile.options import BuildOptions
 
 if TYPE_CHECKING:
+    from kpcompile.feeding.tensors import Tensors, iter_tensors, tensors
     from kpcompile.parsing import SUPPORTED_VERSIONS, Landmarks, parse
     from kpcompile.pipeline import BuildResult, build
     from kpcompile.query.analytics import (
@@ -46,9 +47,8 @@ if TYPE_CHECKING:
     from kpcompile.query.namespace import KeypointsFrame, KeypointsLazyFrame, kp
     from kpcompile.query.plot import plot_face, plot_visibility
     from kpcompile.query.projection import project, reprojection_error
-    from kpcompile.query.report import ReportResult, report
     from kpcompile.query.scan import files, read, scan, sql, tables
-    from kpcompile.query.tensors import Tensors, iter_tensors, tensors
+    from kpcompile.reporting import ReportResult, report
     from kpcompile.store.history import (
         Info,
         Rejections,
@@ -95,15 +95,15 @@ _LAZY = {
     "visibility_rate": "kpcompile.query.analytics",
     "nme": "kpcompile.query.analytics",
     "inconsistent_3d": "kpcompile.query.analytics",
-    "Tensors": "kpcompile.query.tensors",
-    "tensors": "kpcompile.query.tensors",
-    "iter_tensors": "kpcompile.query.tensors",
+    "Tensors": "kpcompile.feeding.tensors",
+    "tensors": "kpcompile.feeding.tensors",
+    "iter_tensors": "kpcompile.feeding.tensors",
     "project": "kpcompile.query.projection",
     "reprojection_error": "kpcompile.query.projection",
     "plot_face": "kpcompile.query.plot",
     "plot_visibility": "kpcompile.query.plot",
-    "report": "kpcompile.query.report",
-    "ReportResult": "kpcompile.query.report",
+    "report": "kpcompile.reporting",
+    "ReportResult": "kpcompile.reporting",
 }
 
 __all__ = [
@@ -162,11 +162,19 @@ __all__ = [
 ]
 
 
+_SUBMODULES = frozenset({"torch"})
+"""Submodules reachable as attributes after ``import kpcompile`` (imported on first use)."""
+
+
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
         import importlib
 
         return getattr(importlib.import_module(_LAZY[name]), name)
+    if name in _SUBMODULES:
+        import importlib
+
+        return importlib.import_module(f"kpcompile.{name}")
     msg = f"module 'kpcompile' has no attribute {name!r}"
     raise AttributeError(msg)
 

@@ -238,7 +238,11 @@ def diff(out: str, old: str, new: str, as_json: bool) -> None:
     show_default=True,
     help="Also write all_key_points.json, the 68-point set and camera metadata.",
 )
-@click.option("--overwrite", is_flag=True, help="Replace what OUT holds if it is not empty.")
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Replace a dataset synth wrote in OUT (refused if OUT holds any other file).",
+)
 @json_option
 @handle_errors
 def synth(
@@ -256,7 +260,7 @@ def synth(
 
     \b
     Example:
-      kpcompile synth dataset --datapoints 1000 --cameras 2 --layout mixed
+      kpcompile synth dataset --datapoints 100 --cameras 2 --layout mixed
     """
     from kpcompile.synth import synth as run_synth
 
@@ -395,7 +399,13 @@ def verify(
 
 @cli.command()
 @click.argument("out", type=click.Path(file_okay=False, path_type=str))
-@click.option("--datapoint", "-d", default=None, help="Draw this datapoint's 2D landmarks.")
+@click.option(
+    "--datapoint",
+    "-d",
+    default=None,
+    help="Draw this datapoint's 2D landmarks (its name in the files table, with the "
+    "folders above it: faces/datapoint_00001 in a mixed dataset).",
+)
 @click.option("--camera", "-c", default=None, help="Its camera [default: the first].")
 @click.option("--visibility", is_flag=True, help="Draw the visibility rate per landmark.")
 @click.option(
@@ -434,7 +444,7 @@ def plot(
 
     \b
     Example:
-      kpcompile plot compiled --datapoint datapoint_00001 -o face.png
+      kpcompile plot compiled --datapoint faces/datapoint_00001 -o face.png
       kpcompile plot compiled --visibility -o vis.svg
     """
     from kpcompile.query import plot as plots
@@ -477,7 +487,7 @@ def report(out: str, output: str, snapshot: str | None, as_json: bool) -> None:
       kpcompile report compiled
       kpcompile report compiled -o reports/latest.html --snapshot 20250101T120000Z-1a2b3c4d
     """
-    from kpcompile.query.report import report as make_report
+    from kpcompile.reporting import report as make_report
 
     _emit(make_report(out, output, snapshot=snapshot), as_json)
 
@@ -491,21 +501,37 @@ def report(out: str, output: str, snapshot: str | None, as_json: bool) -> None:
     help="How many of the newest snapshots to keep (the current one is always kept).",
 )
 @click.option("--dry-run", is_flag=True, help="Only list what would be removed.")
+@click.option(
+    "--stale-after",
+    "stale_hours",
+    type=click.FloatRange(min=0),
+    default=24.0,
+    show_default=True,
+    metavar="HOURS",
+    help="On object storage, remove what a killed build left once nothing was written "
+    "to it for this many hours (local folders: at once, as gc holds the lock).",
+)
 @json_option
 @handle_errors
-def gc(out: str, keep: int, dry_run: bool, as_json: bool) -> None:
+def gc(out: str, keep: int, dry_run: bool, stale_hours: float, as_json: bool) -> None:
     """Remove old snapshots of OUT, keeping the newest --keep and the current one.
 
     Nothing else ever removes a published snapshot. A reader still reading a
-    removed snapshot fails, so keep as many as your pinned runs need.
+    removed snapshot fails, so keep as many as your pinned runs need. Also removes
+    what killed builds left. On object storage, snapshots newer than the current
+    one are kept (a build may be publishing one).
 
     \b
     Example:
       kpcompile gc compiled --keep 3 --dry-run
+      kpcompile gc s3://bucket/compiled --keep 3 --stale-after 6
     """
+    import datetime as dt
+
     from kpcompile.store.retention import gc as run_gc
 
-    _emit(run_gc(out, keep=keep, dry_run=dry_run), as_json)
+    stale_after = dt.timedelta(hours=stale_hours)
+    _emit(run_gc(out, keep=keep, dry_run=dry_run, stale_after=stale_after), as_json)
 
 
 def main() -> None:

@@ -92,6 +92,13 @@ class ErrorCode(StrEnum):
     the message names the exception. The build goes on with the other files."""
 
 
+TRANSIENT_CODES: frozenset[ErrorCode] = frozenset({ErrorCode.UNREADABLE, ErrorCode.INTERNAL_ERROR})
+"""Rejections whose cause may lie outside the file's bytes (a stalled or failed read, a
+bug), so that reading the same file again may succeed. The next build retries them: a
+snapshot holding one is never "up to date" unless a new read fails the same way, and
+the shard holding one is recompiled, never reused as it is."""
+
+
 class KpcompileError(Exception):
     """Base class of every error kpcompile raises on purpose."""
 

@@ -25,11 +25,28 @@ FILE_NAME = "manifest.json"
 
 
 class ErrorRow(NamedTuple):
-    """A rejected file: its path, its :class:`~kpcompile.errors.ErrorCode`, the message."""
+    """A rejected file: its path, its :class:`~kpcompile.errors.ErrorCode`, the message.
+
+    The message is :attr:`FormatError.reason <kpcompile.errors.FormatError>`: what is
+    wrong, without the path (the row has it); :func:`located` puts them together.
+    """
 
     path: str
     code: str
     message: str
+
+
+def located(path: str, message: str) -> str:
+    """``path: message``, as a rejection is printed.
+
+    Snapshots of earlier versions hold messages that start with the path already;
+    those are returned as they are.
+
+    Example:
+        >>> located("dp/camera/key_points/face_dense_key_points.json", "invalid JSON")
+        'dp/camera/key_points/face_dense_key_points.json: invalid JSON'
+    """
+    return message if message.startswith(f"{path}: ") else f"{path}: {message}"
 
 
 class FileEntry(msgspec.Struct, frozen=True):

@@ -24,7 +24,7 @@ from kpcompile.errors import RejectedFilesError
 
 if TYPE_CHECKING:
     from kpcompile.pipeline import BuildResult
-    from kpcompile.query.report import ReportResult
+    from kpcompile.reporting import ReportResult
     from kpcompile.store.history import Info, Rejections, SnapshotDiff
     from kpcompile.store.retention import GcResult
     from kpcompile.store.verify import Verification
@@ -75,8 +75,10 @@ def text(result: Any) -> str:
 
 def rejections(errors: Sequence[tuple[str, str, str]], limit: int | None = ERRORS_SHOWN) -> str:
     """One line per rejected file, at most ``limit`` of them."""
+    from kpcompile.manifest import located
+
     shown = list(errors) if limit is None else list(errors[:limit])
-    lines = [f"rejected [{code}] {message}" for _path, code, message in shown]
+    lines = [f"rejected [{code}] {located(path, message)}" for path, code, message in shown]
     if limit is not None and len(errors) > limit:
         lines.append(f"... and {len(errors) - limit} more; see the errors table")
     return "\n".join(lines)
@@ -136,7 +138,10 @@ def _rejections(r: Rejections) -> str:
             f"the last build was refused ({r.attempted_at}, {r.source!r}): {n}, "
             f"more than max_errors {r.max_errors}; nothing was published"
         )
-    return "\n".join([head, *(f"rejected [{e.code}] {e.message}" for e in r.errors)])
+    from kpcompile.manifest import located
+
+    lines = (f"rejected [{e.code}] {located(e.path, e.message)}" for e in r.errors)
+    return "\n".join([head, *lines])
 
 
 def refusal_json(exc: RejectedFilesError) -> dict[str, Any]:
@@ -181,6 +186,7 @@ def _diff(d: SnapshotDiff) -> str:
 def _gc(r: GcResult) -> str:
     verb = "would remove" if r.dry_run else "removed"
     lines = [f"{verb} {sid}" for sid in r.removed]
+    lines += [f"{verb} abandoned build {name}" for name in r.abandoned]
     lines.append(
         f"{verb} {len(r.removed)} snapshot{'s' if len(r.removed) != 1 else ''} "
         f"({r.bytes_freed / 1e6:,.1f} MB); kept {len(r.kept)}, current {r.current}"

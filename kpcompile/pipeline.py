@@ -19,25 +19,35 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from kpcompile._version import __version__
-from kpcompile.compile.executor import run
+from kpcompile.compile.executor import run as run_shards
 from kpcompile.compile.incremental import (
     Previous,
     ShardInput,
     previous_of,
     reuse_shard,
     shard_record,
+    transient_errors,
 )
 from kpcompile.compile.plan import Plan, plan_shards
 from kpcompile.compile.pool import WorkerPool
-from kpcompile.compile.sets import SetAssigner
+from kpcompile.compile.shard import ShardResult, ShardTask
 from kpcompile.compile.stage import Stage
-from kpcompile.compile.worker import ShardResult, ShardTask
 from kpcompile.compile.writer import ParquetSettings, table_from_columns, write_table
-from kpcompile.errors import KpcompileError, OptionsError, OutputError, RejectedFilesError
+from kpcompile.errors import (
+    TRANSIENT_CODES,
+    FormatError,
+    KpcompileError,
+    OptionsError,
+    OutputError,
+    RejectedFilesError,
+)
 from kpcompile.ingest import Source, open_source, preload
-from kpcompile.ingest.discover import LANDMARK_NAMES, Files, discover_files
-from kpcompile.ingest.sets import SET_NAMES, SetSource, discover_sets
+from kpcompile.ingest.discover import LANDMARK_NAMES, Discovered, discover_files
+from kpcompile.ingest.paths import printable
+from kpcompile.ingest.setfiles import SET_NAMES, SetFiles, find_set_files
 from kpcompile.manifest import (
     FORMAT,
     Column,
@@ -97,7 +107,7 @@ class BuildResult:
 
 
 @dataclass(slots=True)
-class _Run:
+class _Compiled:
     """What the workers produced: one result per shard, with its input."""
 
     results: list[ShardResult]
@@ -175,8 +185,8 @@ def _build(
             created = dt.datetime.now(dt.UTC)
             stage = store.stage(new_snapshot_id(created))
             try:
-                run_ = _compile(inputs, current, stage, opts, pool)
-                manifest = _publishable(run_, inputs, stage, opts, created)
+                compiled = _compile(inputs, current, stage, opts, pool)
+                manifest = _publishable(compiled, inputs, stage, opts, created)
                 path = store.publish(stage, manifest)
             except RejectedFilesError as exc:
                 store.discard(stage)
@@ -193,7 +203,7 @@ def _build(
             except BaseException:
                 store.discard(stage)
                 raise
-    return _result(manifest, path, run_, started, _notes(current, src, store))
+    return _result(manifest, path, compiled, started, _notes(current, src, store))
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,19 +212,17 @@ class _Inputs:
     and digest."""
 
     src: Source
-    files: Files
-    sets: list[SetSource]
+    files: Discovered
+    sets: SetFiles | None
     plan: Plan
     digest: str
 
 
 def _inputs(src: Source, names: frozenset[str], opts: BuildOptions) -> _Inputs:
-    files, listing = discover_files(src, names)
-    sets = discover_sets(listing.entries(), files) if opts.sets else []
-    assign = SetAssigner(sets) if opts.sets else None
-    plan = plan_shards(files, opts.shard_files, opts.partition_by, assign)
-    others = [(s.path, s.size, s.mtime_ns) for s in sets]
-    return _Inputs(src, files, sets, plan, plan.digest(others))
+    files, _ = discover_files(src, names)
+    sets = find_set_files(files) if opts.sets else None
+    plan = plan_shards(files, opts.shard_files, opts.partition_by, sets)
+    return _Inputs(src, files, sets, plan, plan.digest())
 
 
 def _check_apart(src: Source, store: Store) -> None:
@@ -244,7 +252,11 @@ def _current(store: Store) -> Manifest | None:
 
 
 def _up_to_date(current: Manifest | None, inputs: _Inputs, opts: BuildOptions) -> bool:
-    """Whether the current snapshot is exactly what this build would publish."""
+    """Whether the current snapshot is exactly what this build would publish.
+
+    Names, sizes and modification times say nothing of a read that failed (a stalled
+    object, an I/O error): files rejected so are read again, and the snapshot is up to
+    date only if every one of them fails again the same way."""
     return (
         current is not None
         and not opts.full
@@ -252,7 +264,31 @@ def _up_to_date(current: Manifest | None, inputs: _Inputs, opts: BuildOptions) -
         and current.source.path == inputs.src.location
         and current.tool.version == __version__
         and current.options == recorded(opts)
+        and not _transient_cleared(current, inputs, opts)
     )
+
+
+def _transient_cleared(current: Manifest, inputs: _Inputs, opts: BuildOptions) -> bool:
+    """Whether a file that ``current`` rejected as unreadable (or for a bug) reads now."""
+    standing = {e.path for s in current.shards for e in transient_errors(s)}
+    if not standing:
+        return False
+    # the manifest names files as printable() does: find their names as listed
+    set_paths: list[str] = []
+    if inputs.sets is not None:
+        chosen = np.unique(inputs.sets.index[inputs.sets.index >= 0])
+        set_paths = inputs.sets.files.listing.paths(chosen)
+    listed = (*(f.path for f in inputs.files), *set_paths)
+    raw = sorted({p for p in listed if printable(p) in standing})
+    if len(raw) != len(standing):
+        return True  # a rejected file is gone (its digest would differ anyway)
+    with inputs.src.read_many(
+        raw, opts.max_file_bytes, window=opts.read_ahead << 20, timeout=float(opts.read_timeout)
+    ) as reads:
+        for _name, data in reads:
+            if not isinstance(data, FormatError) or data.code not in TRANSIENT_CODES:
+                return True
+    return False
 
 
 def _unchanged(current: Manifest, store: Store, started: float) -> BuildResult:
@@ -291,26 +327,26 @@ def _compile(
     stage: Stage,
     opts: BuildOptions,
     pool: WorkerPool | None,
-) -> _Run:
+) -> _Compiled:
     prev = None
     if current is not None and not opts.full:
         prev = Previous.of(current, inputs.src.location, opts, stage)
-    return _run(inputs, opts, stage, prev, pool)
+    return _compile_shards(inputs, opts, stage, prev, pool)
 
 
-def _run(
+def _compile_shards(
     inputs: _Inputs,
     opts: BuildOptions,
     stage: Stage,
     prev: Previous | None,
     pool: WorkerPool | None,
-) -> _Run:
+) -> _Compiled:
     """Plan shards as a stream and hand them out: the coordinator holds the columnar
     file list and the shards in flight, never every file as an object. With
     ``--sets``, a camera folder's set files go through the shard of its landmark file."""
     src, files = inputs.src, inputs.files
     settings = ParquetSettings.of(opts)
-    bar = _progress(len(files) + len(inputs.sets), opts.progress)
+    bar = _progress(len(files) + len(inputs.sets or ()), opts.progress)
     linked: list[ShardResult] = []
     planned: list[ShardInput] = []
     local = opts.executor == "local"
@@ -326,7 +362,7 @@ def _run(
                 bar.update(plan.size(i))
                 continue
             shard = plan.files(files, i)
-            mine = plan.sets[i] if plan.sets is not None else None
+            mine = plan.set_files(i, shard)
             planned.append(ShardInput.of(shard, digest, opts.partition_by))
             rels = [f.path for f in shard] + [s.path for s in mine or ()]
             portable = src.portable(rels, local=local)
@@ -341,7 +377,7 @@ def _run(
     if prev is not None and _few_to_read(prev, inputs, opts):
         workers = 1  # less than one shard to read: starting worker processes costs more
     try:
-        results = run(
+        results = run_shards(
             tasks(),
             lambda _r, n: bar.update(n),
             executor=opts.executor,
@@ -357,7 +393,7 @@ def _run(
         missing = sorted(set(range(len(planned))) - {r.index for r in done})
         msg = f"shards {missing[:10]} produced no result; nothing was published"
         raise KpcompileError(msg)
-    return _Run(done, planned, len(linked), prev.snapshot if prev is not None else None)
+    return _Compiled(done, planned, len(linked), prev.snapshot if prev is not None else None)
 
 
 def _few_to_read(prev: Previous, inputs: _Inputs, opts: BuildOptions) -> bool:
@@ -369,7 +405,7 @@ def _few_to_read(prev: Previous, inputs: _Inputs, opts: BuildOptions) -> bool:
         if digest in prev.shards:
             continue
         shard = plan.files(inputs.files, i)
-        count += len(plan.sets[i]) if plan.sets is not None else 0
+        count += plan.set_counts[i] if plan.set_counts is not None else 0
         rows = previous_of(prev, shard, opts.partition_by)
         for j, f in enumerate(shard):
             p = rows[j] if rows is not None else None
@@ -399,33 +435,33 @@ def _progress(total: int, show: bool | None) -> Any:
 
 
 def _publishable(
-    run_: _Run, inputs: _Inputs, stage: Stage, opts: BuildOptions, created: dt.datetime
+    compiled: _Compiled, inputs: _Inputs, stage: Stage, opts: BuildOptions, created: dt.datetime
 ) -> Manifest:
     """Check the error budget, write the errors table, and assemble the manifest."""
-    errors = _errors(run_)
+    errors = _errors(compiled)
     if len(errors) > opts.max_errors:
         raise RejectedFilesError(errors, opts.max_errors)
     columns = {name: [e[k] for e in errors] for k, name in enumerate(ERRORS_SCHEMA.names)}
     with stage.writing() as folder:
         table = table_from_columns(columns, ERRORS_SCHEMA)
         err_file = write_table(table, folder, "errors/part-00000.parquet", ParquetSettings.of(opts))
-    return _manifest(run_, inputs, err_file, opts, stage.snapshot, created)
+    return _manifest(compiled, inputs, err_file, opts, stage.snapshot, created)
 
 
-def _errors(run_: _Run) -> list[ErrorRow]:
+def _errors(compiled: _Compiled) -> list[ErrorRow]:
     """Every rejected file, landmark or set file, sorted."""
-    return sorted(e for r in run_.results for e in (*r.errors, *r.set_errors))
+    return sorted(e for r in compiled.results for e in (*r.errors, *r.set_errors))
 
 
 def _manifest(
-    run_: _Run,
+    compiled: _Compiled,
     inputs: _Inputs,
     err_file: FileEntry,
     opts: BuildOptions,
     sid: str,
     created: dt.datetime,
 ) -> Manifest:
-    results, files = run_.results, inputs.files
+    results, files = compiled.results, inputs.files
     layouts: Counter[str] = Counter()
     versions: Counter[str] = Counter()
     written: dict[str, list[FileEntry]] = {"keypoints": [], "files": [], "errors": [err_file]}
@@ -457,12 +493,12 @@ def _manifest(
         versions=dict(sorted(versions.items())),
         output_bytes=sum(t.bytes for t in tables.values()),
         tables=tables,
-        shards=[shard_record(r, run_.shards[r.index]) for r in results],
+        shards=[shard_record(r, compiled.shards[r.index]) for r in results],
         inputs=inputs.digest,
     )
 
 
-def _distinct(files: Files, results: list[ShardResult]) -> dict[str, int]:
+def _distinct(files: Discovered, results: list[ShardResult]) -> dict[str, int]:
     """Datapoints and camera names among the compiled files."""
     datapoints, cameras = files.distinct({e.path for r in results for e in r.errors})
     return {"datapoints": datapoints, "cameras": cameras}
@@ -480,10 +516,10 @@ def _table(name: str, items: list[FileEntry], opts: BuildOptions) -> TableEntry:
 
 
 def _result(
-    manifest: Manifest, path: str, run_: _Run, started: float, notes: list[str]
+    manifest: Manifest, path: str, compiled: _Compiled, started: float, notes: list[str]
 ) -> BuildResult:
     c = manifest.counts
-    errors = _errors(run_)
+    errors = _errors(compiled)
     return BuildResult(
         manifest.snapshot,
         path,
@@ -493,10 +529,10 @@ def _result(
         c.rows,
         errors,
         time.perf_counter() - started,
-        base=run_.base,
-        shards=len(run_.results),
-        reused_shards=run_.linked,
-        parsed=sum(r.parsed for r in run_.results),
-        reused_files=sum(r.reused for r in run_.results),
+        base=compiled.base,
+        shards=len(compiled.results),
+        reused_shards=compiled.linked,
+        parsed=sum(r.parsed for r in compiled.results),
+        reused_files=sum(r.reused for r in compiled.results),
         notes=notes,
     )

@@ -10,7 +10,11 @@ import re
 
 import pyarrow as pa
 
+NUM_LANDMARKS = 468
+"""Face-mesh landmarks per keypoint file (ids ``0..467``; the iris landmarks excluded):
+the rows of one file in the ``keypoints`` table."""
 FLOAT_COLUMNS: tuple[str, ...] = ("x3", "y3", "z3", "px", "py")
+"""The coordinates of a landmark: ``global_3d`` x, y, z and ``pixel_2d`` x, y."""
 
 KEYPOINTS_SCHEMA = pa.schema(
     [

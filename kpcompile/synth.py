@@ -3,10 +3,12 @@
 Faces come from MediaPipe's canonical face (``landmarks.CANONICAL_FACE``), posed
 at random per datapoint and seen by cameras on a ring around the head. Values are
 what real exports hold: float32 world coordinates written as float64, pixel
-coordinates projected through the camera's intrinsic and extrinsic matrices
-(``pixel_2d.x`` is the image row and ``pixel_2d.y`` the column, as in real Faces
-exports), visibility from the landmark's facing. Files are written 3-space
-indented like the real exports, by templates that produce exactly what
+coordinates projected through the camera (``pixel_2d.x`` is the image row and
+``pixel_2d.y`` the column, as in real exports), visibility from the landmark's
+facing. Camera metadata is written as each export writes it: the Faces matrices
+reproduce the pixels; the in-cabin ones do not, only the camera's rotation and
+location with square pixels do (the report's ``pose`` model). Files are written
+3-space indented like the real exports, by templates that produce exactly what
 ``json.dumps(doc, indent=3)`` would, only faster.
 """
 
@@ -94,7 +96,9 @@ def synth(
         extras: Also write the files real exports carry beside the landmarks
             (``all_key_points.json``, the 68-point set, ``camera_metadata.json``).
         overwrite: Replace what ``out`` holds when it is not empty (otherwise
-            :class:`OutputError`: a dataset mixed with older files is a trap).
+            :class:`OutputError`: a dataset mixed with older files is a trap); only
+            a dataset synth wrote: a folder holding any other file, or a kpcompile
+            output, is refused (:data:`SYNTH_NAMES`).
 
     Example:
         >>> synth("dataset", datapoints=100, cameras=2)  # doctest: +SKIP
@@ -149,18 +153,60 @@ def _write_all(
 _MIXED = ("faces", "in_cabin", "legacy", "documented", "in_cabin_unversioned")
 
 
+SYNTH_NAMES = frozenset(
+    {
+        "face_dense_key_points.json",
+        "face_standard_key_points.json",
+        "all_key_points.json",
+        "head_key_points.json",
+        "ears_key_points.json",
+        "camera_metadata.json",
+        "dense_keypoints.json",
+        "standard_keypoints.json",
+    }
+)
+"""Every file name synth writes: ``--overwrite`` replaces a folder holding only these."""
+
+
 def _make_room(root: Path, overwrite: bool) -> None:
-    if root.is_dir() and any(root.iterdir()):
-        if not overwrite:
-            msg = (
-                f"{str(root)!r} is not empty; synth writes a whole dataset: "
-                "choose a new folder, or give --overwrite to replace what it holds"
-            )
-            raise OutputError(msg)
-        shutil.rmtree(root)
-    elif root.exists() and not root.is_dir():
+    if root.exists() and not root.is_dir():
         msg = f"{str(root)!r} is a file, not a folder"
         raise OutputError(msg)
+    if not root.is_dir() or not any(root.iterdir()):
+        return
+    if not overwrite:
+        msg = (
+            f"{str(root)!r} is not empty; synth writes a whole dataset: "
+            "choose a new folder, or give --overwrite to replace a dataset synth wrote"
+        )
+        raise OutputError(msg)
+    foreign = _foreign(root)
+    if foreign is not None:
+        msg = (
+            f"{str(root)!r} holds {foreign}, which synth did not write; --overwrite only "
+            "replaces a dataset synth wrote: remove it yourself or choose a new folder"
+        )
+        raise OutputError(msg)
+    shutil.rmtree(root)
+
+
+def _foreign(root: Path) -> str | None:
+    """Something under ``root`` that synth would not have written, or ``None``."""
+    from kpcompile.store.base import OWN_NAMES
+
+    for name in sorted(OWN_NAMES):
+        if (root / name).exists():
+            return f"{name!r} (it is a kpcompile output)"
+    for folder, dirs, names in os.walk(root):
+        here = Path(folder)
+        for d in dirs:
+            if (here / d).is_symlink():
+                return repr((here / d).relative_to(root).as_posix())
+        for n in names:
+            p = here / n
+            if n not in SYNTH_NAMES or p.is_symlink() or not p.is_file():
+                return repr(p.relative_to(root).as_posix())
+    return None
 
 
 def _plan(n: int, layout: str) -> Iterator[tuple[int, str, str, bool]]:
@@ -221,9 +267,9 @@ def _view(
 ) -> _View:
     pts, centre = pose
     if layout == "in_cabin":
-        res, fx, fy, dist = (506.0, 283.0), 486.0, 869.0, 0.9
+        res, f, dist = (506.0, 283.0), 486.0, 0.9
     else:
-        res, fx, fy, dist = (1024.0, 1024.0), 5852.19, 5852.19, 1.6
+        res, f, dist = (1024.0, 1024.0), 5852.19, 1.6
     az = math.radians(0.0 if n == 1 else -40.0 + 80.0 * j / (n - 1))
     el = math.radians(rng.uniform(-3.0, 6.0))
     target = np.array([0.0, 0.0, 0.1])
@@ -236,9 +282,16 @@ def _view(
     down = np.cross(fwd, right)
     rot = np.stack([right, down, fwd])
     ext = np.c_[rot, -rot @ loc]
-    k = np.array([[fx, 0.0, res[0] / 2], [0.0, fy, res[1] / 2], [0.0, 0.0, 1.0]])
+    k = np.array([[f, 0.0, res[0] / 2], [0.0, f, res[1] / 2], [0.0, 0.0, 1.0]])
     cam = (ext @ np.c_[pts, np.ones(len(pts))].T).T
     uvw = (k @ cam.T).T
+    if layout == "in_cabin":
+        # The real in-cabin exports project with these (square pixels, t = -R @ location:
+        # the report's `pose` model) but write fy = fx * width / height and t = -R.T @
+        # location in camera_metadata.json, which do not reproduce their own pixels.
+        k = k.copy()
+        k[1, 1] = f * res[0] / res[1]
+        ext = np.c_[rot, -rot.T @ loc]
     col, row = uvw[:, 0] / uvw[:, 2], uvw[:, 1] / uvw[:, 2]
     normal = pts - centre
     normal /= np.linalg.norm(normal, axis=1, keepdims=True)

@@ -16,7 +16,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from kpcompile.query.dataset import SPLITS, KeypointDataset, split_of
+    from kpcompile.feeding.dataset import SPLITS, KeypointDataset, split_of
 
 __all__ = ["SPLITS", "KeypointDataset", "split_of"]
 
@@ -30,4 +30,4 @@ def __getattr__(name: str) -> Any:
     except ImportError:
         msg = f"kpcompile.torch.{name} needs PyTorch, which is not installed: pip install torch"
         raise ImportError(msg) from None
-    return getattr(importlib.import_module("kpcompile.query.dataset"), name)
+    return getattr(importlib.import_module("kpcompile.feeding.dataset"), name)

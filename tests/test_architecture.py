@@ -7,6 +7,8 @@ load lazily, but they are dependencies all the same).
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -21,7 +23,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("kpcompile.parsing",),
     ("kpcompile.compile",),
     ("kpcompile.store",),
-    ("kpcompile.query", "kpcompile.torch"),
+    ("kpcompile.query", "kpcompile.feeding", "kpcompile.torch"),
+    ("kpcompile.reporting",),
     ("kpcompile.pipeline", "kpcompile.synth"),
     ("kpcompile.output",),
     ("kpcompile.cli", "kpcompile.__main__", "kpcompile"),
@@ -96,7 +99,7 @@ def test_the_query_side_never_imports_the_compile_stage() -> None:
     wrong = [
         f"{m} imports {d}"
         for m, deps in sorted(_graph().items())
-        if m.startswith("kpcompile.query")
+        if m.startswith(("kpcompile.query", "kpcompile.feeding", "kpcompile.reporting"))
         for d in deps
         if d.startswith("kpcompile.compile")
     ]
@@ -134,3 +137,21 @@ def test_every_stage_is_a_subpackage_in_pipeline_order() -> None:
     assert all((PACKAGE / s / "__init__.py").is_file() for s in stages)
     order = [_layer(f"kpcompile.{s}") for s in stages]
     assert order == sorted(order)
+
+
+def test_kpcompile_torch_after_import_kpcompile_as_the_readme_writes_it() -> None:
+    """Issue 17.9: ``import kpcompile`` then ``kpcompile.torch.KeypointDataset`` loads the
+    submodule (not an AttributeError); without torch, the error says how to install it."""
+    script = (
+        "import sys; sys.modules['torch'] = None\n"
+        "import kpcompile\n"
+        "assert 'kpcompile.torch' not in sys.modules\n"
+        "try:\n    kpcompile.torch.KeypointDataset\n"
+        "except ImportError as e:\n    print(e)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    )
+    assert done.stdout.strip() == (
+        "kpcompile.torch.KeypointDataset needs PyTorch, which is not installed: pip install torch"
+    )

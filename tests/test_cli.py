@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from kpcompile import __version__
@@ -55,6 +56,22 @@ def test_rejected_files_exit_3_and_list_every_file(small_dataset: Path, tmp_path
     assert code == 0
     result = json.loads(out)
     assert result["rejected"] == 1 and result["errors"][0]["code"] == "landmark_count"
+    rel = "datapoint_00002/camera_00/key_points/face_dense_key_points.json"
+    reason = "1 landmarks under face.dense, expected 468 (ids 0-467); missing ids 1, 2, 3, 4, 5 and 462 more"
+    # the path in its column, the message without it; printed together once
+    assert result["errors"][0] == {"path": rel, "code": "landmark_count", "message": reason}
+    code, out, _ = run("errors", str(tmp_path / "out"))
+    assert code == 0 and out.splitlines()[1:] == [f"rejected [landmark_count] {rel}: {reason}"]
+    code, out, _ = run("errors", str(tmp_path / "out"), "--json")
+    assert json.loads(out)["errors"] == [result["errors"][0]]
+
+
+def test_messages_of_earlier_snapshots_are_printed_with_their_path_once() -> None:
+    from kpcompile.manifest import located
+
+    # snapshots of earlier versions hold "path: reason" messages
+    assert located("dp/c/f.json", "dp/c/f.json: invalid JSON") == "dp/c/f.json: invalid JSON"
+    assert located("dp/c/f.json", "invalid JSON") == "dp/c/f.json: invalid JSON"
 
 
 def test_source_error_exits_4(tmp_path: Path) -> None:
@@ -75,6 +92,25 @@ def test_output_errors_exit_5(tmp_path: Path) -> None:
     )
     code, _, err = run("info", str(tmp_path), "--snapshot", "x")
     assert code == 5
+
+
+def test_a_source_given_as_output_gets_the_build_suggested(
+    small_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(small_dataset.parent)
+    name = small_dataset.name
+    for command in ("info", "snapshots", "report"):
+        code, out, err = run(command, name)
+        assert (code, out) == (5, "")
+        assert err == (
+            f"error: '{name}' holds no snapshot: it holds keypoint files, so it is a source, "
+            f"not a compiled output; compile it with `kpcompile build {name} compiled`, "
+            "then `kpcompile info compiled`\n"
+        )
+    code, _, _ = run("build", name, "compiled", "-j", "1")
+    assert code == 0 and run("info", "compiled")[0] == 0
+    code, _, err = run("info", str(small_dataset))
+    assert code == 5 and f"`kpcompile build {small_dataset} {tmp_path}/compiled`" in err
 
 
 def test_usage_errors_exit_2(tmp_path: Path) -> None:

@@ -69,3 +69,14 @@ def test_benchmark_results_are_included_once() -> None:
     assert "--8<-- [start:results]" in bench and "--8<-- [end:results]" in bench
     page = (DOCS / "performance.md").read_text(encoding="utf-8")
     assert '--8<-- "benchmarks/README.md:results"' in page
+
+
+def test_command_outputs_shown_in_the_docs_are_generated() -> None:
+    """A command's output pasted into a page goes stale; cog blocks (gen.session_output) don't."""
+    outputs = re.compile(r"^(published snapshot |up to date: snapshot |snapshot {5}\d)", re.M)
+    pasted = []
+    for page in [*PAGES, README]:
+        text = page.read_text(encoding="utf-8")
+        generated = re.sub(r"\[\[\[cog.*?\[\[\[end\]\]\]", "", text, flags=re.S)
+        pasted += [f"{page.name}: {m.group()}" for m in outputs.finditer(generated)]
+    assert pasted == [], "write these with a cog block (docs/gen.py session_output)"

@@ -90,9 +90,9 @@ def _check(out: Path, r: Any, expected: dict[str, ErrorCode], valid: int) -> Non
     assert dict(zip(errors["path"], errors["code"], strict=True)) == {
         p: str(c) for p, c in expected.items()
     }
-    assert all(
-        m.startswith(p + ": ") for p, m in zip(errors["path"], errors["message"], strict=True)
-    )
+    assert not any(
+        p in m for p, m in zip(errors["path"], errors["message"], strict=True)
+    )  # the path has its own column
     assert kpcompile.scan(out).collect().height == r.rows
     assert verify(out).ok
 

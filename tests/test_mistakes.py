@@ -129,11 +129,16 @@ def test_synth_into_a_non_empty_folder_needs_overwrite(tmp_path: Path) -> None:
     assert res.exit_code == 5
     assert res.stderr == (
         f"error: {str(target)!r} is not empty; synth writes a whole dataset: "
-        "choose a new folder, or give --overwrite to replace what it holds\n"
+        "choose a new folder, or give --overwrite to replace a dataset synth wrote\n"
     )
     assert (target / "notes.txt").read_text() == "keep me"
-    res = run("synth", str(target), "-n", "1", "--overwrite")
-    assert res.exit_code == 0 and not (target / "notes.txt").exists()
+    res = run("synth", str(target), "-n", "1", "--overwrite")  # not a dataset synth wrote
+    assert res.exit_code == 5 and "holds 'notes.txt', which synth did not write" in res.stderr
+    assert (target / "notes.txt").read_text() == "keep me"
+    (target / "notes.txt").unlink()
+    assert run("synth", str(target), "-n", "1").exit_code == 0
+    res = run("synth", str(target), "-n", "2", "--overwrite")  # synth's own: replaced
+    assert res.exit_code == 0 and len(list(target.rglob("face_dense_key_points.json"))) == 2
 
 
 # --- refused builds (item 12) ----------------------------------------------------------

@@ -5,10 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import polars as pl
 import pytest
 
 import kpcompile
+from kpcompile.reporting import data as report_data
+from kpcompile.store import open_store
 from kpcompile.synth import synth
+from tests.conftest import SAMPLES
 
 
 def test_files_are_three_space_json_dumps(mixed_dataset: Path) -> None:
@@ -101,3 +105,62 @@ def test_mixed_has_in_cabin_frames_with_and_without_version(mixed_dataset: Path)
         if "/frames/" in p.as_posix()
     }
     assert versions == {"2.0.0", None}
+
+
+def test_overwrite_replaces_only_a_dataset_synth_wrote(tmp_path: Path) -> None:
+    """Issue 17.10: --overwrite never deletes a compiled output or a file synth did not write."""
+    root = tmp_path / "ds"
+    synth(root, datapoints=2, cameras=1)
+    synth(root, datapoints=3, cameras=1, overwrite=True)  # its own dataset: replaced
+    assert len(list(root.rglob("face_dense_key_points.json"))) == 3
+    (root / "thesis.tex").write_text("years of work")
+    with pytest.raises(kpcompile.OutputError, match=r"holds 'thesis.tex', which synth did not"):
+        synth(root, datapoints=1, cameras=1, overwrite=True)
+    assert (root / "thesis.tex").read_text() == "years of work"
+    out = tmp_path / "compiled"
+    kpcompile.build(tmp_path / "ds", out, workers=1)
+    with pytest.raises(kpcompile.OutputError, match="it is a kpcompile output"):
+        synth(out, datapoints=1, cameras=1, overwrite=True)
+    assert kpcompile.info(out).compiled == 3
+
+
+def test_overwrite_on_the_command_line_names_the_foreign_file(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from kpcompile.cli import cli
+
+    root = tmp_path / "ds"
+    (root / "notes").mkdir(parents=True)
+    (root / "notes" / "a.txt").write_text("x")
+    r = CliRunner().invoke(cli, ["synth", str(root), "--overwrite"])
+    assert r.exit_code == 5 and "holds 'notes/a.txt', which synth did not write" in r.output
+    assert (root / "notes" / "a.txt").exists()
+
+
+def _convention_check(source: Path, out: Path) -> dict[str, tuple[float, bool]]:
+    """The report's camera check on the in-cabin files: per model, (mean error, every file fits)."""
+    kpcompile.build(source, out, workers=1, sets=True)
+    store = open_store(out)
+    rep = report_data.gather(store, store.manifest()).reprojection
+    assert rep is not None
+    cabin = rep.filter(pl.col("camera").str.starts_with("media_"))
+    assert cabin.height > 0
+    per_model = cabin.group_by("model").agg(
+        pl.col("mean_err").mean(), (pl.col("convention") != "neither").all()
+    )
+    return {m: (err, fits) for m, err, fits in per_model.iter_rows()}
+
+
+def test_in_cabin_cameras_follow_the_real_exports_convention(tmp_path: Path) -> None:
+    """Synthetic in-cabin cameras fit the model the real in-cabin samples fit (`pose`)."""
+    synth(tmp_path / "dataset", datapoints=3, cameras=2, layout="in_cabin")
+    synthetic = _convention_check(tmp_path / "dataset", tmp_path / "synthetic")
+    assert synthetic["pose"][1] and synthetic["pose"][0] < 0.71  # integer pixels: rounding
+    assert not synthetic["matrices"][1]  # the written matrices do not reproduce the pixels
+    if not SAMPLES.is_dir():
+        pytest.skip("../shared/datagen-samples is not present: synthetic part checked only")
+    real = _convention_check(SAMPLES / "hic_in_cabin", tmp_path / "real")
+    assert {m: fits for m, (_, fits) in real.items()} == {
+        m: fits for m, (_, fits) in synthetic.items()
+    }
+    assert min(real, key=lambda m: real[m][0]) == min(synthetic, key=lambda m: synthetic[m][0])

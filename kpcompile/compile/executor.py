@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from kpcompile.compile.pool import MAX_ATTEMPTS, OnDone, WorkerPool
-from kpcompile.compile.worker import ShardResult, ShardTask, compile_shard
+from kpcompile.compile.shard import ShardResult, ShardTask, compile_shard
 from kpcompile.errors import KpcompileError, OptionsError
 from kpcompile.options import EXECUTORS
 
@@ -82,7 +82,7 @@ def run_dask(
     scheduler: str | None = None,
     workers: int = 1,
 ) -> list[ShardResult]:
-    """Run :func:`~kpcompile.compile.worker.compile_shard` as Dask tasks.
+    """Run :func:`~kpcompile.compile.shard.compile_shard` as Dask tasks.
 
     Args:
         tasks: Shard tasks; taken lazily, at most twice the cluster's threads in flight.

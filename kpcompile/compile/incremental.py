@@ -4,7 +4,10 @@ A build of the same source with the same output options (:func:`~kpcompile.optio
 
 1. reuses every shard whose files (path, size, mtime, duplicate marker) are all as
    the previous snapshot recorded them: its Parquet files are hard-linked (copied
-   on object storage) into the new snapshot, nothing is read or parsed;
+   on object storage) into the new snapshot, nothing is read or parsed; except a
+   shard holding a rejection that a new read may clear (``unreadable``,
+   ``internal_error``: :data:`~kpcompile.errors.TRANSIENT_CODES`), which is
+   recompiled as a changed shard is, its rejected files read again;
 2. recompiles the other shards, where each file is
    * *unchanged* (same size and mtime): not read; its landmarks are taken from the
      previous snapshot's Parquet;
@@ -23,14 +26,16 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from kpcompile._version import __version__
 from kpcompile.compile.plan import order_key
+from kpcompile.compile.shard import PreviousFile, ShardResult, part_name
 from kpcompile.compile.stage import Stage
-from kpcompile.compile.worker import PreviousFile, ShardResult, part_name
+from kpcompile.errors import TRANSIENT_CODES
 from kpcompile.ingest import SourceFile
-from kpcompile.ingest.discover import printable
-from kpcompile.manifest import FileEntry, Manifest, ShardRecord
+from kpcompile.ingest.paths import printable
+from kpcompile.manifest import ErrorRow, FileEntry, Manifest, ShardRecord
 from kpcompile.options import BuildOptions, reuse_keys
 from kpcompile.schema import partition_dir
 
@@ -72,7 +77,8 @@ class Previous:
         ):
             return None
         written = {f.path: f for f in manifest.all_files()}
-        shards = {s.digest: s for s in manifest.shards}
+        # a shard holding a rejection that a new read may clear is compiled again
+        shards = {s.digest: s for s in manifest.shards if not transient_errors(s)}
         return cls(manifest.snapshot, stage, shards, written, options.partition_by)
 
     def load_overlapping(self, first: list[str], last: list[str]) -> None:
@@ -116,6 +122,11 @@ class Previous:
         return out
 
 
+def transient_errors(shard: ShardRecord) -> list[ErrorRow]:
+    """The shard's rejections that a new read may clear (:data:`TRANSIENT_CODES`)."""
+    return [e for e in (*shard.errors, *shard.set_errors) if e.code in TRANSIENT_CODES]
+
+
 def previous_of(
     prev: Previous | None, files: Sequence[SourceFile], partition_by: str
 ) -> tuple[PreviousFile | None, ...] | None:
@@ -142,16 +153,22 @@ def reuse_shard(prev: Previous | None, digest: str, index: int, stage: Stage) ->
             w = prev.written[old]
             items.append(FileEntry(new, w.rows, w.bytes, w.sha256))
         result.written[table] = items
-    result.errors = list(entry.errors)
-    result.set_errors = list(entry.set_errors)
-    result.compiled = entry.compiled
-    result.rows = entry.rows
-    result.visible = entry.visible
-    result.source_bytes = entry.source_bytes
-    result.layouts = Counter(entry.layouts)
-    result.versions = Counter(entry.versions)
+    for name in COUNTS:
+        setattr(result, name, getattr(entry, name))
+    for name in TALLIES:
+        setattr(result, name, Counter(getattr(entry, name)))
+    for name in REJECTIONS:
+        setattr(result, name, list(getattr(entry, name)))
     result.reused = entry.files
     return result
+
+
+COUNTS = ("compiled", "rows", "visible", "source_bytes")
+"""Fields a :class:`ShardResult` and its manifest :class:`ShardRecord` share as they are."""
+TALLIES = ("layouts", "versions")
+"""Shared fields that are a Counter in the result and a sorted dict in the record."""
+REJECTIONS = ("errors", "set_errors")
+"""Shared fields that are rejected files, sorted in the record."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,19 +196,15 @@ class ShardInput:
 
 def shard_record(result: ShardResult, shard: ShardInput) -> ShardRecord:
     """The manifest's record of one shard, enough to reuse it without reading it."""
+    shared: dict[str, Any] = {name: getattr(result, name) for name in COUNTS}
+    shared.update({name: dict(sorted(getattr(result, name).items())) for name in TALLIES})
+    shared.update({name: sorted(getattr(result, name)) for name in REJECTIONS})
     return ShardRecord(
         index=result.index,
         digest=shard.digest,
         first=shard.first,
         last=shard.last,
         files=shard.files,
-        compiled=result.compiled,
-        rows=result.rows,
-        visible=result.visible,
-        source_bytes=result.source_bytes,
-        layouts=dict(sorted(result.layouts.items())),
-        versions=dict(sorted(result.versions.items())),
-        errors=sorted(result.errors),
         outputs={t: [w.path for w in ws] for t, ws in sorted(result.written.items())},
-        set_errors=sorted(result.set_errors),
+        **shared,
     )

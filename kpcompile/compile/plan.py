@@ -14,15 +14,15 @@ from __future__ import annotations
 
 import hashlib
 import zlib
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
 from kpcompile.ingest import SourceFile
-from kpcompile.ingest.discover import Files
-from kpcompile.ingest.sets import SetSource
+from kpcompile.ingest.discover import Discovered
+from kpcompile.ingest.setfiles import SetFiles, SetSource
 
 # Names are hashed as UTF-8; a name that is not (it is rejected, but still counted)
 # keeps its undecodable bytes as lone surrogates, which "surrogatepass" encodes.
@@ -32,14 +32,15 @@ _ENC, _ANY = "utf-8", "surrogatepass"
 @dataclass(frozen=True, slots=True)
 class Plan:
     """Every shard of a build, planned in one pass: where its files lie in output
-    order, its digest and (``--sets``) its set files. About 8 bytes per file (the
-    order) and one digest per shard; the files become objects again a shard at a
-    time (:meth:`files`)."""
+    order, its digest and (``--sets``) how many set files it reads. About 8 bytes per
+    file (the order) and one digest per shard; the files and set files become objects
+    again a shard at a time (:meth:`files`, :meth:`set_files`)."""
 
     order: npt.NDArray[np.int64]
     ends: list[int]
     digests: list[str]
-    sets: list[tuple[SetSource, ...]] | None = None
+    sets: SetFiles | None = None
+    set_counts: list[int] | None = None
 
     def __len__(self) -> int:
         return len(self.ends)
@@ -47,88 +48,61 @@ class Plan:
     def size(self, i: int) -> int:
         """Files (landmark and set files) of shard ``i``."""
         start = self.ends[i - 1] if i else 0
-        return self.ends[i] - start + len(self.sets[i] if self.sets is not None else ())
+        return self.ends[i] - start + (self.set_counts[i] if self.set_counts is not None else 0)
 
-    def files(self, files: Files, i: int) -> list[SourceFile]:
+    def files(self, files: Discovered, i: int) -> list[SourceFile]:
         """Shard ``i``'s landmark files, as objects."""
         start = self.ends[i - 1] if i else 0
         return files.take(self.order[start : self.ends[i]])
 
-    def digest(self, others: Sequence[tuple[str, int, int]] = ()) -> str:
-        """Identity of everything the build reads: every shard's digest, and ``others``
-        (``(path, size, mtime_ns)`` of the other files it reads, such as ``--sets``)."""
+    def set_files(self, i: int, shard: Sequence[SourceFile]) -> tuple[SetSource, ...] | None:
+        """Shard ``i``'s set files (``shard``: its :meth:`files`); ``None`` without ``--sets``."""
+        if self.sets is None:
+            return None
+        return self.sets.of_shard(self.order, self.ends[i - 1] if i else 0, shard)
+
+    def digest(self) -> str:
+        """Identity of everything the build reads: every shard's digest (which covers
+        its set files with ``--sets``)."""
         h = hashlib.sha256()
         for d in self.digests:
             h.update(f"{d}\n".encode())
-        for path, size, mtime_ns in others:
-            h.update(f"{path}\0{size}\0{mtime_ns}\n".encode(_ENC, _ANY))
         return h.hexdigest()
 
 
 def plan_shards(
-    files: Files,
-    shard_files: int,
-    partition_by: str,
-    assign: Callable[[list[SourceFile]], tuple[SetSource, ...]] | None = None,
+    files: Discovered, shard_files: int, partition_by: str, sets: SetFiles | None = None
 ) -> Plan:
     """Plan every shard in one pass over the files (a chunk of objects at a time).
 
-    ``assign``: with ``--sets``, the set files of a shard (called once per shard, in order).
+    ``sets``: with ``--sets``, the set files, which go with the shard of their camera
+    folder's first landmark file.
     """
     order = files.output_order(partition_by)
     ends: list[int] = []
     digests: list[str] = []
-    sets: list[tuple[SetSource, ...]] | None = [] if assign is not None else None
+    counts: list[int] | None = [] if sets is not None else None
     n = 0
     stream = (f for lo in range(0, len(order), 1024) for f in files.take(order[lo : lo + 1024]))
     for shard in iter_chunks(stream, shard_files, partition_by):
-        mine = assign(shard) if assign is not None else None
-        if sets is not None:
-            sets.append(mine or ())
+        mine = sets.of_shard(order, n, shard) if sets is not None else None
+        if counts is not None:
+            counts.append(len(mine or ()))
         digests.append(shard_digest(shard, mine))
         n += len(shard)
         ends.append(n)
-    return Plan(order, ends, digests, sets)
-
-
-def shards(files: Files, shard_files: int, partition_by: str) -> Iterator[list[SourceFile]]:
-    """:func:`plan` as a stream: one shard at a time, the files as objects only then.
-
-    The coordinator holds the columnar :class:`~kpcompile.ingest.discover.Files`
-    and the shard being handed out, never every file as an object.
-    """
-    return iter_chunks(files.ordered(partition_by), shard_files, partition_by)
-
-
-def plan(
-    files: Sequence[SourceFile], shard_files: int, partition_by: str
-) -> list[list[SourceFile]]:
-    """Split the files into shards in output order (by partition, then datapoint).
-
-    Example:
-        >>> files = [SourceFile(f"dp{i:03d}", "cam", f"dp{i:03d}/cam/x.json") for i in range(100)]
-        >>> sum(len(s) for s in plan(files, 10, "camera"))
-        100
-    """
-    ordered = sorted(files, key=lambda f: order_key(f, partition_by))
-    return chunk(ordered, shard_files, partition_by)
-
-
-def chunk(
-    ordered: Sequence[SourceFile], target: int, partition: str = "none"
-) -> list[list[SourceFile]]:
-    """Split files (in output order) into shards of ``target`` files on average.
-
-    With ``partition="camera"`` a shard also ends where the camera changes, so files
-    appended to one camera's run never change the next camera's first shard.
-    """
-    return list(iter_chunks(ordered, target, partition))
+    return Plan(order, ends, digests, sets, counts)
 
 
 def iter_chunks(
     ordered: Iterable[SourceFile], target: int, partition: str = "none"
 ) -> Iterator[list[SourceFile]]:
-    """:func:`chunk` as a stream."""
+    """Split files (in output order) into shards of ``target`` files on average, one at
+    a time.
+
+    With ``partition="camera"`` a shard also ends where the camera changes, so files
+    appended to one camera's run never change the next camera's first shard.
+    """
     if target <= 1:
         yield from ([f] for f in ordered)
         return

@@ -41,7 +41,7 @@ from typing import NoReturn
 
 from kpcompile.compile.channel import Channel
 from kpcompile.compile.serve import serve, unpickled_error
-from kpcompile.compile.worker import ShardResult, ShardTask, remove_outputs
+from kpcompile.compile.shard import ShardResult, ShardTask, remove_outputs
 from kpcompile.errors import KpcompileError
 
 MAX_ATTEMPTS = 3

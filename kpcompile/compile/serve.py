@@ -23,7 +23,7 @@ import traceback
 from typing import Any, NoReturn
 
 from kpcompile.compile.channel import Channel
-from kpcompile.compile.worker import compile_shard
+from kpcompile.compile.shard import compile_shard
 from kpcompile.errors import KpcompileError
 
 

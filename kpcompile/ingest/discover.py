@@ -25,7 +25,7 @@ folder outside the dataset, and code joining a dataset root with a datapoint
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,13 +33,21 @@ import numpy.typing as npt
 import pyarrow as pa
 
 from kpcompile.errors import SourceError
-from kpcompile.ingest.base import Entry, Source
-from kpcompile.ingest.listing import CHUNK, Int32s, Listing, binary_array, binary_take, encode
+from kpcompile.ingest.base import Source
+from kpcompile.ingest.listing import (
+    CHUNK,
+    Int32s,
+    Listing,
+    binary_array,
+    binary_take,
+    decode,
+    encode,
+)
+from kpcompile.ingest.paths import UNSAFE_REASONS, locate, printable, unsafe_reason
 
 DENSE_NAMES: frozenset[str] = frozenset({"face_dense_key_points.json", "dense_keypoints.json"})
 FALLBACK_NAME = "all_key_points.json"
 LANDMARK_NAMES: frozenset[str] = DENSE_NAMES | {FALLBACK_NAME}
-KEYPOINT_DIR = "key_points"
 # Which file a camera folder's landmarks are taken from when it holds several.
 _RANK = {"face_dense_key_points.json": 0, "dense_keypoints.json": 1, FALLBACK_NAME: 2}
 
@@ -67,17 +75,8 @@ class SourceFile:
     unsafe: str | None = None
 
 
-UNSAFE_REASONS: tuple[str, ...] = (
-    "an absolute name",
-    "a '..' component would leave the dataset",
-    "an empty component ('//')",
-    "a '.' component",
-    "a name that is not valid UTF-8",
-)
-
-
 @dataclass(frozen=True, slots=True)
-class Files:
+class Discovered:
     """The discovered files in columnar form; :class:`SourceFile` objects a chunk at a time.
 
     Per folder of the listing: its camera folder's group (a group is one
@@ -142,14 +141,18 @@ class Files:
         folders = lst.folder[self.order]
         keep = np.ones(len(self.order), dtype=bool)
         if excluded:
-            suspects = {encode(p[: p.rfind("/") + 1]) for p in excluded}
+            # ``excluded`` names files as the tables do (printable); the listing keeps
+            # the raw names, which differ when a name is not valid UTF-8
+            suspects = {p[: p.rfind("/") + 1] for p in excluded}
             flagged = np.zeros(len(lst.folders), dtype=bool)
             for lo in range(0, len(flagged), CHUNK):
                 idx = np.arange(lo, min(lo + CHUNK, len(flagged)))
-                flagged[idx] = [f in suspects for f in binary_take(lst.folders, idx)]
+                flagged[idx] = [
+                    printable(decode(f)) in suspects for f in binary_take(lst.folders, idx)
+                ]
             at = np.nonzero(flagged[folders])[0]
             for k, path in zip(at.tolist(), lst.paths(self.order[at]), strict=True):
-                keep[k] = path not in excluded
+                keep[k] = printable(path) not in excluded
         folders = folders[keep]
         return (
             len(np.unique(self.datapoint_id[folders])),
@@ -177,7 +180,9 @@ def _sort(keys: pa.ChunkedArray) -> npt.NDArray[np.int64]:
     return out
 
 
-def discover_files(source: Source, names: frozenset[str] | None = None) -> tuple[Files, Listing]:
+def discover_files(
+    source: Source, names: frozenset[str] | None = None
+) -> tuple[Discovered, Listing]:
     """The landmark files of ``source`` in columnar form, and its listing of ``names``.
 
     Raises:
@@ -278,7 +283,7 @@ def _runs(order: npt.NDArray[np.int64], keys: pa.ChunkedArray) -> tuple[Int32s, 
     return both, first
 
 
-def select_listing(listing: Listing, root_name: str, where: str) -> Files:
+def select_listing(listing: Listing, root_name: str, where: str) -> Discovered:
     """:func:`select` on a columnar listing, without one object per file.
 
     Raises:
@@ -298,7 +303,7 @@ def select_listing(listing: Listing, root_name: str, where: str) -> Files:
     if not len(order):
         msg = f"no keypoint files under {where!r}: looked for " + ", ".join(sorted(LANDMARK_NAMES))
         raise SourceError(msg)
-    return Files(
+    return Discovered(
         listing, root_name, folders.group, folders.datapoint_id, folders.camera_id,
         folders.unsafe, folders.camera_rank, dups, order,
     )  # fmt: skip
@@ -383,103 +388,3 @@ def discover(source: Source) -> list[SourceFile]:
         ['datapoint_00001/camera/key_points/face_dense_key_points.json']
     """
     return list(discover_files(source)[0])
-
-
-def select(entries: Iterable[Entry], root_name: str, where: str) -> list[SourceFile]:
-    """Apply the one-file-per-camera-folder rules to a listing; sorted result.
-
-    Raises:
-        SourceError: No keypoint file is among ``entries``.
-    """
-    by_camera: dict[tuple[str, str], list[tuple[int, Entry]]] = {}
-    found: list[SourceFile] = []
-    for e in entries:
-        name = e.path.rsplit("/", 1)[-1]
-        if name not in _RANK:
-            continue
-        datapoint, camera = locate(e.path, root_name)
-        reason = unsafe_reason(e.path)
-        if reason is not None:
-            found.append(SourceFile(datapoint, camera, e.path, e.size, e.mtime_ns, None, reason))
-        else:
-            by_camera.setdefault((datapoint, camera), []).append((_RANK[name], e))
-    for (datapoint, camera), candidates in by_camera.items():
-        candidates.sort(key=lambda c: (c[0], c[1].path))
-        best_rank = candidates[0][0]
-        first: str | None = None
-        for rank, e in candidates:
-            if rank == _RANK[FALLBACK_NAME] and best_rank != rank:
-                continue  # all_key_points.json only stands in for a missing dense file
-            found.append(SourceFile(datapoint, camera, e.path, e.size, e.mtime_ns, first))
-            first = first or e.path
-    if not found:
-        msg = f"no keypoint files under {where!r}: looked for " + ", ".join(sorted(LANDMARK_NAMES))
-        raise SourceError(msg)
-    found.sort()
-    return found
-
-
-def unsafe_reason(rel: str) -> str | None:
-    """Why a relative name may not be used as a path inside the dataset, or ``None``.
-
-    Example:
-        >>> unsafe_reason("../x/dp/cam/key_points/face_dense_key_points.json")
-        "a '..' component would leave the dataset"
-    """
-    if not rel.isascii() and not _utf8(rel):
-        return "a name that is not valid UTF-8"
-    if rel.startswith("/"):
-        return "an absolute name"
-    parts = rel.split("/")
-    if ".." in parts:
-        return "a '..' component would leave the dataset"
-    if "" in parts:
-        return "an empty component ('//')"
-    if "." in parts:
-        return "a '.' component"
-    return None
-
-
-def _utf8(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def printable(text: str) -> str:
-    """``text`` as valid UTF-8, for the tables and messages: the bytes of a name that
-    is not UTF-8 (kept by the listing as lone surrogates, as ``os.fsdecode`` does)
-    shown as ``\\xNN``.
-
-    Example:
-        >>> printable("dp_\udcff/cam")
-        'dp_\\xff/cam'
-    """
-    if text.isascii() or _utf8(text):
-        return text
-    try:
-        raw = text.encode("utf-8", "surrogateescape")
-    except UnicodeEncodeError:
-        raw = text.encode("utf-8", "surrogatepass")
-    return raw.decode("utf-8", "backslashreplace")
-
-
-def locate(rel: str, root_name: str) -> tuple[str, str]:
-    """``(datapoint, camera)`` of a file from its path relative to the source root."""
-    # string operations: PurePosixPath made this a tenth of an incremental build
-    parts = rel.split("/")[:-1]
-    if parts and parts[-1] == KEYPOINT_DIR:
-        parts.pop()
-    if not parts:
-        return ".", root_name
-    return "/".join(parts[:-1]) or ".", parts[-1]
-
-
-def camera_folder(path: str) -> str:
-    """The camera folder of a landmark file (``""`` for the source root)."""
-    parts = path.split("/")[:-1]
-    if parts and parts[-1] == KEYPOINT_DIR:
-        parts.pop()
-    return "/".join(parts)

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-NUM_LANDMARKS = 468
+from kpcompile.schema import NUM_LANDMARKS as NUM_LANDMARKS  # re-exported
+
 SUPPORTED_VERSIONS: tuple[str, ...] = ("2.0.0", "2.0.1")
 """Versions of the keypoint format that kpcompile reads (the ``version`` field)."""
 LAYOUTS: tuple[str, ...] = ("faces", "in_cabin", "legacy", "documented")

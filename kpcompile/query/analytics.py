@@ -15,11 +15,12 @@ import numpy.typing as npt
 import polars as pl
 
 from kpcompile.errors import QueryError
-from kpcompile.query.landmarks import INTER_OCULAR, NUM_LANDMARKS, REGION_NAMES, REGIONS
+from kpcompile.query.landmarks import INTER_OCULAR, REGION_NAMES, REGIONS
+from kpcompile.schema import FLOAT_COLUMNS, NUM_LANDMARKS
 
 FrameT = TypeVar("FrameT", pl.DataFrame, pl.LazyFrame)
-COORDS_2D: tuple[str, ...] = ("px", "py")
-COORDS_3D: tuple[str, ...] = ("x3", "y3", "z3")
+COORDS_2D: tuple[str, ...] = FLOAT_COLUMNS[3:]
+COORDS_3D: tuple[str, ...] = FLOAT_COLUMNS[:3]
 NORMALIZERS: tuple[str, ...] = ("inter_ocular", "bbox")
 MISSING: tuple[str, ...] = ("error", "skip")
 

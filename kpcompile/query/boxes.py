@@ -11,7 +11,7 @@ from __future__ import annotations
 import polars as pl
 
 from kpcompile.errors import QueryError
-from kpcompile.query.rowgroups import PixelOrder, check_pixel_order, pixel_columns
+from kpcompile.feeding.rowgroups import PixelOrder, check_pixel_order, pixel_columns
 from kpcompile.query.scan import Out, scan, tables
 
 KEYS = ["datapoint", "camera"]

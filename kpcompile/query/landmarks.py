@@ -50,8 +50,7 @@ tip vertex 1 has large positive z). The model is exactly mirror-symmetric in x.
 
 from typing import Final
 
-NUM_LANDMARKS: Final = 468
-"""Number of face-mesh landmarks (ids ``0..467``), iris landmarks excluded."""
+from kpcompile.schema import NUM_LANDMARKS as NUM_LANDMARKS  # re-exported
 
 # Outer eye corners: 33 is the subject's right outer canthus, 263 the subject's left.
 # Their distance is the usual inter-ocular normalisation length (about 8.9 cm in

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
 
-    from kpcompile.query.tensors import Tensors
+    from kpcompile.feeding.tensors import Tensors
 
     Predictions = pl.LazyFrame | pl.DataFrame | npt.NDArray[np.floating[Any]]
     Ids = Sequence[int] | npt.NDArray[np.integer[Any]] | None
@@ -130,7 +130,7 @@ class KeypointsLazyFrame:
             >>> kpcompile.scan("compiled").kp.tensors(dtype="float32").xyz.shape  # doctest: +SKIP
             (24, 468, 3)
         """
-        from kpcompile.query.tensors import tensors
+        from kpcompile.feeding.tensors import tensors
 
         return tensors(self._lf, dtype=dtype, pixel_order=pixel_order)
 
@@ -196,7 +196,7 @@ class KeypointsFrame:
 
     def tensors(self, *, dtype: Any = "float64", pixel_order: PixelOrder = "as_stored") -> Tensors:
         """Arrays of this frame's files: :func:`kpcompile.tensors`."""
-        from kpcompile.query.tensors import tensors
+        from kpcompile.feeding.tensors import tensors
 
         return tensors(self._df, dtype=dtype, pixel_order=pixel_order)
 

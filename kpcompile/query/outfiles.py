@@ -5,11 +5,12 @@ format may not contradict a suffix that means another one: ``-o q.csv`` is CSV,
 ``--format json -o q.csv`` is refused, ``--format csv -o q.txt`` is the user's
 choice (``.txt`` means no format).
 
-:func:`writing` creates a temporary file next to the destination *before* any
-work is done, so an unwritable destination (a file where a folder should be, a
-missing folder, a folder given as the file, no permission) is an
-:class:`~kpcompile.errors.OutputError` naming the path and the reason, and the
-destination appears, whole, only when writing succeeded.
+:func:`writing` creates the destination's missing folders (as ``mkdir -p``) and a
+temporary file next to the destination *before* any work is done, so an
+unwritable destination (a file where a folder should be, a folder given as the
+file, no permission) is an :class:`~kpcompile.errors.OutputError` naming the path
+and the reason, and the destination appears, whole, only when writing succeeded
+(folders it created are removed again when it did not).
 """
 
 from __future__ import annotations
@@ -77,8 +78,9 @@ def writing(path: str | os.PathLike[str]) -> Iterator[Path]:
 
     The content goes to a new temporary file in ``path``'s folder (mode 0666
     less the umask, like any new file), renamed over ``path`` when the block
-    ends without an exception and removed otherwise. A destination that is not
-    a regular file (``/dev/stdout``, a named pipe) is written directly.
+    ends without an exception and removed otherwise. Missing folders on the way
+    are created first, and removed again when writing fails. A destination that
+    is not a regular file (``/dev/stdout``, a named pipe) is written directly.
 
     Raises:
         OutputError: ``path`` cannot be written; the message names it and why.
@@ -97,20 +99,52 @@ def writing(path: str | os.PathLike[str]) -> Iterator[Path]:
         dest = dest.resolve()
     if dest.exists() and not os.access(dest, os.W_OK):
         raise _cannot_write(path, "permission denied")
+    created = _make_folders(path, dest.parent)
     tmp = dest.with_name(f".{dest.name}.{secrets.token_hex(4)}.tmp")
     try:
         os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     except OSError as exc:
+        _remove_folders(created)
         raise _cannot_write(path, _reason(dest, exc)) from None
     try:
         yield tmp
         os.replace(tmp, dest)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
+        _remove_folders(created)
         raise _cannot_write(path, _reason(dest, exc)) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
+        _remove_folders(created)
         raise
+
+
+def _make_folders(path: str | os.PathLike[str], folder: Path) -> list[Path]:
+    """Create ``folder`` and its missing parents; return those created, outermost first."""
+    created: list[Path] = []
+    for p in [p for p in (folder, *folder.parents) if not p.exists()][::-1]:
+        try:
+            p.mkdir()
+        except FileExistsError:
+            continue  # made meanwhile by someone else: theirs
+        except OSError as exc:
+            _remove_folders(created)
+            if exc.errno in (errno.ENOTDIR, errno.ENOENT):
+                return []  # a file on the way: the temporary file's error names it
+            why = "permission denied" if exc.errno in (errno.EACCES, errno.EPERM) else None
+            why = why or (exc.strerror or str(exc)).lower()
+            raise _cannot_write(path, f"cannot create folder {os.fspath(p)!r}: {why}") from None
+        created.append(p)
+    return created
+
+
+def _remove_folders(created: list[Path]) -> None:
+    """Remove the folders :func:`_make_folders` created, innermost first, if still empty."""
+    for p in reversed(created):
+        try:
+            p.rmdir()
+        except OSError:
+            return
 
 
 def _cannot_write(path: str | os.PathLike[str], reason: str) -> OutputError:

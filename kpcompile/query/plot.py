@@ -13,6 +13,7 @@ its own place beside the picture, so it never covers the face.
 
 from __future__ import annotations
 
+import difflib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,7 +44,7 @@ ZOOM_BELOW = 0.2
 
 
 @dataclass(frozen=True, slots=True)
-class _Face:
+class Face:
     """One file's landmarks as drawn: columns, rows, visibility, image size."""
 
     title: str
@@ -107,20 +108,23 @@ def plot_face(
 
 def _load_face(
     out: str | os.PathLike[str], datapoint: str, camera: str | None, snapshot: str | None
-) -> _Face:
+) -> Face:
     kp = scan(out, snapshot=snapshot).filter(pl.col("datapoint") == datapoint)
-    if camera is None:
-        cams = kp.select(pl.col("camera").unique().sort()).collect()["camera"]
-        if cams.is_empty():
-            msg = f"no datapoint {datapoint!r} in the snapshot"
-            raise QueryError(msg)
-        camera = str(cams[0])
+    cams = kp.select(pl.col("camera").unique().sort()).collect()["camera"].to_list()
+    if not cams:
+        names = scan(out, snapshot=snapshot).select(pl.col("datapoint").unique()).collect()
+        msg = f"no datapoint {datapoint!r} in the snapshot{_did_you_mean(datapoint, names[:, 0])}"
+        raise QueryError(msg)
+    camera = cams[0] if camera is None else camera
     df = kp.filter(pl.col("camera") == camera).sort("kp_id").collect()
     if df.height == 0:
-        msg = f"no camera {camera!r} for datapoint {datapoint!r} in the snapshot"
+        msg = (
+            f"no camera {camera!r} for datapoint {datapoint!r} in the snapshot; "
+            f"it has {', '.join(map(repr, cams))}"
+        )
         raise QueryError(msg)
     flagged = df["visible"].is_not_null().any()
-    return _Face(
+    return Face(
         title=f"{datapoint} / {camera}",
         ids=df["kp_id"].to_numpy().astype(np.int64),
         col=df["py"].to_numpy(),
@@ -129,6 +133,20 @@ def _load_face(
         flagged=bool(flagged),
         image=_image_size(out, datapoint, camera, snapshot),
     )
+
+
+def _did_you_mean(name: str, names: pl.Series, most: int = 4) -> str:
+    """``"; did you mean 'a' or 'b'?"``: names ending in ``/name``, else close spellings."""
+    known = names.drop_nulls().sort().to_list()
+    near = [n for n in known if n.endswith(f"/{name}")]
+    near = near or difflib.get_close_matches(name, known, n=most, cutoff=0.75)
+    if not near:
+        return ""
+    shown = [repr(n) for n in near[:most]]
+    if len(near) > most:
+        return f"; did you mean {', '.join(shown)} (or {len(near) - most} more)?"
+    listed = shown[0] if len(shown) == 1 else f"{', '.join(shown[:-1])} or {shown[-1]}"
+    return f"; did you mean {listed}?"
 
 
 def _image_size(
@@ -149,14 +167,14 @@ def _image_size(
     return (width, height) if width > 0 and height > 0 else None
 
 
-def _face_figure(face: _Face, dpi: int) -> Any:
+def _face_figure(face: Face, dpi: int) -> Any:
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(8.4, 6.4), dpi=dpi, layout="constrained")
     # the picture on the left; the legend, and the zoom if any, in a column of their own
     panels: Any = fig.subfigures(1, 2, width_ratios=(3.0, 1.4) if face.tiny else (3.2, 1.0))
     ax = panels[0].add_subplot()
-    _draw_landmarks(ax, face)
+    draw_landmarks(ax, face)
     _image_view(ax, face)
     ax.set_xlabel("column (pixel_2d.y)")
     ax.set_ylabel("row (pixel_2d.x)")
@@ -171,12 +189,12 @@ def _face_figure(face: _Face, dpi: int) -> Any:
     return fig
 
 
-def _zoom(ax: Any, zoom: Any, face: _Face) -> None:
+def _zoom(ax: Any, zoom: Any, face: Face) -> None:
     """Draw the face again in ``zoom``, and mark where it is in ``ax``."""
     from matplotlib.patches import Rectangle
 
-    _draw_landmarks(zoom, face)
-    _fit(zoom, face.col, face.row, margin=0.12)
+    draw_landmarks(zoom, face)
+    fit_image_axes(zoom, face.col, face.row, margin=0.12)
     zoom.set_title("zoom on the face", fontsize=8)
     zoom.tick_params(labelsize=7)
     (x0, x1), (y1, y0) = zoom.get_xlim(), zoom.get_ylim()
@@ -189,7 +207,7 @@ def _zoom(ax: Any, zoom: Any, face: _Face) -> None:
     )  # fmt: skip
 
 
-def _draw_landmarks(ax: Any, face: _Face) -> None:
+def draw_landmarks(ax: Any, face: Face) -> None:
     """Markers (filled: visible, hollow: not visible) and region lines (dashed when hidden)."""
     from matplotlib.collections import LineCollection
 
@@ -210,7 +228,7 @@ def _draw_landmarks(ax: Any, face: _Face) -> None:
         )
 
 
-def _image_view(ax: Any, face: _Face) -> None:
+def _image_view(ax: Any, face: Face) -> None:
     """The image frame when its size is known, and limits holding it and every landmark."""
     from matplotlib.patches import Rectangle
 
@@ -220,10 +238,10 @@ def _image_view(ax: Any, face: _Face) -> None:
         ax.add_patch(Rectangle((0, 0), width, height, fill=False, edgecolor=_FRAME, lw=1.0))
         cols = np.append(cols, [0.0, width])
         rows = np.append(rows, [0.0, height])
-    _fit(ax, cols, rows, margin=0.04)
+    fit_image_axes(ax, cols, rows, margin=0.04)
 
 
-def _fit(
+def fit_image_axes(
     ax: Any, cols: npt.NDArray[np.float64], rows: npt.NDArray[np.float64], margin: float
 ) -> None:
     """Equal-aspect limits around the points, rows growing downwards."""
@@ -233,7 +251,7 @@ def _fit(
     ax.set_aspect("equal", adjustable="box")
 
 
-def _summary(face: _Face) -> str:
+def _summary(face: Face) -> str:
     width, height = face.size
     text = f"face {width:,.0f} x {height:,.0f} px"
     if face.image is not None:
@@ -243,7 +261,7 @@ def _summary(face: _Face) -> str:
     return f"{text}; no visibility flags in this file"
 
 
-def _legend_handles(face: _Face) -> list[Any]:
+def _legend_handles(face: Face) -> list[Any]:
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
@@ -302,10 +320,10 @@ def plot_visibility(
         ]
     )
     flagged = int((files["flags"] > 0).sum())
-    return _save(_visibility_figure(rates, flagged, files.height - flagged, dpi), path, fmt)
+    return _save(visibility_figure(rates, flagged, files.height - flagged, dpi), path, fmt)
 
 
-def _visibility_figure(rates: pl.DataFrame, flagged: int, unflagged: int, dpi: int) -> Any:
+def visibility_figure(rates: pl.DataFrame, flagged: int, unflagged: int, dpi: int) -> Any:
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(6.4, 6.4), dpi=dpi)

@@ -28,6 +28,7 @@ import polars as pl
 
 from kpcompile.errors import QueryError
 from kpcompile.query.scan import scan
+from kpcompile.schema import FLOAT_COLUMNS
 
 MODELS: tuple[str, ...] = ("matrices", "pose")
 TOLERANCE_PX = 2.0
@@ -71,7 +72,7 @@ def project(
             pl.col("k0").alias("k4"),
         )
     kp = scan(out, "keypoints", snapshot=snapshot).select(
-        "datapoint", "camera", "kp_id", "x3", "y3", "z3", "px", "py"
+        "datapoint", "camera", "kp_id", *FLOAT_COLUMNS
     )
     x, y, z = pl.col("x3"), pl.col("y3"), pl.col("z3")
 

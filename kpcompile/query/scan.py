@@ -7,6 +7,7 @@ manifest lists, so a build publishing meanwhile never mixes two snapshots.
 from __future__ import annotations
 
 import os
+import re
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -161,8 +162,10 @@ def sql(
         >>> kpcompile.sql("compiled", "SELECT camera, avg(visible::int) AS rate "
         ...               "FROM keypoints GROUP BY camera")  # doctest: +SKIP
     """
+    read_only(query)
     store = open_store(out)
     manifest = store.manifest(snapshot)
+    _absent_tables(manifest, query)
     frames = {name: _scan(store, manifest, name) for name in sorted(manifest.tables)}
     if eager:
         coded = _sql_by_camera_codes(store, manifest, frames, query)
@@ -171,6 +174,57 @@ def sql(
     with query_errors():
         lf = pl.SQLContext(frames).execute(query, eager=False)
         return lf.collect() if eager else lf
+
+
+_READ_ONLY = frozenset({"SELECT", "WITH", "EXPLAIN", "SHOW", "DESCRIBE", "VALUES", "TABLE", "FROM"})
+_COMMENTS = re.compile(r"\s*(?:--[^\n]*(?:\n|$)|/\*.*?\*/)", re.DOTALL)
+
+
+def read_only(query: str) -> None:
+    """Refuse what is not one read-only statement (SELECT, WITH, EXPLAIN, ...).
+
+    A snapshot is immutable: ``DROP TABLE keypoints`` or ``CREATE TABLE`` would only
+    change polars' in-memory catalogue and print nothing useful, so they are refused.
+
+    Raises:
+        QueryError: The query is empty or starts with another statement.
+    """
+    text = query
+    while (m := _COMMENTS.match(text)) is not None and m.end() > 0:
+        text = text[m.end() :]
+    text = text.lstrip(" \t\r\n(")
+    if not text.strip(" \t\r\n;"):
+        msg = "empty query: give one SELECT statement, such as 'SELECT count(*) FROM keypoints'"
+        raise QueryError(msg)
+    word = re.match(r"[A-Za-z_]+", text)
+    first = word.group(0).upper() if word else text.split(None, 1)[0]
+    if first not in _READ_ONLY:
+        msg = (
+            f"queries are read-only: {first} is not allowed; give a SELECT "
+            "(or WITH, EXPLAIN) statement: snapshots are never modified"
+        )
+        raise QueryError(msg)
+
+
+_TABLE_NAMES = re.compile(r"\b(?:FROM|JOIN)\s+([A-Za-z_]\w*)", re.IGNORECASE)
+_CTE_NAMES = re.compile(r"\b([A-Za-z_]\w*)\s+AS\s*\(", re.IGNORECASE)
+
+
+def _absent_tables(manifest: Manifest, query: str) -> None:
+    """Refuse a query that reads a kpcompile table this snapshot lacks, saying why.
+
+    polars only says "relation 'face_standard' was not found" (and, for a lazy
+    result, only when it runs): the set tables exist only with ``build --sets``.
+    """
+    named = {t.lower() for t in _TABLE_NAMES.findall(query)}
+    named -= {t.lower() for t in _CTE_NAMES.findall(query)}
+    for name in SCHEMAS:
+        if name in named and name not in manifest.tables:
+            msg = (
+                f"snapshot {manifest.snapshot} has no table {name!r}: it exists only in "
+                f"snapshots built with --sets (tables: {', '.join(sorted(manifest.tables))})"
+            )
+            raise QueryError(msg)
 
 
 def _sql_by_camera_codes(
@@ -182,7 +236,8 @@ def _sql_by_camera_codes(
     camera instead of 9M strings: group-bys then hash u32 codes (about 110 ms of CPU
     less over 9.36M rows). ``None`` when the folders do not name the cameras
     unambiguously, or when the query needs strings (``LIKE``, string functions, a join
-    with a String column): the caller then runs it on strings, as a lazy ``sql`` does.
+    with a String column), which its plan's schema tells before any row is read: the
+    caller then runs it on strings, as a lazy ``sql`` does, once.
     """
     coded = _keypoints_by_camera(store, manifest)
     if coded is None:
@@ -190,9 +245,18 @@ def _sql_by_camera_codes(
     try:
         lf = pl.SQLContext({**frames, "keypoints": coded}).execute(query, eager=False)
         # no table has an Enum column of its own: every Enum of the result is a camera
-        return lf.with_columns(cs.enum().cast(pl.String)).collect()
+        lf = lf.with_columns(cs.enum().cast(pl.String))
+        lf.collect_schema()  # resolves types without reading a row: strings needed?
     except pl.exceptions.PolarsError:
-        return None
+        return None  # decided before running: the caller runs the query once, on strings
+    try:
+        return lf.collect()
+    except pl.exceptions.PolarsError as exc:
+        if "enum" not in str(exc).lower():
+            with query_errors():
+                raise  # wrong whatever the reader: reported, not run again
+            raise
+        return None  # a comparison of the codes with a string, known only when it runs
 
 
 def _keypoints_by_camera(store: Store, manifest: Manifest) -> pl.LazyFrame | None:

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import os
+import posixpath
 import secrets
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
@@ -54,6 +56,19 @@ def new_snapshot_id(now: dt.datetime | None = None) -> str:
     now = now or dt.datetime.now(dt.UTC)
     fraction = now.microsecond * 65536 // 1_000_000
     return f"{now:%Y%m%dT%H%M%S}Z-{fraction:04x}{secrets.token_hex(2)}"
+
+
+def snapshot_time(snapshot: str) -> dt.datetime | None:
+    """The UTC build time an id begins with (to the second); ``None`` if it has none.
+
+    Example:
+        >>> snapshot_time("20240501T120000Z-80001a2b")
+        datetime.datetime(2024, 5, 1, 12, 0, tzinfo=datetime.timezone.utc)
+    """
+    try:
+        return dt.datetime.strptime(snapshot[:16], "%Y%m%dT%H%M%SZ").replace(tzinfo=dt.UTC)
+    except ValueError:
+        return None
 
 
 class Store(ABC):
@@ -122,12 +137,33 @@ class Store(ABC):
         return OutputError(msg)
 
     def no_snapshot(self) -> OutputError:
-        """The error for a store that holds no snapshot at all."""
+        """The error for a store that holds no snapshot at all.
+
+        A source dataset given where an output is expected (``kpcompile info
+        dataset``) is named as one, with the build that makes an output beside it.
+        """
+        if self.holds_keypoint_files():
+            norm = posixpath.normpath(self.location.replace(os.sep, "/"))
+            out = (
+                "../compiled"
+                if norm == "."
+                else posixpath.join(posixpath.dirname(norm), "compiled")
+            )
+            msg = (
+                f"{self.location!r} holds no snapshot: it holds keypoint files, so it is a "
+                f"source, not a compiled output; compile it with `kpcompile build "
+                f"{self.location} {out}`, then `kpcompile info {out}`"
+            )
+            return OutputError(msg)
         msg = (
             f"{self.location!r} holds no snapshot; "
             f"build one with `kpcompile build SOURCE {self.location}`"
         )
         return OutputError(msg)
+
+    def holds_keypoint_files(self) -> bool:
+        """Whether the location holds Datagen keypoint files (is a source); False if unknown."""
+        return False
 
     @abstractmethod
     def scan_parquet(self, snapshot: str, table: str, rels: list[str]) -> pl.LazyFrame:
@@ -172,6 +208,25 @@ class Store(ABC):
     @abstractmethod
     def remove(self, snapshot: str) -> None:
         """Remove a published snapshot (the caller never asks for the current one)."""
+
+    def publishing(self, current: str, snapshots: Sequence[str]) -> list[str]:
+        """Which of ``snapshots`` a build may be making current right now; gc keeps them.
+
+        Called holding :meth:`lock`. None by default: the lock excludes builds.
+        """
+        return []
+
+    @abstractmethod
+    def abandoned(self, older_than: dt.timedelta) -> list[str]:
+        """Staging areas left by builds that died, oldest first (called holding :meth:`lock`).
+
+        A store whose lock excludes builds returns them all; one without a real lock
+        only those where nothing was written for ``older_than``.
+        """
+
+    @abstractmethod
+    def remove_abandoned(self, name: str) -> None:
+        """Remove one staging area that :meth:`abandoned` returned."""
 
     @abstractmethod
     def freed_by(self, snapshots: Sequence[str]) -> int:

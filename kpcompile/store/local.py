@@ -4,12 +4,14 @@ A build writes everything under ``OUT/.staging/<id>``, fsyncs it, renames the
 folder to ``snapshots/<id>`` and then replaces ``CURRENT`` with ``os.replace``
 (atomic on POSIX). ``OUT/.lock`` is held (``flock``) by the build or ``gc``
 writing to OUT; holding it, any staging folder left over is from a build that
-died, and is removed.
+died, whatever its age: the next build that stages a snapshot removes them all,
+and so does ``gc`` (which reports them).
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import fcntl
 import os
 import shutil
@@ -91,6 +93,17 @@ class LocalStore(Store):
             msg = f"cannot read {str(self.root / CURRENT)!r}: {exc.strerror or exc}"
             raise OutputError(msg) from None
 
+    def holds_keypoint_files(self, most: int = 1000) -> bool:
+        """Whether a keypoint file is among the first ``most`` folders under the root."""
+        from kpcompile.ingest.discover import LANDMARK_NAMES
+
+        for i, (_, _, names) in enumerate(os.walk(self.root)):
+            if i >= most:
+                break
+            if not LANDMARK_NAMES.isdisjoint(names):
+                return True
+        return False
+
     def list_snapshots(self) -> list[str]:
         folder = self.root / SNAPSHOTS
         if not folder.is_dir():
@@ -150,9 +163,8 @@ class LocalStore(Store):
             except BlockingIOError:
                 msg = f"another build is writing to {self.location!r}; wait for it to finish"
                 raise OutputError(msg) from None
-            # Holding the lock, every staging folder is a leftover of a build that died,
-            # and so is a temporary CURRENT (a build killed just before replacing it).
-            shutil.rmtree(self.root / STAGING, ignore_errors=True)
+            # Holding the lock, a temporary CURRENT is a leftover of a build killed just
+            # before replacing it (staging folders: see stage() and abandoned()).
             for tmp in self.root.glob(f".{CURRENT}.*.tmp"):
                 tmp.unlink(missing_ok=True)
             yield
@@ -160,6 +172,8 @@ class LocalStore(Store):
             fh.close()
 
     def stage(self, snapshot: str) -> LocalStage:
+        # Called holding the lock: every staging folder is a leftover of a build that died.
+        shutil.rmtree(self.root / STAGING, ignore_errors=True)
         stage = LocalStage(os.fspath(self.root), snapshot)
         try:
             os.makedirs(stage.path)
@@ -188,6 +202,21 @@ class LocalStore(Store):
     def discard(self, stage: Stage) -> None:
         assert isinstance(stage, LocalStage)
         shutil.rmtree(stage.path, ignore_errors=True)
+
+    def abandoned(self, older_than: dt.timedelta) -> list[str]:
+        # Holding the lock, no build is writing: every staging folder is abandoned,
+        # whatever its age (``older_than`` is for stores without a real lock).
+        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+            return sorted(p.name for p in (self.root / STAGING).iterdir())
+        return []
+
+    def remove_abandoned(self, name: str) -> None:
+        path = self.root / STAGING / name
+        try:
+            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+        except OSError as exc:
+            msg = f"cannot remove {str(path)!r}: {exc.strerror or exc}"
+            raise OutputError(msg) from None
 
     def record_refusal(self, refusal: mf.Refusal | None) -> None:
         path = self.root / REFUSED

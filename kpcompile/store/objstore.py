@@ -3,35 +3,54 @@
 Object stores have no rename and no lock, so publishing works differently from a
 local folder while keeping the readers' guarantee:
 
-1. Workers upload the snapshot's Parquet files straight to
+1. When the build starts its snapshot it reads ``CURRENT`` and its version (S3's
+   ETag); the new id must sort after the id ``CURRENT`` names (ids begin with the
+   UTC build time), else this machine's clock is behind and the build stops.
+2. Workers upload the snapshot's Parquet files straight to
    ``OUT/snapshots/<id>/`` (the id is new and random, so nothing else writes there).
-2. The manifest is uploaded after every Parquet file: a snapshot without a
+3. The manifest is uploaded after every Parquet file: a snapshot without a
    manifest is incomplete, and no command lists or reads it.
-3. ``CURRENT`` is uploaded last. It is one small object written with a single PUT,
-   which S3 applies atomically: a reader gets the old id or the new one, never a
-   torn write, and the new id only names a snapshot whose files all exist.
+4. ``CURRENT`` is uploaded last, with a *conditional* PUT: only if it is still the
+   version read in step 1 (``If-Match: <etag>``; ``If-None-Match: *`` for the first
+   snapshot). A single PUT is applied atomically, so a reader gets the old id or
+   the new one, and the new id only names a snapshot whose files all exist.
 
-A build that fails deletes what it uploaded; one that is killed leaves a folder
-without a manifest, which readers ignore. There is no lock: run one build per OUT
-at a time (two concurrent builds each publish a complete snapshot; the last
-``CURRENT`` wins). Credentials and endpoint come from the environment
-(``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_ENDPOINT_URL``, ...).
+Two builds publishing into one OUT at once: the first ``CURRENT`` PUT wins; the
+other is refused by S3 (HTTP 412), removes its snapshot and raises an
+:class:`~kpcompile.errors.OutputError` naming the winner. So ``CURRENT`` never goes
+back to an older snapshot and no build says it published a snapshot that is not
+current. Filesystems without conditional writes (fsspec ones other than S3) PUT
+``CURRENT`` unconditionally: run one build per OUT at a time there.
+
+``gc`` takes no lock either; it is kept safe by two rules (see
+:mod:`kpcompile.store.retention`): it never removes a snapshot whose id sorts after
+``CURRENT``'s (a build may be between its manifest and its ``CURRENT``: step 1
+guarantees its id is newer), and it removes a manifest-less prefix (a build that
+was killed) only when nothing under it was written for ``stale_after`` (24 hours by
+default): a build that uploads nothing for that long is taken as dead.
+
+A build that fails deletes what it uploaded; one that is killed leaves a prefix
+without a manifest, which readers ignore and ``gc`` removes. Credentials and
+endpoint come from the environment (``AWS_ACCESS_KEY_ID``,
+``AWS_SECRET_ACCESS_KEY``, ``AWS_ENDPOINT_URL``, ...).
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from kpcompile import manifest as mf
 from kpcompile.compile.stage import Stage
 from kpcompile.errors import OutputError, SnapshotError
 from kpcompile.schema import SCHEMAS
-from kpcompile.store.base import CURRENT, OWN_NAMES, REFUSED, SNAPSHOTS, Store
+from kpcompile.store.base import CURRENT, OWN_NAMES, REFUSED, SNAPSHOTS, Store, snapshot_time
 
 if TYPE_CHECKING:
     import polars as pl
@@ -50,13 +69,58 @@ def _fs(url: str) -> tuple[Any, str]:
     return fs, str(path).rstrip("/")
 
 
+def _conditional(fs: Any) -> bool:
+    """Whether ``fs`` writes conditionally (S3's ``If-Match``/``If-None-Match`` PUTs)."""
+    return hasattr(fs, "_call_s3")
+
+
+async def _get_s3(fs: Any, path: str) -> tuple[bytes, str | None]:
+    bucket, key, _ = fs.split_path(path)
+    resp = await fs._call_s3("get_object", Bucket=bucket, Key=key)
+    try:
+        return bytes(await resp["Body"].read()), resp.get("ETag")
+    finally:
+        resp["Body"].close()
+
+
+def _read_versioned(fs: Any, path: str) -> tuple[bytes, str | None]:
+    """An object's bytes and the version (ETag) they are from, in one request.
+
+    The version is ``None`` on filesystems without conditional writes.
+    ``FileNotFoundError`` when there is no such object.
+    """
+    if not _conditional(fs):
+        return bytes(fs.cat_file(path)), None
+    from fsspec.asyn import sync
+
+    return sync(fs.loop, _get_s3, fs, path)  # type: ignore[no-any-return]
+
+
+@dataclass(frozen=True, slots=True)
+class Base:
+    """``CURRENT`` as a build found it when it started its snapshot.
+
+    Attributes:
+        snapshot: The id it named; ``None`` when there was no ``CURRENT``.
+        etag: Its version, for the conditional PUT; ``None`` without conditional writes.
+    """
+
+    snapshot: str | None
+    etag: str | None
+
+
 class ObjectStage(Stage):
     """A snapshot being uploaded to ``OUT/snapshots/<id>/`` (not listed until published)."""
 
-    def __init__(self, url: str, snapshot: str) -> None:
+    def __init__(self, url: str, snapshot: str, base: Base | None = None) -> None:
         super().__init__(snapshot)
         self.url = url.rstrip("/")
         self.prefix = f"{self.url}/{SNAPSHOTS}/{snapshot}"
+        self.base = base or Base(None, None)
+        """What ``CURRENT`` was when the build began: publishing replaces only that."""
+        self.uncertain = False
+        """Whether ``CURRENT`` may name this snapshot although publishing failed: then
+        :meth:`ObjectStore.discard` leaves it."""
 
     @contextlib.contextmanager
     def writing(self) -> Iterator[str]:
@@ -200,20 +264,85 @@ class ObjectStore(Store):
             raise self.foreign()
         yield  # object stores have no lock (see the module docstring)
 
+    def _base(self) -> Base:
+        fs, _ = _fs(self.url)
+        try:
+            data, etag = _read_versioned(fs, self._path(CURRENT))
+        except FileNotFoundError:
+            return Base(None, None)
+        except Exception as exc:
+            msg = f"cannot read {self.url}/{CURRENT}: {type(exc).__name__}: {exc}"
+            raise OutputError(msg) from None
+        return Base(data.decode().strip(), etag)
+
     def stage(self, snapshot: str) -> ObjectStage:
-        return ObjectStage(self.url, snapshot)
+        base = self._base()
+        if base.snapshot is not None and base.snapshot >= snapshot:
+            msg = (
+                f"cannot build snapshot {snapshot} in {self.url!r}: its current snapshot "
+                f"{base.snapshot} is newer (ids begin with the UTC build time); is this "
+                "machine's clock behind? Fix the clock and build again"
+            )
+            raise OutputError(msg)
+        return ObjectStage(self.url, snapshot, base)
 
     def publish(self, stage: Stage, manifest: mf.Manifest) -> str:
         assert isinstance(stage, ObjectStage)
         fs, _ = _fs(self.url)
         try:
             fs.pipe_file(self._path(SNAPSHOTS, stage.snapshot, mf.FILE_NAME), mf.encode(manifest))
-            fs.pipe_file(self._path(CURRENT), (stage.snapshot + "\n").encode())
         except Exception as exc:
             msg = f"cannot publish snapshot {stage.snapshot} to {self.url!r}: {exc}"
             raise OutputError(msg) from None
+        self._make_current(stage)
         self.record_refusal(None)
         return stage.prefix
+
+    def _make_current(self, stage: ObjectStage) -> None:
+        """Point ``CURRENT`` at ``stage``'s snapshot if it still is what the build began from.
+
+        Raises:
+            OutputError: Another build published meanwhile (the message names its
+                snapshot; this one's manifest is removed), or the PUT failed.
+        """
+        fs, _ = _fs(self.url)
+        data = (stage.snapshot + "\n").encode()
+        if not _conditional(fs):
+            condition = {}
+        elif stage.base.etag is None:
+            condition = {"IfNoneMatch": "*"}
+        else:
+            condition = {"IfMatch": stage.base.etag}
+        try:
+            fs.pipe_file(self._path(CURRENT), data, **condition)
+            return
+        except Exception as exc:
+            failure = f"{type(exc).__name__}: {exc}"
+        # Refused or failed: what CURRENT names now tells which (a PUT whose answer was
+        # lost and retried is refused although it was applied).
+        try:
+            now: str | None = self._base().snapshot
+        except OutputError as exc:
+            stage.uncertain = True
+            msg = (
+                f"cannot tell whether snapshot {stage.snapshot} was published to "
+                f"{self.url!r} ({failure}; then {exc}); `kpcompile info {self.url}` names "
+                "the current snapshot"
+            )
+            raise OutputError(msg) from None
+        if now == stage.snapshot:
+            return
+        if now != stage.base.snapshot:
+            with contextlib.suppress(Exception):  # unlisted from now on; discard does the rest
+                fs.rm_file(self._path(SNAPSHOTS, stage.snapshot, mf.FILE_NAME))
+            msg = (
+                f"snapshot {stage.snapshot} was not published: another build published "
+                f"snapshot {now} to {self.url!r} while this one ran, and it stays current; "
+                "build again to publish over it"
+            )
+            raise OutputError(msg)
+        msg = f"cannot publish snapshot {stage.snapshot} to {self.url!r}: {failure}"
+        raise OutputError(msg)
 
     def record_refusal(self, refusal: mf.Refusal | None) -> None:
         fs, _ = _fs(self.url)
@@ -233,9 +362,52 @@ class ObjectStore(Store):
 
     def discard(self, stage: Stage) -> None:
         assert isinstance(stage, ObjectStage)
+        if stage.uncertain:
+            return  # CURRENT may name it; gc removes it once a newer snapshot is current
         fs, path = _fs(stage.prefix)
         with contextlib.suppress(Exception):  # nothing uploaded yet, or unreachable
+            fs.rm_file(f"{path}/{mf.FILE_NAME}")  # unlisted first, then removed
+        with contextlib.suppress(Exception):
             fs.rm(path, recursive=True)
+
+    def publishing(self, current: str, snapshots: Sequence[str]) -> list[str]:
+        # A build between its manifest and its CURRENT has an id newer than CURRENT's
+        # (stage() refuses any other), so gc keeps every such snapshot.
+        return [sid for sid in snapshots if sid > current]
+
+    def abandoned(self, older_than: dt.timedelta) -> list[str]:
+        fs, _ = _fs(self.url)
+        folder = self._path(SNAPSHOTS)
+        fs.invalidate_cache(folder)
+        try:
+            prefixes = fs.ls(folder, detail=False)
+        except FileNotFoundError:
+            return []
+        published = set(self.list_snapshots())
+        cutoff = dt.datetime.now(dt.UTC) - older_than
+        found = []
+        for prefix in sorted(p.rstrip("/") for p in prefixes):
+            sid = prefix.rsplit("/", 1)[-1]
+            if sid in published:
+                continue
+            started = snapshot_time(sid)
+            if started is not None and started > cutoff:
+                continue
+            objects = fs.find(prefix, detail=True).values()
+            written = [m["LastModified"] for m in objects if m.get("LastModified")]
+            if all(_utc(t) <= cutoff for t in written):
+                found.append(sid)
+        return found
+
+    def remove_abandoned(self, snapshot: str) -> None:
+        fs, _ = _fs(self.url)
+        try:
+            fs.rm(self._path(SNAPSHOTS, snapshot), recursive=True)
+        except FileNotFoundError:
+            pass
+        except Exception as exc:
+            msg = f"cannot remove {self.uri(snapshot)}: {type(exc).__name__}: {exc}"
+            raise OutputError(msg) from None
 
     def freed_by(self, snapshots: Sequence[str]) -> int:
         fs, _ = _fs(self.url)  # objects are copied between snapshots, never shared
@@ -248,3 +420,10 @@ class ObjectStore(Store):
         # happens to the rest of the removal.
         fs.rm_file(self._path(SNAPSHOTS, snapshot, mf.FILE_NAME))
         fs.rm(self._path(SNAPSHOTS, snapshot), recursive=True)
+
+
+def _utc(t: dt.datetime | str) -> dt.datetime:
+    """A listing's modification time as an aware UTC datetime."""
+    if isinstance(t, str):
+        t = dt.datetime.fromisoformat(t)
+    return t if t.tzinfo else t.replace(tzinfo=dt.UTC)

@@ -21,7 +21,7 @@ import kpcompile
 from kpcompile import KpcompileError
 from kpcompile.compile.executor import MAX_ATTEMPTS
 from kpcompile.compile.pool import WorkerPool
-from kpcompile.compile.worker import ShardTask, remove_outputs
+from kpcompile.compile.shard import ShardTask, remove_outputs
 from kpcompile.compile.writer import ParquetSettings
 from kpcompile.ingest.folder import FolderSource
 from kpcompile.store import open_store
@@ -125,8 +125,8 @@ def test_remove_outputs_touches_only_its_shard(tmp_path: Path) -> None:
 
 
 def _tasks(dataset: Path, out: Path, shard_files: int = 10) -> list[ShardTask]:
-    from kpcompile.compile.plan import plan
     from kpcompile.ingest import discover, open_source
+    from tests.oracles import plan
 
     source = open_source(dataset)
     stage = open_store(out).stage("s")

@@ -19,7 +19,7 @@ import pytest
 
 import kpcompile
 from kpcompile import ErrorCode, OutputError, RejectedFilesError, SourceError
-from kpcompile.compile import worker as shard_mod
+from kpcompile.compile import shard as shard_mod
 from kpcompile.ingest import folder
 from kpcompile.store import local, open_store
 from kpcompile.store.verify import verify
@@ -160,8 +160,8 @@ def test_unreadable_source_files_are_rejected_by_name(
     with pytest.raises(RejectedFilesError) as info:
         kpcompile.build(source, out, workers=1, full=True)  # full: no reuse of the prior snapshot
     assert info.value.errors == [
-        (denied, "unreadable", f"{denied}: cannot read: Permission denied"),
-        (broken, "unreadable", f"{broken}: cannot read: Input/output error"),
+        (denied, "unreadable", "cannot read: Permission denied"),
+        (broken, "unreadable", "cannot read: Input/output error"),
     ]
     _intact(out, sid)
     r = kpcompile.build(source, out, workers=1, max_errors=2, full=True)
@@ -181,7 +181,7 @@ def test_a_file_deleted_after_discovery(
 
     monkeypatch.setattr("kpcompile.compile.executor.compile_shard", compile_shard)
     r = kpcompile.build(source, out, workers=1, max_errors=1, full=True)
-    assert r.errors == [(victim, "unreadable", f"{victim}: cannot read: No such file or directory")]
+    assert r.errors == [(victim, "unreadable", "cannot read: No such file or directory")]
 
 
 def test_an_unreadable_folder_fails_the_build_by_name(
@@ -278,7 +278,7 @@ def test_any_failure_on_one_file_is_that_files_rejection(
         (
             victim,
             "internal_error",
-            f"{victim}: internal error while compiling this file: ZeroDivisionError: "
+            "internal error while compiling this file: ZeroDivisionError: "
             "division by zero; please report it with the file",
         )
     ]
@@ -313,6 +313,72 @@ def test_a_name_that_is_not_utf8_is_rejected_by_name(tmp_path: Path, kind: str) 
     files = kpcompile.read(out, "files")
     assert files.height == 3 and errors.height == 1
     assert (files["status"] == "ok").sum() == 2
+    info = kpcompile.info(out)  # issue 17.6: the rejected folder is not counted
+    assert (info.datapoints, info.cameras) == (2, 1)
     report = verify(out)  # against the recorded source: the escaped names match it
     assert report.ok and report.source_files_checked == 3, report.problems
     assert kpcompile.build(source, out, max_errors=10, progress=False).up_to_date
+
+
+def test_a_read_failure_that_passes_is_retried_not_kept(
+    small_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 17.1: a file rejected as unreadable (a stalled or failed read: nothing in its
+    name, size or mtime changes) is read again by the next build. While it still fails,
+    the snapshot is up to date; once it reads, the build compiles it, and the shard that
+    held the rejection is never reused with it. verify says it reads now."""
+    out = tmp_path / "out"
+    failing = f"datapoint_00002/camera_01/{DENSE}"
+    real = folder.read_local
+    broken = {"on": True}
+
+    def read_local(full: str, rel: str, max_bytes: int) -> bytes:
+        if broken["on"] and rel == failing:
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        return real(full, rel, max_bytes)
+
+    monkeypatch.setattr(folder, "read_local", read_local)
+    monkeypatch.setattr(folder.FolderSource, "read_cached", lambda *a: None)
+    first = kpcompile.build(small_dataset, out, workers=1, max_errors=1, shard_files=2)
+    assert first.rejected == 1 and first.errors[0][:2] == (failing, "unreadable")
+    again = kpcompile.build(small_dataset, out, workers=1, max_errors=1, shard_files=2)
+    assert again.up_to_date and again.snapshot_id == first.snapshot_id  # still failing
+    broken["on"] = False
+    report = verify(out)
+    assert [p for p in report.problems if failing in p] == [
+        f"source: {failing}: rejected as unreadable by the build, reads now: "
+        "build again to include it"
+    ]
+    fixed = kpcompile.build(small_dataset, out, workers=1, max_errors=1, shard_files=2)
+    assert not fixed.up_to_date and (fixed.rejected, fixed.compiled) == (0, 8)
+    assert kpcompile.read(out, "errors").height == 0
+    assert verify(out).ok
+    kpcompile.build(small_dataset, tmp_path / "full", workers=1, shard_files=2)
+    for table in ("keypoints", "files"):
+        assert kpcompile.read(out, table).equals(kpcompile.read(tmp_path / "full", table))
+
+
+def test_a_shard_holding_a_passing_read_failure_is_recompiled_not_reused(
+    small_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The shard reused when another file is added elsewhere: not the one with the rejection."""
+    out = tmp_path / "out"
+    failing = f"datapoint_00001/camera_00/{DENSE}"
+    real = folder.read_local
+    broken = {"on": True}
+
+    def read_local(full: str, rel: str, max_bytes: int) -> bytes:
+        if broken["on"] and rel == failing:
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        return real(full, rel, max_bytes)
+
+    monkeypatch.setattr(folder, "read_local", read_local)
+    monkeypatch.setattr(folder.FolderSource, "read_cached", lambda *a: None)
+    kpcompile.build(small_dataset, out, workers=1, max_errors=1, shard_files=2)
+    broken["on"] = False
+    extra = small_dataset / "datapoint_09999" / "camera_00" / "key_points"
+    extra.mkdir(parents=True)
+    (extra / "face_dense_key_points.json").write_bytes((small_dataset / failing).read_bytes())
+    grown = kpcompile.build(small_dataset, out, workers=1, max_errors=1, shard_files=2)
+    assert (grown.rejected, grown.compiled) == (0, 9)
+    assert kpcompile.read(out, "errors").height == 0

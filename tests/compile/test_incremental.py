@@ -14,9 +14,9 @@ from click.testing import CliRunner
 
 import kpcompile
 from kpcompile.cli import cli
-from kpcompile.compile.plan import chunk
 from kpcompile.ingest import SourceFile
 from kpcompile.synth import synth
+from tests.oracles import chunk
 
 FILE = "key_points/face_dense_key_points.json"
 

@@ -13,6 +13,7 @@ import polars as pl
 import pytest
 
 import kpcompile
+from kpcompile.synth import synth
 
 SET_FILES = {
     "face_standard": "face_standard_key_points.json",
@@ -173,7 +174,7 @@ def test_bad_set_file_is_an_error_row(
     assert r.rejected == 0 and r.compiled == 8  # the landmark files are all compiled
     errors = kpcompile.read(tmp_path / "out", "errors")
     assert errors["path"].to_list() == [rel] and errors["code"].to_list() == [code]
-    assert errors["message"][0].startswith(rel + ": ")
+    assert errors["message"][0] and rel not in errors["message"][0]  # path: its own column
     m = json.loads((Path(r.path) / "manifest.json").read_text())
     assert m["counts"]["sets_rejected"] == 1 and m["counts"]["rejected"] == 0
 
@@ -318,3 +319,37 @@ def test_progress_counts_set_files(
     kpcompile.build(small_dataset, tmp_path / "out", workers=1, sets=True, progress=True)
     bar = capsys.readouterr().err.rsplit("\r", 1)[-1]
     assert "40/40" in bar, bar
+
+
+# --- source bytes (issue 17, item 7) -----------------------------------------------------
+
+
+def _files_read(src: Path, out: Path) -> set[Path]:
+    """Every distinct file a --sets build reads: the landmark files, and per camera folder
+    the first existing file of each set (as docs/sets.md lists them) and its metadata."""
+    read = {src / f["path"] for f in kpcompile.read(out, "files").iter_rows(named=True)}
+    for lm in list(read):
+        folder = lm.parent.parent if lm.parent.name == "key_points" else lm.parent
+        kp, fallback = folder / "key_points", folder / "key_points" / "all_key_points.json"
+        firsts = [
+            [kp / SET_FILES["face_standard"], folder / "standard_keypoints.json", fallback],
+            [kp / SET_FILES["head"], fallback],
+            [kp / SET_FILES["ears"], fallback],
+            [folder / "camera_metadata.json"],
+        ]
+        read |= {next(p for p in c if p.is_file()) for c in firsts if any(p.is_file() for p in c)}
+    return read
+
+
+@pytest.mark.parametrize("layout", ["in_cabin", "mixed"])
+def test_source_bytes_count_every_file_read_once(tmp_path: Path, layout: str) -> None:
+    """In-cabin exports hold their head and ears sets in all_key_points.json (and real
+    ones their landmarks too): its bytes count once, not once per table it feeds."""
+    src = tmp_path / "src"
+    synth(src, layout=layout, datapoints=10, cameras=2)
+    r = kpcompile.build(src, tmp_path / "out", workers=1, sets=True, shard_files=4)
+    assert r.errors == []
+    read = _files_read(src, tmp_path / "out")
+    assert any(p.name == "all_key_points.json" for p in read)
+    m = json.loads((Path(r.path) / "manifest.json").read_text())
+    assert m["source"]["bytes"] == sum(p.stat().st_size for p in read)

@@ -113,3 +113,46 @@ def test_build_sets_flag(small_dataset: Path, tmp_path: Path) -> None:
     )
     assert r.exit_code == 0, r.output
     assert "cameras" in kpcompile.tables(tmp_path / "o")
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("DROP TABLE keypoints", "queries are read-only: DROP is not allowed"),
+        ("CREATE TABLE t AS SELECT 1", "queries are read-only: CREATE is not allowed"),
+        ("  -- a comment\n/* another */ insert into files values (1)", "INSERT is not allowed"),
+        ("", "empty query: give one SELECT statement"),
+        ("  ;  ", "empty query: give one SELECT statement"),
+    ],
+)
+def test_queries_are_read_only(compiled_sets: Path, query: str, expected: str) -> None:
+    """Issue 17.12: a statement that is not a read exits 2 with a clear message."""
+    code, out, err = _query(str(compiled_sets), query)
+    assert code == 2 and out == "" and expected in err, (code, out, err)
+    with pytest.raises(kpcompile.QueryError, match=expected.split(":")[0]):
+        kpcompile.sql(compiled_sets, query)
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "SELECT 1 AS one",
+        "WITH t AS (SELECT camera FROM keypoints) SELECT count(*) FROM t",
+        "  (SELECT count(*) FROM files)",
+        " -- lips\nselect count(*) from errors",
+    ],
+)
+def test_reads_run(compiled_sets: Path, query: str) -> None:
+    code, out, err = _query(str(compiled_sets), query)
+    assert code == 0 and err == "" and out, err
+
+
+def test_a_set_table_missing_without_sets_is_explained(small_dataset: Path, tmp_path: Path) -> None:
+    out = tmp_path / "compiled"
+    kpcompile.build(small_dataset, out, workers=1)
+    code, _, err = _query(str(out), "SELECT * FROM face_standard")
+    assert code == 2
+    assert "has no table 'face_standard': it exists only in snapshots built with --sets" in err
+    assert "tables: errors, files, keypoints" in err
+    ok = "WITH face_standard AS (SELECT 1 AS one) SELECT * FROM face_standard"
+    assert _query(str(out), ok)[0] == 0  # a name of its own is not the missing table

@@ -1,4 +1,4 @@
-"""Every file the CLI writes (query -o in each format, plot -o): unwritable paths exit 5 with the path and the reason."""
+"""Every file the CLI writes (query -o in each format, plot -o, report -o): unwritable paths exit 5 with the path and the reason; missing folders are made."""
 
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ WRITERS = [
     (["query", Q], "r.csv"),
     (["plot", "--visibility"], "v.png"),
     (["plot", "--datapoint", "faces/datapoint_00001"], "f.svg"),
+    (["report"], "r.html"),
 ]
 
 
@@ -76,12 +77,23 @@ def test_under_a_file(compiled_sets: Path, tmp_path: Path, args: list[str], name
 
 
 @pytest.mark.parametrize(("args", "name"), WRITERS)
-def test_missing_folder(compiled_sets: Path, tmp_path: Path, args: list[str], name: str) -> None:
+def test_missing_folder_is_created(
+    compiled_sets: Path, tmp_path: Path, args: list[str], name: str
+) -> None:
     dest = tmp_path / "nodir" / "sub" / name
-    code, out, err = _run(compiled_sets, args, dest)
-    assert (code, out) == (5, "")
-    assert err == f"error: cannot write '{dest}': folder '{dest.parent}' does not exist\n"
-    assert not (tmp_path / "nodir").exists()
+    code, _, err = _run(compiled_sets, args, dest)
+    assert (code, err) == (0, "")
+    assert _leftovers(dest.parent) == [name] and dest.stat().st_size > 0
+
+
+@pytest.mark.parametrize(("args", "name"), WRITERS)
+def test_folders_made_for_a_failed_write_are_removed(
+    compiled_sets: Path, tmp_path: Path, args: list[str], name: str
+) -> None:
+    dest = tmp_path / "nodir" / "sub" / name
+    code, _, err = _run(compiled_sets, [*args, "--snapshot", "20250101T120000Z-1a2b3c4d"], dest)
+    assert code != 0 and err.startswith("error: no snapshot '20250101T120000Z-1a2b3c4d'")
+    assert _leftovers(tmp_path) == []
 
 
 @pytest.mark.parametrize(("args", "name"), WRITERS)
@@ -102,6 +114,19 @@ def test_permission_denied(
     code, out, err = _run(compiled_sets, args, dest)
     assert (code, out) == (5, "")
     assert err == f"error: cannot write '{dest}': permission denied\n"
+    assert _leftovers(unwritable) == []
+
+
+@pytest.mark.parametrize(("args", "name"), WRITERS[:1] + WRITERS[-1:])
+def test_folder_cannot_be_made(
+    compiled_sets: Path, unwritable: Path, args: list[str], name: str
+) -> None:
+    dest = unwritable / "new" / name
+    code, out, err = _run(compiled_sets, args, dest)
+    assert (code, out) == (5, "")
+    assert err == (
+        f"error: cannot write '{dest}': cannot create folder '{dest.parent}': permission denied\n"
+    )
     assert _leftovers(unwritable) == []
 
 

@@ -349,3 +349,42 @@ def test_visibility_without_any_flag_says_so(tmp_path: Path, figures: list[Figur
         "visibility rate per landmark over 0 files with flags\n(2 files without flags not counted)"
     )
     assert any("no file has visibility flags" in t for t in _texts(fig))
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        (
+            "datapoint_00001",
+            "error: no datapoint 'datapoint_00001' in the snapshot; did you mean "
+            "'documented/datapoint_00001' or 'faces/datapoint_00001'?\n",
+        ),
+        (
+            "faces/datapoint_0001",
+            "error: no datapoint 'faces/datapoint_0001' in the snapshot; did you mean "
+            "'faces/datapoint_00001'",
+        ),
+        (
+            "scene_00001/frames/001",
+            "error: no datapoint 'scene_00001/frames/001' in the snapshot; did you mean "
+            "'in_cabin/scene_00001/frames/001' or 'in_cabin_unversioned/scene_00001/frames/001'?\n",
+        ),
+    ],
+)
+def test_cli_plot_suggests_near_names(
+    compiled_sets: Path, tmp_path: Path, name: str, message: str
+) -> None:
+    r = CliRunner().invoke(
+        cli, ["plot", str(compiled_sets), "-d", name, "-o", str(tmp_path / "f.png")]
+    )
+    assert r.exit_code == 2 and r.output.startswith(message), r.output
+    assert not (tmp_path / "f.png").exists()
+
+
+def test_cli_plot_lists_the_cameras_of_the_datapoint(compiled_sets: Path, tmp_path: Path) -> None:
+    args = ["plot", str(compiled_sets), "-d", "faces/datapoint_00001", "-c", "camera"]
+    r = CliRunner().invoke(cli, [*args, "-o", str(tmp_path / "f.png")])
+    assert r.exit_code == 2 and r.output == (
+        "error: no camera 'camera' for datapoint 'faces/datapoint_00001' in the snapshot; "
+        "it has 'camera_00', 'camera_01'\n"
+    )

@@ -43,12 +43,19 @@ def test_project_equals_numpy(mixed_dataset: Path, compiled_sets: Path, model: s
 
 
 def test_synthetic_pixels_follow_the_row_column_convention(compiled_sets: Path) -> None:
-    e = kpcompile.reprojection_error(compiled_sets, model="matrices")
-    assert e.height == 16 and set(e["convention"]) == {"row_col"}
-    faces = e.filter(e["datapoint"].str.starts_with("faces/"))
-    assert faces["max_err"].max() < 1e-9  # float pixels
-    assert e["max_err"].max() < 0.71  # in-cabin pixels are rounded to integers
-    assert e["mean_err_swapped"].min() > 10
+    m = kpcompile.reprojection_error(compiled_sets, model="matrices")
+    p = kpcompile.reprojection_error(compiled_sets, model="pose")
+    cabin = m["datapoint"].str.starts_with("in_cabin")  # in_cabin/ and in_cabin_unversioned/
+    assert m.height == 16 and cabin.sum() == 10
+    # Faces: the written matrices reproduce the float pixels; so does the pose model
+    assert set(m.filter(~cabin)["convention"]) == {"row_col"}
+    assert m.filter(~cabin)["max_err"].max() < 1e-9
+    assert p.filter(~cabin)["max_err"].max() < 1e-9
+    # in-cabin, as the real exports: only the pose model fits (integer pixels, rounded)
+    assert set(p["convention"]) == {"row_col"}
+    assert p.filter(cabin)["max_err"].max() < 0.71
+    assert set(m.filter(cabin)["convention"]) == {"neither"}
+    assert p["mean_err_swapped"].min() > 10
 
 
 def test_real_samples_reprojection(samples: Path, tmp_path: Path) -> None:
@@ -74,8 +81,8 @@ def test_real_samples_reprojection(samples: Path, tmp_path: Path) -> None:
 
 
 def test_convention_is_neither_beyond_the_tolerance(compiled_sets: Path) -> None:
-    default = kpcompile.reprojection_error(compiled_sets, model="matrices")
-    strict = kpcompile.reprojection_error(compiled_sets, model="matrices", tolerance=0.01)
+    default = kpcompile.reprojection_error(compiled_sets, model="pose")
+    strict = kpcompile.reprojection_error(compiled_sets, model="pose", tolerance=0.01)
     cabin = strict["datapoint"].str.starts_with("in_cabin")  # in_cabin/ and in_cabin_unversioned/
     # in-cabin pixels are rounded to integers: within the default 2 px, not within 0.01 px
     assert set(default["convention"]) == {"row_col"}

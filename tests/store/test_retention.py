@@ -137,3 +137,21 @@ def test_a_file_shared_by_two_removed_snapshots_is_freed_once(
     r = gc(out, keep=1)
     assert r.removed == ids[:2] and dry.bytes_freed == r.bytes_freed
     assert before - _disk_usage(out) == r.bytes_freed > 0
+
+
+def test_staging_left_by_a_killed_build_is_removed_and_reported(
+    four: tuple[Path, list[str]],
+) -> None:
+    """Holding the lock, no build is writing: every staging folder is a leftover,
+    whatever its age (object storage waits for --stale-after: test_objstore_races.py)."""
+    out, ids = four
+    dead = out / ".staging" / "20200101T000000Z-0000dead"
+    (dead / "files").mkdir(parents=True)
+    (dead / "files" / "part-00000.parquet").write_bytes(b"x")
+    assert gc(out, keep=4, dry_run=True).abandoned == [dead.name] and dead.exists()
+    r = gc(out, keep=4)
+    assert (r.removed, r.abandoned) == ([], [dead.name])
+    assert list((out / ".staging").iterdir()) == []
+    assert open_store(out).list_snapshots() == ids
+    res = CliRunner().invoke(cli, ["gc", str(out), "--keep", "4"])
+    assert res.exit_code == 0 and "abandoned" not in res.output

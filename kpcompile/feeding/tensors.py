@@ -4,7 +4,7 @@ Rows are reshaped, never looped over: a frame sorted by (datapoint, camera,
 kp_id) in which every file has the same landmark ids is exactly an ``N x K``
 grid. A whole snapshot (an output folder, or the frame :func:`kpcompile.scan`
 returned, untouched) is read a Parquet row group at a time with pyarrow and
-written straight into the arrays (:mod:`kpcompile.query.rowgroups`).
+written straight into the arrays (:mod:`kpcompile.feeding.rowgroups`).
 :func:`iter_tensors` streams a snapshot in batches of exactly ``batch_size``
 files, in the same order as :func:`tensors`.
 """
@@ -22,11 +22,12 @@ import numpy.typing as npt
 import polars as pl
 
 from kpcompile.errors import QueryError
-from kpcompile.query import rowgroups as rg
-from kpcompile.query.rowgroups import Group, K, Parts, PixelOrder
+from kpcompile.feeding import rowgroups as rg
+from kpcompile.feeding.rowgroups import Group, K, Parts, PixelOrder
 from kpcompile.query.scan import Out, scanned_snapshot
+from kpcompile.schema import FLOAT_COLUMNS
 
-_COLS = ("datapoint", "camera", "kp_id", "x3", "y3", "z3", "px", "py", "visible")
+_COLS = ("datapoint", "camera", "kp_id", *FLOAT_COLUMNS, "visible")
 Floats = npt.NDArray[np.floating[Any]]
 
 

@@ -6,7 +6,7 @@ reprojection error of every file. Joining 10 million rows with the cameras table
 and grouping them by file in polars takes seconds per question; here the
 ``keypoints`` table is read once, one Parquet file at a time (each holds whole
 landmark files, their rows together in ``kp_id`` order), each batch is reshaped
-into ``files x 468`` arrays (one per coordinate, as :mod:`kpcompile.query.tensors` does) and
+into ``files x 468`` arrays (one per coordinate, as :mod:`kpcompile.feeding.tensors` does) and
 every question is a few numpy operations on it. Memory is one Parquet file's
 batch plus small per-camera and per-file results.
 
@@ -27,8 +27,9 @@ import polars as pl
 
 from kpcompile.errors import QueryError
 from kpcompile.query.projection import MODELS, TOLERANCE_PX
+from kpcompile.schema import FLOAT_COLUMNS
 
-COORDS: tuple[str, ...] = ("x3", "y3", "z3", "px", "py")
+COORDS: tuple[str, ...] = FLOAT_COLUMNS
 Floats = npt.NDArray[np.float64]
 
 

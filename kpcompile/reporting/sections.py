@@ -14,11 +14,12 @@ from typing import Any
 
 import polars as pl
 
-from kpcompile.query import report_figures as figures
+from kpcompile.manifest import located
 from kpcompile.query.landmarks import REGION_NAMES
 from kpcompile.query.projection import MODELS, TOLERANCE_PX
-from kpcompile.query.report_data import BINS, OTHER_REGION, ReportData, region_of
-from kpcompile.query.report_stream import COORDS
+from kpcompile.reporting import figures
+from kpcompile.reporting.data import BINS, OTHER_REGION, ReportData, region_of
+from kpcompile.reporting.stream import COORDS
 
 MAX_ROWS = 50
 """Rows a table shows; the rest are counted below it."""
@@ -238,7 +239,7 @@ def rejections_section(data: ReportData) -> Section:
     )
     rows = []
     for code, count, paths, messages in errors.select("code", "n", "paths", "messages").iter_rows():
-        examples = "\n".join(f"{msg}" for _p, msg in zip(paths, messages, strict=True))
+        examples = "\n".join(located(p, msg) for p, msg in zip(paths, messages, strict=True))
         rows.append((code, n(count), pct(count, total), examples))
     section.blocks.append(
         table(

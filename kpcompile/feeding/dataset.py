@@ -27,8 +27,8 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from kpcompile.errors import QueryError
-from kpcompile.query import rowgroups as rg
-from kpcompile.query.rowgroups import Group, Parts, PixelOrder, RowGroup
+from kpcompile.feeding import rowgroups as rg
+from kpcompile.feeding.rowgroups import Group, Parts, PixelOrder, RowGroup
 from kpcompile.store import Store
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")

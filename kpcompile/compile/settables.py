@@ -1,10 +1,11 @@
 """Compile the other keypoint sets and camera metadata into their own tables (``--sets``).
 
-The files are found by :mod:`kpcompile.ingest.sets` and parsed by
-:mod:`kpcompile.parsing.sets`. They go through the same shards as the landmark
-files: :func:`assign_sets` puts a camera folder's set files into the shard of its
-landmark file, and the worker compiling that shard writes one part of each set
-table (:func:`compile_sets`) beside its ``keypoints`` and ``files`` parts. So set
+The files are found by :mod:`kpcompile.ingest.setfiles` and parsed by
+:mod:`kpcompile.parsing.setrows`. They go through the same shards as the landmark
+files: planning puts a camera folder's set files into the shard of its landmark
+file (:meth:`kpcompile.ingest.setfiles.SetFiles.of_shard`), and the worker compiling
+that shard writes one part of each set table (:func:`compile_sets`) beside its
+``keypoints`` and ``files`` parts. So set
 files are read in parallel, from any source a worker reads, counted in the progress
 bar, and an incremental build links a shard's set parts with the rest of the shard.
 
@@ -15,17 +16,18 @@ against ``max_errors`` like a rejected landmark file.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from kpcompile.compile.writer import ParquetSettings, table_from_columns, write_table
 from kpcompile.errors import ErrorCode, FormatError
-from kpcompile.ingest import Source, SourceFile
+from kpcompile.ingest import Source
 from kpcompile.ingest.discover import FALLBACK_NAME
-from kpcompile.ingest.sets import SetSource
+from kpcompile.ingest.setfiles import SetSource
 from kpcompile.manifest import ErrorRow, FileEntry
-from kpcompile.parsing.sets import SetRow, parse_camera, parse_set
+from kpcompile.parsing.parse import load_json
+from kpcompile.parsing.setrows import SetRow, camera_row, set_rows
 from kpcompile.schema import CAMERAS_SCHEMA, SET_SCHEMA, SET_TABLES
 
 if TYPE_CHECKING:
@@ -43,47 +45,6 @@ class SetsResult:
     rows: dict[str, int] = field(default_factory=dict)
     errors: list[ErrorRow] = field(default_factory=list)
     source_bytes: int = 0
-
-
-def assign_sets(
-    shards: Iterable[Sequence[SourceFile]], sets: Sequence[SetSource]
-) -> list[tuple[SetSource, ...]]:
-    """Per shard, the set files of the camera folders whose landmark file it holds.
-
-    Example:
-        >>> f = SourceFile("dp", "cam", "dp/cam/key_points/face_dense_key_points.json")
-        >>> s = SetSource("cameras", "dp", "cam", "dp/cam/camera_metadata.json", "")
-        >>> [len(x) for x in assign_sets([[], [f]], [s])]
-        [0, 1]
-    """
-    assign = SetAssigner(sets)
-    return [assign(shard) for shard in shards]
-
-
-class SetAssigner:
-    """Hands each shard, as shards are planned one after the other, its set files.
-
-    A camera folder's set files go with its first landmark file in output order
-    (a folder holding a duplicate landmark file is not counted twice). Within a
-    shard they are in the shard's order, so each set table's rows follow the
-    ``keypoints`` table's order.
-    """
-
-    def __init__(self, sets: Sequence[SetSource]) -> None:
-        self._by_folder: dict[tuple[str, str], list[SetSource]] = {}
-        for s in sets:
-            self._by_folder.setdefault((s.datapoint, s.camera), []).append(s)
-
-    def __call__(self, shard: Iterable[SourceFile]) -> tuple[SetSource, ...]:
-        """The set files of ``shard``: to call once per shard, in planning order."""
-        mine: list[SetSource] = []
-        for f in shard:
-            mine.extend(self._by_folder.pop((f.datapoint, f.camera), ()))
-        mine.sort(key=lambda s: _RANK[s.table])  # stable: shard order within a table
-        return tuple(mine)
-
-
-_RANK = {t: i for i, t in enumerate(ALL_SET_TABLES)}
 
 
 def compile_sets(
@@ -104,23 +65,17 @@ def compile_sets(
         t: {n: [] for n in SET_SCHEMA.names} for t in SET_TABLES
     }
     cam_rows: list[dict[str, Any]] = []
-    read = source.read_many([s.path for s in sets], max_bytes)
-    for src, (_rel, data) in zip(sets, read, strict=True):
-        try:
-            if isinstance(data, FormatError):
-                raise data
-            result.source_bytes += len(data)
-            parsed = _parse(src, data)
-        except FormatError as exc:
-            result.errors.append(ErrorRow(src.path, str(exc.code), str(exc)))
+    for src, parsed in zip(sets, _parsed(source, sets, max_bytes, result), strict=True):
+        if isinstance(parsed, FormatError):
+            result.errors.append(ErrorRow(src.path, str(parsed.code), parsed.reason))
             continue
-        except Exception as exc:  # a bug on one file must not cost the other files
+        if isinstance(parsed, Exception):  # a bug on one file must not cost the other files
             reason = (
-                f"internal error while compiling this file: {type(exc).__name__}: {exc}; "
+                f"internal error while compiling this file: {type(parsed).__name__}: {parsed}; "
                 "please report it with the file"
             )
             err = FormatError(ErrorCode.INTERNAL_ERROR, src.path, reason)
-            result.errors.append(ErrorRow(src.path, str(err.code), str(err)))
+            result.errors.append(ErrorRow(src.path, str(err.code), err.reason))
             continue
         if isinstance(parsed, dict):
             cam_rows.append({"datapoint": src.datapoint, "camera": src.camera, **parsed})
@@ -139,11 +94,50 @@ def compile_sets(
     return result
 
 
-def _parse(src: SetSource, data: bytes) -> dict[str, Any] | list[SetRow]:
+def _parsed(
+    source: Source, sets: Sequence[SetSource], max_bytes: int, result: SetsResult
+) -> list[dict[str, Any] | list[SetRow] | Exception]:
+    """Each set file's row or rows, or why it has none (in the order of ``sets``).
+
+    A file is read and loaded once however many sets it holds (``all_key_points.json``
+    may hold three), and its bytes are counted once: not at all when it is the shard's
+    landmark file, whose bytes the landmarks count.
+    """
+    uses: dict[str, list[int]] = {}
+    for k, s in enumerate(sets):
+        uses.setdefault(s.path, []).append(k)
+    got: dict[int, dict[str, Any] | list[SetRow] | Exception] = {}
+    paths = list(uses)
+    for path, (_rel, data) in zip(paths, source.read_many(paths, max_bytes), strict=True):
+        doc: Any = data
+        if not isinstance(data, FormatError):
+            if not sets[uses[path][0]].landmarks:
+                result.source_bytes += len(data)
+            doc = _load(data, path)
+        for k in uses[path]:
+            got[k] = doc if isinstance(doc, Exception) else _safely(sets[k], doc)
+    return [got[k] for k in range(len(sets))]
+
+
+def _load(data: bytes, path: str) -> Any:
+    try:
+        return load_json(data, path)
+    except Exception as exc:  # reported for each set of the file
+        return exc
+
+
+def _safely(src: SetSource, doc: Any) -> dict[str, Any] | list[SetRow] | Exception:
+    try:
+        return _parse(src, doc)
+    except Exception as exc:  # reported, as any failure, by compile_sets
+        return exc
+
+
+def _parse(src: SetSource, doc: Any) -> dict[str, Any] | list[SetRow]:
     """A camera's row, or a set's rows; :class:`FormatError` naming the file if malformed."""
     if src.table == "cameras":
-        return parse_camera(data, src.path)
-    return parse_set(data, src.path, src.key, optional=src.path.endswith(FALLBACK_NAME))
+        return camera_row(doc, src.path)
+    return set_rows(doc, src.path, src.key, optional=src.path.endswith(FALLBACK_NAME))
 
 
 def _write(

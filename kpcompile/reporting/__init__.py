@@ -7,9 +7,9 @@ coordinate distributions, 3D consistency across cameras, reprojection error (wit
 are SVG embedded as ``data:`` URIs; the page has no script and loads nothing, so
 it opens offline and can be mailed or archived as one file.
 
-The numbers come from :mod:`~kpcompile.query.report_data` (polars), the pictures
-from :mod:`~kpcompile.query.report_figures` (matplotlib), the sections from
-:mod:`~kpcompile.query.report_sections` and the page from the Jinja2 template
+The numbers come from :mod:`~kpcompile.reporting.data` (polars), the pictures
+from :mod:`~kpcompile.reporting.figures` (matplotlib), the sections from
+:mod:`~kpcompile.reporting.sections` and the page from the Jinja2 template
 ``templates/report.html.j2``. This module imports none of them (nor polars) until
 a report is made, so the CLI's renderer can name :class:`ReportResult` cheaply.
 """
@@ -27,8 +27,8 @@ from kpcompile.errors import OptionsError
 from kpcompile.query.outfiles import writing
 
 if TYPE_CHECKING:
-    from kpcompile.query.report_data import ReportData
-    from kpcompile.query.report_sections import Section
+    from kpcompile.reporting.data import ReportData
+    from kpcompile.reporting.sections import Section
     from kpcompile.store.base import Store
 
 DEFAULT_PATH = "report.html"
@@ -86,8 +86,8 @@ def report(
     start = time.perf_counter()
     dest = Path(DEFAULT_PATH if path is None else path)
     _check_suffix(dest)
-    from kpcompile.query.report_data import gather
-    from kpcompile.query.report_sections import build_sections
+    from kpcompile.reporting.data import gather
+    from kpcompile.reporting.sections import build_sections
     from kpcompile.store import open_store
 
     store = open_store(out)
@@ -126,7 +126,7 @@ def render(data: ReportData, sections: list[Section], location: str) -> str:
     import jinja2
 
     env = jinja2.Environment(
-        loader=jinja2.PackageLoader("kpcompile.query", "templates"),
+        loader=jinja2.PackageLoader("kpcompile.reporting", "templates"),
         autoescape=True,
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,

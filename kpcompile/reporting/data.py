@@ -2,13 +2,13 @@
 
 The ``files``, ``errors`` and ``cameras`` tables have one row per file and are read
 whole with polars. The ``keypoints`` table is read once, one Parquet file at a
-time, by :class:`~kpcompile.query.report_stream.LandmarkPass`, which reduces it to
+time, by :class:`~kpcompile.reporting.stream.LandmarkPass`, which reduces it to
 per-camera and per-file numbers; the histograms' ranges come from the Parquet
 files' column statistics (footers only), or from one more polars pass when a file
 has none. Only datapoints whose cameras disagree (their 3D landmarks hash
 differently) and the sample faces are read again, by filter.
 
-:func:`gather` returns a :class:`ReportData`; :mod:`kpcompile.query.report_sections`
+:func:`gather` returns a :class:`ReportData`; :mod:`kpcompile.reporting.sections`
 turns it into the page.
 """
 
@@ -22,10 +22,11 @@ import polars as pl
 
 from kpcompile.manifest import Manifest
 from kpcompile.query.analytics import COORDS_3D, inconsistent_3d
-from kpcompile.query.landmarks import NUM_LANDMARKS, REGIONS
+from kpcompile.query.landmarks import REGIONS
 from kpcompile.query.projection import MODELS
-from kpcompile.query.report_stream import COORDS, LandmarkPass
 from kpcompile.query.scan import scan
+from kpcompile.reporting.stream import COORDS, LandmarkPass
+from kpcompile.schema import NUM_LANDMARKS
 from kpcompile.store.base import Store
 
 BINS = 40
@@ -261,7 +262,7 @@ def region_of() -> pl.DataFrame:
     """``kp_id`` and its ``region`` (``other`` for the inner mesh), one row per landmark."""
     rows = [(i, name) for name, ids in REGIONS.items() for i in ids]
     regions = pl.DataFrame(rows, schema={"kp_id": pl.Int16, "region": pl.String}, orient="row")
-    every = pl.DataFrame({"kp_id": pl.int_range(0, 468, eager=True).cast(pl.Int16)})
+    every = pl.DataFrame({"kp_id": pl.int_range(0, NUM_LANDMARKS, eager=True).cast(pl.Int16)})
     return every.join(regions, on="kp_id", how="left").with_columns(
         pl.col("region").fill_null(OTHER_REGION)
     )

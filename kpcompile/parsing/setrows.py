@@ -39,7 +39,12 @@ def parse_set(data: bytes, path: str, key: str, *, optional: bool = False) -> li
         ...           "head")[0][:2]  # doctest: +SKIP
         ('back', '1')
     """
-    doc = load_json(data, path)
+    return set_rows(load_json(data, path), path, key, optional=optional)
+
+
+def set_rows(doc: Any, path: str, key: str, *, optional: bool = False) -> list[SetRow]:
+    """:func:`parse_set` on a loaded document (a file that holds several sets, such as
+    ``all_key_points.json``, is loaded once)."""
     if not isinstance(doc, dict):
         raise FormatError(ErrorCode.UNKNOWN_LAYOUT, path, "expected a JSON object")
     if "version" in doc and (
@@ -131,7 +136,11 @@ def parse_camera(data: bytes, path: str) -> dict[str, Any]:
         ...     "width"]  # doctest: +SKIP
         1024.0
     """
-    doc = load_json(data, path)
+    return camera_row(load_json(data, path), path)
+
+
+def camera_row(doc: Any, path: str) -> dict[str, Any]:
+    """:func:`parse_camera` on a loaded document."""
     if not isinstance(doc, dict):
         raise FormatError(ErrorCode.UNKNOWN_LAYOUT, path, "expected a JSON object")
     row: dict[str, Any] = {

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from kpcompile.compile.sets import ALL_SET_TABLES, compile_sets
+from kpcompile.compile.settables import ALL_SET_TABLES, compile_sets
 from kpcompile.compile.stage import Stage
 from kpcompile.compile.writer import (
     ParquetSettings,
@@ -29,8 +29,8 @@ from kpcompile.compile.writer import (
 from kpcompile.errors import ErrorCode, FormatError, SnapshotError
 from kpcompile.ingest import Source, SourceFile
 from kpcompile.ingest.base import READ_AHEAD, READ_TIMEOUT
-from kpcompile.ingest.discover import printable
-from kpcompile.ingest.sets import SetSource
+from kpcompile.ingest.paths import printable
+from kpcompile.ingest.setfiles import SetSource
 from kpcompile.manifest import ErrorRow, FileEntry
 from kpcompile.parsing import NUM_LANDMARKS, Landmarks, parse
 from kpcompile.schema import FILES_SCHEMA, KEYPOINTS_SCHEMA, partition_dir
@@ -191,9 +191,8 @@ def _each_file(
             rows.add(key, sf.datapoint, sf.camera, outcome.lm)
             result.parsed += 1
         elif outcome.error is not None:
-            result.errors.append(
-                ErrorRow(printable(sf.path), str(outcome.error.code), printable(str(outcome.error)))
-            )
+            err = outcome.error
+            result.errors.append(ErrorRow(printable(sf.path), str(err.code), printable(err.reason)))
         files.add(sf, outcome)
         _count(result, outcome)
 

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from kpcompile.query.plot import _draw_landmarks, _Face, _fit, _visibility_figure
+from kpcompile.query.plot import Face, draw_landmarks, fit_image_axes, visibility_figure
 
 PALETTE: tuple[str, ...] = (
     "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
@@ -47,14 +47,14 @@ def svg_uri(fig: Any, *, tight: bool = False) -> str:
 
 def visibility(rates: pl.DataFrame, flagged: int, unflagged: int) -> str:
     """Visibility rate per landmark (``kp_id``, ``rate``) on MediaPipe's canonical face."""
-    return svg_uri(_visibility_figure(rates, flagged, unflagged, dpi=72), tight=True)
+    return svg_uri(visibility_figure(rates, flagged, unflagged, dpi=72), tight=True)
 
 
 def histograms(hist: pl.DataFrame, coords: tuple[str, ...], bins: int) -> str:
     """One panel per coordinate; one line per camera (the largest ten; the rest as ``other``).
 
     ``hist`` holds ``coord``, ``camera``, ``bin``, ``n``, ``lo``, ``hi`` (see
-    :class:`~kpcompile.query.report_data.ReportData`).
+    :class:`~kpcompile.reporting.data.ReportData`).
     """
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
@@ -132,8 +132,8 @@ def sample_faces(samples: pl.DataFrame) -> str:
     axes = np.atleast_1d(fig.subplots(rows, cols, gridspec_kw=grid)).ravel()
     for ax, (dp, cam, layout) in zip(axes, files.iter_rows(), strict=False):
         face = _face(samples.filter((pl.col("datapoint") == dp) & (pl.col("camera") == cam)))
-        _draw_landmarks(ax, face)
-        _fit(ax, face.col, face.row, margin=0.08)
+        draw_landmarks(ax, face)
+        fit_image_axes(ax, face.col, face.row, margin=0.08)
         ax.set_xticks([])
         ax.set_yticks([])
         shown = f"{int(face.visible.sum())}/{len(face.ids)} visible" if face.flagged else "no flags"
@@ -144,9 +144,9 @@ def sample_faces(samples: pl.DataFrame) -> str:
     return svg_uri(fig)
 
 
-def _face(rows: pl.DataFrame) -> _Face:
+def _face(rows: pl.DataFrame) -> Face:
     flagged = bool(rows["visible"].is_not_null().any())
-    return _Face(
+    return Face(
         title="",
         ids=rows["kp_id"].to_numpy().astype(np.int64),
         col=rows["py"].to_numpy(),

@@ -23,16 +23,17 @@ import numpy as np
 import numpy.typing as npt
 
 from kpcompile.errors import QueryError, SnapshotError
+from kpcompile.schema import FLOAT_COLUMNS, NUM_LANDMARKS
 from kpcompile.store import Store, open_store
 
 if TYPE_CHECKING:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-K = 468
+K = NUM_LANDMARKS
 """Rows per landmark file in the ``keypoints`` table."""
 KEYS = ("datapoint", "camera")
-FLOATS = ("x3", "y3", "z3", "px", "py")
+FLOATS = FLOAT_COLUMNS
 PixelOrder = Literal["as_stored", "xy"]
 PIXEL_ORDERS: tuple[str, ...] = ("as_stored", "xy")
 DTYPES: tuple[str, ...] = ("float32", "float64")
