@@ -90,7 +90,7 @@ def test_ddp_ranks_get_equal_batches_and_every_file(
     how: str, data: str, padding: int, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
     out: Path = request.getfixturevalue(data)
-    mp.spawn(_ddp_rank, args=(2, free_port(), str(out), how, str(tmp_path)), nprocs=2)
+    mp.spawn(_ddp_rank, args=(2, free_port(), str(out), how, str(tmp_path)), nprocs=2)  # type: ignore[attr-defined,no-untyped-call]
     ranks = [json.loads((tmp_path / f"{r}.json").read_text()) for r in range(2)]
     counts = [len(r["batches"]) for r in ranks]
     assert counts[0] == counts[1] == ranks[0]["len"] == ranks[1]["len"] > 0
