@@ -16,9 +16,9 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from kpcompile.feeding.dataset import SPLITS, KeypointDataset, split_of
+    from kpcompile.feeding.dataset import SPLIT_BY, SPLITS, KeypointDataset, scene_of, split_of
 
-__all__ = ["SPLITS", "KeypointDataset", "split_of"]
+__all__ = ["SPLITS", "SPLIT_BY", "KeypointDataset", "scene_of", "split_of"]
 
 
 def __getattr__(name: str) -> Any:

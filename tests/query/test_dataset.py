@@ -51,12 +51,12 @@ def test_every_file_once_per_epoch_same_order_for_the_same_seed(groups_of_two: P
     assert _epoch(plain, 0, workers=0) == _epoch(plain, 3, workers=0)  # no shuffle: storage order
 
 
-def test_ranks_and_workers_split_the_row_groups(groups_of_two: Path) -> None:
+def test_ranks_and_workers_split_the_files(groups_of_two: Path) -> None:
     seen: Counter[tuple[str, str]] = Counter()
     for rank in range(2):
         ds = KeypointDataset(groups_of_two, batch_size=4, shuffle=True, rank=rank, world_size=2)
-        mine = [g for w in range(2) for g in ds.assigned(w, 2)]
-        assert len(mine) == len(set(mine))
+        mine = np.concatenate([ids for w in range(2) for ids in ds.batches(w, 2)])
+        assert len(mine) == len(set(mine.tolist())) == 12
         seen.update(_epoch(ds, 2, workers=2))
     assert sorted(seen) == sorted(kpcompile.tensors(groups_of_two).index.rows())
     assert set(seen.values()) == {1}
@@ -116,6 +116,7 @@ def test_splits_are_disjoint_whole_datapoints_and_stable(tmp_path: Path) -> None
         ({"split": "dev"}, "split must be one of train, val, test or None; got 'dev'"),
         ({"fractions": (0.5, 0.5)}, "fractions must be 3 non-negative shares"),
         ({"fractions": (0.7, 0.2, 0.2)}, "summing to 1; got"),
+        ({"split_by": "frame"}, "split_by must be one of scene, datapoint, camera; got 'frame'"),
         ({"rank": 1}, "rank and world_size go together"),
         ({"rank": 2, "world_size": 2}, "rank must be in 0..world_size-1"),
         ({"dtype": "float16"}, "dtype must be one of float32, float64"),
