@@ -226,3 +226,20 @@ def test_real_samples_give_plausible_features(samples: Path, tmp_path: Path) -> 
         assert f[eye].is_between(0.1, 0.6).all()
     assert f["mouth_openness"].is_between(0.0, 0.5).all()
     assert np.abs(f["aligned"].to_numpy() - CANONICAL).mean() < 0.6  # cm
+
+
+def test_many_files_in_threads_equal_small_batches() -> None:
+    rng = np.random.default_rng(5)
+    angles = rng.uniform([-90, -40, -30], [90, 40, 30], (4200, 3))
+    base = np.stack([CANONICAL @ (head_rotation(*a) @ AT_REST).T for a in angles[:7]])
+    xyz = base[np.arange(4200) % 7] + rng.normal(0.0, 1e-4, (4200, 468, 3))
+    xyz[3000, 5] = np.inf
+    values, aligned = face_features(xyz)  # three chunks, in threads
+    for part in (slice(0, 1000), slice(2990, 3010), slice(4100, 4200)):
+        small, small_aligned = face_features(xyz[part])
+        for c in COLUMNS:
+            assert np.allclose(values[c][part], small[c], atol=1e-12, equal_nan=True), c
+        assert np.allclose(aligned[part], small_aligned, atol=1e-12, equal_nan=True)
+    assert np.isnan(values["yaw"][3000]) and np.isfinite(np.delete(values["yaw"], 3000)).all()
+    wrapped = (values["yaw"] - angles[np.arange(4200) % 7, 0] + 180) % 360 - 180
+    assert np.nanmax(np.abs(wrapped)) < 0.5
