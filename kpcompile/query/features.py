@@ -5,11 +5,11 @@ landmarks with numpy over all files at once: the landmarks are read as one
 ``(N, 468, 3)`` tensor (:func:`kpcompile.tensors`, straight from the Parquet row
 groups for a whole snapshot), and every file is fitted to MediaPipe's canonical
 face (:data:`kpcompile.query.landmarks.CANONICAL_FACE`) by a least-squares
-similarity (Umeyama's method: the Kabsch rotation plus a scale). The fit is one
-matrix product for the whole batch (each file's cross-covariance with the
-canonical face and its centroid come out of a ``(N, 1404) @ (1404, 12)`` GEMM),
-one batched 3 x 3 SVD, and one batched product for the aligned landmarks; no
-Python loop runs over files.
+similarity (Umeyama's method: the Kabsch rotation plus a scale). Each file's
+cross-covariance with the canonical face and its centroid come out of one
+``(N, 1404) @ (1404, 12)`` GEMM for the whole batch; then, in threads of 2,048
+files, batched 3 x 3 SVDs, one batched product for the aligned landmarks, and the
+distances. No Python loop runs over files.
 
 Coordinates and conventions
 ---------------------------
