@@ -44,6 +44,7 @@ if TYPE_CHECKING:
         visibility_rate,
     )
     from kpcompile.query.boxes import bboxes
+    from kpcompile.query.features import features
     from kpcompile.query.namespace import KeypointsFrame, KeypointsLazyFrame, kp
     from kpcompile.query.plot import plot_face, plot_visibility
     from kpcompile.query.projection import project, reprojection_error
@@ -86,6 +87,7 @@ _LAZY = {
     "tables": "kpcompile.query.scan",
     "files": "kpcompile.query.scan",
     "bboxes": "kpcompile.query.boxes",
+    "features": "kpcompile.query.features",
     "kp": "kpcompile.query.namespace",
     "KeypointsFrame": "kpcompile.query.namespace",
     "KeypointsLazyFrame": "kpcompile.query.namespace",
@@ -134,6 +136,7 @@ __all__ = [
     "bboxes",
     "build",
     "diff",
+    "features",
     "files",
     "filter_region",
     "gc",

@@ -8,6 +8,7 @@ as polars is imported, so a build never imports polars for it)::
     kp.kp.region("lips").kp.stats(by=["camera"]).collect()
     kp.kp.visibility_rate().collect()
     t = kp.kp.tensors(dtype="float32")
+    kp.kp.features().collect()
 
 On a ``LazyFrame`` the methods return ``LazyFrame`` s (``tensors`` collects); on
 a ``DataFrame`` they return ``DataFrame`` s. Type checkers cannot see attributes
@@ -123,6 +124,18 @@ class KeypointsLazyFrame:
 
         return bboxes(self._lf, visible_only=visible_only, pixel_order=pixel_order, cameras=cameras)
 
+    def features(self, *, aligned: bool = True, dtype: Any = "float32") -> pl.LazyFrame:
+        """Head pose, aligned landmarks, openness per file: :func:`kpcompile.features`.
+
+        Computed when called (over whole files, with numpy), returned as a LazyFrame.
+
+        Example:
+            >>> kpcompile.scan("compiled").kp.features().collect()  # doctest: +SKIP
+        """
+        from kpcompile.query.features import features
+
+        return features(self._lf, aligned=aligned, dtype=dtype).lazy()
+
     def tensors(self, *, dtype: Any = "float64", pixel_order: PixelOrder = "as_stored") -> Tensors:
         """Collect into arrays: :func:`kpcompile.tensors`.
 
@@ -193,6 +206,12 @@ class KeypointsFrame:
             visible_only=visible_only, pixel_order=pixel_order, cameras=cameras
         )
         return lazy.collect()
+
+    def features(self, *, aligned: bool = True, dtype: Any = "float32") -> pl.DataFrame:
+        """Head pose, aligned landmarks, openness per file: :func:`kpcompile.features`."""
+        from kpcompile.query.features import features
+
+        return features(self._df, aligned=aligned, dtype=dtype)
 
     def tensors(self, *, dtype: Any = "float64", pixel_order: PixelOrder = "as_stored") -> Tensors:
         """Arrays of this frame's files: :func:`kpcompile.tensors`."""
