@@ -51,10 +51,11 @@ import numpy.typing as npt
 import polars as pl
 
 from kpcompile.errors import QueryError
-from kpcompile.query import rowgroups as rg
-from kpcompile.query.landmarks import CANONICAL_FACE, INTER_OCULAR, NUM_LANDMARKS
-from kpcompile.query.scan import Out
+from kpcompile.feeding import rowgroups as rg
 from kpcompile.feeding.tensors import Tensors, tensors
+from kpcompile.query.landmarks import CANONICAL_FACE, INTER_OCULAR
+from kpcompile.query.scan import Out
+from kpcompile.schema import NUM_LANDMARKS
 
 Floats = npt.NDArray[np.floating[Any]]
 F64 = npt.NDArray[np.float64]
