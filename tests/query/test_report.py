@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -329,16 +330,22 @@ def test_the_wheel_ships_the_template_and_every_subpackage(tmp_path: Path) -> No
     extension where it builds (the editable install of the tests reads the source tree,
     so only a wheel shows what a user gets). The build backend of the test's own venv,
     without isolation: a few seconds, so it runs in ``make test``."""
+    src = tmp_path / "src"  # a copy: no build/ folder left by an earlier build to ship
+    shutil.copytree(ROOT / "kpcompile", src / "kpcompile", ignore=shutil.ignore_patterns(
+        "__pycache__", "*.so", "*.pyc"))  # fmt: skip
+    for name in ("pyproject.toml", "setup.py", "README.md", "LICENSE"):
+        if (ROOT / name).exists():
+            shutil.copy2(ROOT / name, src / name)
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
-         "-w", str(tmp_path), str(ROOT)],
+         "-w", str(tmp_path), str(src)],
         check=True,
     )  # fmt: skip
     (wheel,) = tmp_path.glob("kpcompile-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "kpcompile/reporting/templates/report.html.j2" in names
     packages = {n.rsplit("/", 1)[0] for n in names if n.endswith("/__init__.py")}
-    want = {str(p.parent.relative_to(ROOT)) for p in (ROOT / "kpcompile").rglob("__init__.py")}
+    want = {str(p.parent.relative_to(src)) for p in (src / "kpcompile").rglob("__init__.py")}
     assert packages == want
     if sys.platform == "linux":
         assert any(n.startswith("kpcompile/ingest/_native") and n.endswith(".so") for n in names)
