@@ -151,3 +151,20 @@ def test_a_row_group_over_the_budget_still_goes_alone() -> None:
     assert ahead.take(key) == [(0, b"x" * 100)]
     assert ahead.take(("f", 1, ("x",))) == [(100, b"x" * 100)]
     ahead.close()
+
+
+def test_dataloader_workers_read_s3_as_the_folder(both: tuple[Path, str]) -> None:
+    """Forked workers open their own files and read ahead for their own batches."""
+    from torch.utils.data import DataLoader
+
+    local, remote = both
+
+    def keys_and_xyz(out: Path | str) -> tuple[list[Any], Any]:
+        ds = KeypointDataset(out, batch_size=3, shuffle=True, seed=5)
+        batches = list(DataLoader(ds, batch_size=None, num_workers=2))
+        keys = [k for b in batches for k in zip(b["datapoint"], b["camera"], strict=True)]
+        return keys, torch.cat([b["xyz"] for b in batches])
+
+    mine, theirs = keys_and_xyz(remote), keys_and_xyz(local)
+    assert mine[0] == theirs[0] and len(mine[0]) == 24
+    assert torch.equal(mine[1], theirs[1])
