@@ -222,7 +222,9 @@ class KeypointDataset(IterableDataset[Batch]):
         worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
         self._yielded = 0
         held: dict[int, Group] = {}
-        for ids in self.batches(worker, workers):
+        mine = self.batches(worker, workers)
+        self._parts.plan(self._reads(mine), (*rg.FLOATS, "visible"))
+        for ids in mine:
             batch, held = self._read(ids, held)
             yield batch
             self._yielded += 1
@@ -311,6 +313,7 @@ class KeypointDataset(IterableDataset[Batch]):
             return np.arange(total, dtype=np.int64)
         keep = np.empty(total, np.bool_)
         decided: dict[str, bool] = {}
+        self._parts.plan(self.row_groups)
         for g, start in zip(self.row_groups, self._starts, strict=False):
             group = self._parts.read(g)
             names = group.camera if self.split_by == "camera" else group.datapoint
@@ -325,6 +328,14 @@ class KeypointDataset(IterableDataset[Batch]):
             key = scene_of(name) if self.split_by == "scene" else name
             found = decided[name] = split_of(key, self.fractions) == self.split
         return found
+
+    def _reads(self, batches: list[Ids]) -> Iterator[RowGroup]:
+        """The row groups :meth:`_read` reads for these batches, in order."""
+        before: set[int] = set()
+        for ids in batches:
+            now = np.unique(np.searchsorted(self._starts, ids, side="right") - 1)
+            yield from (self.row_groups[g] for g in map(int, now) if g not in before)
+            before = set(map(int, now))
 
     def _read(self, ids: Ids, held: dict[int, Group]) -> tuple[Batch, dict[int, Group]]:
         """A batch of these files, reading their row groups unless ``held`` has them;

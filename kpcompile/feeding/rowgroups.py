@@ -10,26 +10,33 @@ Row groups are read with pyarrow, not polars: pyarrow decodes the
 ``BYTE_STREAM_SPLIT`` float columns two to three times faster (see the query
 benchmark), and the string columns come as dictionaries (one value per file,
 never one per row).
+
+On object storage, readers :meth:`Parts.plan` the row groups they will read, and
+their bytes are fetched ahead (see :mod:`kpcompile.feeding.readahead`).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
 from kpcompile.errors import QueryError, SnapshotError
+from kpcompile.feeding.readahead import HeldFile, Key, ReadAhead, Span, spans
 from kpcompile.schema import FLOAT_COLUMNS, NUM_LANDMARKS
 from kpcompile.store import Store, open_store
+from kpcompile.store.objstore import ObjectStore
 
 if TYPE_CHECKING:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+T = TypeVar("T")
 K = NUM_LANDMARKS
 """Rows per landmark file in the ``keypoints`` table."""
 KEYS = ("datapoint", "camera")
@@ -177,6 +184,8 @@ class Parts:
         self.rels: list[str] = sorted(f.path for f in manifest.table("keypoints").files)
         self._store: Store | None = store
         self._open: dict[str, pq.ParquetFile] = {}
+        self._held: dict[str, HeldFile] = {}
+        self._ahead: ReadAhead | None = None
         self._pid = os.getpid()
 
     def __getstate__(self) -> dict[str, Any]:
@@ -188,20 +197,61 @@ class Parts:
             state["snapshot"],
             state["rels"],
         )
-        self._store, self._open, self._pid = None, {}, os.getpid()
+        self._reset()
+
+    def _reset(self) -> None:
+        self._store, self._open, self._held, self._ahead = None, {}, {}, None
+        self._pid = os.getpid()
+
+    def store(self) -> Store:
+        """The snapshot's store, opened once per process."""
+        if self._pid != os.getpid():  # a forked worker: open its own files and threads
+            self._reset()
+        if self._store is None:
+            self._store = open_store(self.location)
+        return self._store
 
     def file(self, rel: str) -> pq.ParquetFile:
         """``rel`` opened with pyarrow (once per process), strings read as dictionaries."""
-        if self._pid != os.getpid():  # a forked worker: open its own files
-            self._store, self._open, self._pid = None, {}, os.getpid()
+        store = self.store()
         if rel not in self._open:
-            if self._store is None:
-                self._store = open_store(self.location)
-            self._open[rel] = self._store.parquet_file(self.snapshot, rel, read_dictionary=KEYS)
+            if isinstance(store, ObjectStore):
+                import pyarrow.parquet as pq
+
+                fs, path = store.object(self.snapshot, rel)
+                held = self._held[rel] = HeldFile(fs.open(path, "rb"))
+                self._open[rel] = pq.ParquetFile(held, read_dictionary=KEYS)
+            else:
+                self._open[rel] = store.parquet_file(self.snapshot, rel, read_dictionary=KEYS)
         return self._open[rel]
+
+    def plan(self, groups: Iterable[RowGroup], columns: Sequence[str] = ()) -> None:
+        """Say which row groups :meth:`read` will be asked for next, in that order, with
+        these ``columns``: on object storage their bytes are fetched ahead. Replaces
+        the previous plan; reads outside the plan still work (unhurried)."""
+        store = self.store()
+        if not isinstance(store, ObjectStore):
+            return
+        if self._ahead is None:
+            self._ahead = ReadAhead(self._fetch)
+        names = _names(columns)
+        items: list[tuple[Key, list[Span]]] = [
+            ((g.rel, g.index, names), spans(self.file(g.rel).metadata, g.index, names))
+            for g in groups
+        ]
+        self._ahead.plan(items)
+
+    def _fetch(self, rel: str, ranges: Sequence[Span]) -> list[bytes]:
+        store = self.store()
+        assert isinstance(store, ObjectStore)
+        fs, path = store.object(self.snapshot, rel)
+        return [bytes(fs.cat_file(path, start=start, end=stop)) for start, stop in ranges]
 
     def row_groups(self) -> list[RowGroup]:
         """Every row group of the table, file by file in path order (from the footers)."""
+        if isinstance(self.store(), ObjectStore):  # one round trip for all the footers
+            with ThreadPoolExecutor(max_workers=16) as pool:
+                list(pool.map(self.file, [r for r in self.rels if r not in self._open]))
         groups = []
         for rel in self.rels:
             meta = self.file(rel).metadata
@@ -215,8 +265,18 @@ class Parts:
 
     def read(self, group: RowGroup, columns: Sequence[str] = ()) -> Group:
         """A row group's keys (one per file) and ``columns`` (``visible`` included if named)."""
-        names = [*KEYS, "kp_id", *(c for c in columns if c not in (*KEYS, "kp_id"))]
-        table = self.file(group.rel).read_row_group(group.index, columns=names, use_threads=False)
+        names = _names(columns)
+        file = self.file(group.rel)
+        held = None if self._ahead is None else self._ahead.take((group.rel, group.index, names))
+        if held is None:
+            table = file.read_row_group(group.index, columns=list(names), use_threads=False)
+            return _group(table, group)
+        source = self._held[group.rel]
+        source.held = held
+        try:
+            table = file.read_row_group(group.index, columns=list(names), use_threads=False)
+        finally:
+            source.held = []
         return _group(table, group)
 
     def streams(self, groups: Sequence[RowGroup]) -> list[list[RowGroup]]:
@@ -225,6 +285,11 @@ class Parts:
         for g in groups:
             by.setdefault(g.stream, []).append(g)
         return [by[k] for k in sorted(by)]
+
+
+def _names(columns: Sequence[str]) -> tuple[str, ...]:
+    """The columns a read of ``columns`` asks pyarrow for (keys and ``kp_id`` first)."""
+    return (*KEYS, "kp_id", *(c for c in columns if c not in (*KEYS, "kp_id")))
 
 
 def _group(table: pa.Table, where: RowGroup) -> Group:
@@ -305,10 +370,12 @@ def chunks_in_order(parts: Parts, groups: Sequence[RowGroup]) -> Iterator[Group]
     at most one row group per folder: a file is handed on once no folder can still
     hold a smaller key.
     """
-    streams = [iter(s) for s in parts.streams(groups)]
+    by_stream = parts.streams(groups)
+    cols = (*FLOATS, "visible")
+    parts.plan(interleaved(by_stream), cols)  # the folders advance about together
+    streams = [iter(s) for s in by_stream]
     pending: list[Group | None] = [None] * len(streams)
     done = [False] * len(streams)
-    cols = (*FLOATS, "visible")
 
     def advance(i: int) -> None:
         nxt = next(streams[i], None)
@@ -332,6 +399,12 @@ def chunks_in_order(parts: Parts, groups: Sequence[RowGroup]) -> Iterator[Group]
         for i in live:
             if _last(pending[i]) == bound:
                 advance(i)
+
+
+def interleaved(lists: Sequence[Sequence[T]]) -> Iterator[T]:
+    """The first of each list, then the second of each, ..."""
+    for i in range(max((len(x) for x in lists), default=0)):
+        yield from (x[i] for x in lists if i < len(x))
 
 
 def _last(g: Group | None) -> tuple[str, str]:

@@ -177,6 +177,7 @@ def _from_parts(parts: Parts, dtype: np.dtype[Any], pixel_order: str) -> Tensors
     groups = parts.row_groups()
     if not groups:
         return _empty(dtype)
+    parts.plan(groups)
     keys = [parts.read(g) for g in groups]
     datapoint = np.concatenate([k.datapoint for k in keys])
     camera = np.concatenate([k.camera for k in keys])
@@ -195,8 +196,19 @@ def _from_parts(parts: Parts, dtype: np.dtype[Any], pixel_order: str) -> Tensors
             group = parts.read(groups[i], (*rg.FLOATS, "visible"))
             group.fill(out, place[starts[i] : starts[i + 1]], pixel_order)
 
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        list(pool.map(fill, by_file))
+    threads = os.cpu_count() or 1
+    files = list(by_file)
+    # Read ahead in about the order the threads ask: files a thread batch at a time.
+    parts.plan(
+        (
+            groups[i]
+            for at in range(0, len(files), threads)
+            for i in rg.interleaved([by_file[f] for f in files[at : at + threads]])
+        ),
+        (*rg.FLOATS, "visible"),
+    )
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        list(pool.map(fill, files))
     index = pl.DataFrame({"datapoint": datapoint[order], "camera": camera[order]})
     return _tensors(out, index)
 

@@ -243,9 +243,15 @@ class ObjectStore(Store):
     ) -> pq.ParquetFile:
         import pyarrow.parquet as pq
 
-        fs, _ = _fs(self.url)
-        fh = fs.open(self._path(SNAPSHOTS, snapshot, rel), "rb")
+        fs, path = self.object(snapshot, rel)
+        fh = fs.open(path, "rb")
         return pq.ParquetFile(fh, read_dictionary=list(read_dictionary))
+
+    def object(self, snapshot: str, rel: str) -> tuple[Any, str]:
+        """The fsspec filesystem holding a snapshot's file and the file's path on it
+        (for readers that fetch byte ranges themselves)."""
+        fs, _ = _fs(self.url)
+        return fs, self._path(SNAPSHOTS, snapshot, rel)
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
