@@ -18,27 +18,16 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import time
-from collections.abc import Callable
 from functools import partial
 from typing import Any
 
 import numpy as np
 
 import kpcompile
-from benchmarks.common import DATA, arguments, dataset, loadavg, save, table
+from benchmarks.common import DATA, arguments, best_of, dataset, loadavg, save, table
 from kpcompile.query.features import face_features
 
 TARGET = 100_000
-
-
-def _best(fn: Callable[[], Any], repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
 
 
 def main() -> None:
@@ -57,11 +46,11 @@ def main() -> None:
             xyz = kpcompile.tensors(out, dtype=dtype).xyz
             reps = -(-args.faces // len(xyz))
             many = np.ascontiguousarray(np.tile(xyz, (reps, 1, 1))[: args.faces])
-            seconds = _best(partial(face_features, many), args.repeat)
+            seconds = best_of(partial(face_features, many), args.repeat)
             rows.append([f"math {dtype}", len(many), seconds, len(many) / seconds, loadavg()])
             del many
         n = len(kpcompile.tensors(out).index)
-        seconds = _best(lambda: kpcompile.features(out), args.repeat)
+        seconds = best_of(lambda: kpcompile.features(out), args.repeat)
         rows.append(["features(out), float32", n, seconds, n / seconds, loadavg()])
     finally:
         shutil.rmtree(out, ignore_errors=True)

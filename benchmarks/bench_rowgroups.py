@@ -38,17 +38,8 @@ import polars as pl
 import pyarrow.parquet as pq
 
 import kpcompile
-from benchmarks.common import DATA, arguments, dataset, loadavg, save, table
+from benchmarks.common import DATA, arguments, best_of, dataset, loadavg, save, table
 from kpcompile.query.scan import files as table_uris
-
-
-def _best(fn: Callable[[], Any], repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
 
 
 def _queries(out: Path, target: str, repeat: int) -> dict[str, float]:
@@ -56,8 +47,8 @@ def _queries(out: Path, target: str, repeat: int) -> dict[str, float]:
         return kpcompile.scan(out)
 
     return {
-        "visibility": _best(lambda: kpcompile.visibility_rate(lazy()).collect(), repeat),
-        "lips_mean": _best(
+        "visibility": best_of(lambda: kpcompile.visibility_rate(lazy()).collect(), repeat),
+        "lips_mean": best_of(
             lambda: (
                 kpcompile.filter_region(lazy(), "lips")
                 .group_by("camera")
@@ -66,8 +57,8 @@ def _queries(out: Path, target: str, repeat: int) -> dict[str, float]:
             ),
             repeat,
         ),
-        "lookup": _best(lambda: lazy().filter(pl.col("datapoint") == target).collect(), repeat),
-        "tensors": _best(lambda: kpcompile.tensors(lazy()), max(1, repeat // 2)),
+        "lookup": best_of(lambda: lazy().filter(pl.col("datapoint") == target).collect(), repeat),
+        "tensors": best_of(lambda: kpcompile.tensors(lazy()), max(1, repeat // 2)),
     }
 
 

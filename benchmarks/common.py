@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -193,6 +194,16 @@ def best(name: str, cmd: list[str], repeat: int, *, before: Any = None) -> Run:
     peak = timed(name, cmd).peak_mib
     first = fastest(runs)
     return Run(first.name, first.seconds, peak, first.returncode)
+
+
+def best_of(fn: Callable[[], Any], repeat: int) -> float:
+    """Fewest seconds of ``repeat`` calls of ``fn`` in this process."""
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return min(times)
 
 
 def fastest(runs: list[Run]) -> Run:

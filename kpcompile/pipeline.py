@@ -273,13 +273,10 @@ def _transient_cleared(current: Manifest, inputs: _Inputs, opts: BuildOptions) -
     standing = {e.path for s in current.shards for e in transient_errors(s)}
     if not standing:
         return False
-    # the manifest names files as printable() does: find their names as listed
-    set_paths: list[str] = []
-    if inputs.sets is not None:
-        chosen = np.unique(inputs.sets.index[inputs.sets.index >= 0])
-        set_paths = inputs.sets.files.listing.paths(chosen)
-    listed = (*(f.path for f in inputs.files), *set_paths)
-    raw = sorted({p for p in listed if printable(p) in standing})
+    # the manifest names files as printable() does: find their names in the listing,
+    # which holds the landmark files and, with --sets, the set files
+    listing = inputs.files.listing
+    raw = sorted({p for p in listing.paths(np.arange(len(listing))) if printable(p) in standing})
     if len(raw) != len(standing):
         return True  # a rejected file is gone (its digest would differ anyway)
     with inputs.src.read_many(

@@ -128,15 +128,19 @@ def test_coordinator_memory_per_file_with_sets() -> None:
     assert peak / n <= SETS_BOUND_PER_LANDMARK_FILE
 
 
-def _random_listing(rng: random.Random) -> list[Entry]:
-    names = [
-        "face_dense_key_points.json",
-        "dense_keypoints.json",
-        "all_key_points.json",
-        "camera_metadata.json",
-    ]
-    folders = ["dp1/cam", "dp1/cam/key_points", "dp2/cam", "dp2/c2/key_points", "key_points"]
-    folders += ["", "../up/cam", "/abs/cam", "a//b/cam", "./c/cam", "é/cam"]
+_NAMES = [
+    "face_dense_key_points.json",
+    "dense_keypoints.json",
+    "all_key_points.json",
+    "camera_metadata.json",
+]
+_FOLDERS = ["dp1/cam", "dp1/cam/key_points", "dp2/cam", "dp2/c2/key_points", "key_points"]
+_FOLDERS += ["", "../up/cam", "/abs/cam", "a//b/cam", "./c/cam", "é/cam"]
+
+
+def _random_listing(
+    rng: random.Random, folders: list[str] = _FOLDERS, names: list[str] = _NAMES
+) -> list[Entry]:
     entries = {}
     for _ in range(rng.randrange(1, 40)):
         folder, name = rng.choice(folders), rng.choice(names)
@@ -194,13 +198,7 @@ def test_columnar_set_files_are_the_object_form_s() -> None:
     rng = random.Random(17)
     checked = 0
     for _ in range(300):
-        entries: dict[str, Entry] = {}
-        for _ in range(rng.randrange(1, 40)):
-            folder, name = rng.choice(_SET_FOLDERS), rng.choice(_SET_NAMES)
-            path = f"{folder}/{name}" if folder else name
-            entries[path] = Entry(path, rng.randrange(-1, 5), rng.randrange(0, 3))
-        items = list(entries.values())
-        rng.shuffle(items)
+        items = _random_listing(rng, _SET_FOLDERS, _SET_NAMES)
         try:
             expected = select(items, "root", "where")
         except SourceError:

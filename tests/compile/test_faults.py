@@ -320,15 +320,8 @@ def test_a_name_that_is_not_utf8_is_rejected_by_name(tmp_path: Path, kind: str) 
     assert kpcompile.build(source, out, max_errors=10, progress=False).up_to_date
 
 
-def test_a_read_failure_that_passes_is_retried_not_kept(
-    small_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Issue 17.1: a file rejected as unreadable (a stalled or failed read: nothing in its
-    name, size or mtime changes) is read again by the next build. While it still fails,
-    the snapshot is up to date; once it reads, the build compiles it, and the shard that
-    held the rejection is never reused with it. verify says it reads now."""
-    out = tmp_path / "out"
-    failing = f"datapoint_00002/camera_01/{DENSE}"
+def _failing_read(monkeypatch: pytest.MonkeyPatch, failing: str) -> dict[str, bool]:
+    """Reading ``failing`` fails with EIO while the returned switch's "on" is True."""
     real = folder.read_local
     broken = {"on": True}
 
@@ -339,6 +332,19 @@ def test_a_read_failure_that_passes_is_retried_not_kept(
 
     monkeypatch.setattr(folder, "read_local", read_local)
     monkeypatch.setattr(folder.FolderSource, "read_cached", lambda *a: None)
+    return broken
+
+
+def test_a_read_failure_that_passes_is_retried_not_kept(
+    small_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 17.1: a file rejected as unreadable (a stalled or failed read: nothing in its
+    name, size or mtime changes) is read again by the next build. While it still fails,
+    the snapshot is up to date; once it reads, the build compiles it, and the shard that
+    held the rejection is never reused with it. verify says it reads now."""
+    out = tmp_path / "out"
+    failing = f"datapoint_00002/camera_01/{DENSE}"
+    broken = _failing_read(monkeypatch, failing)
     first = kpcompile.build(small_dataset, out, workers=1, max_errors=1, shard_files=2)
     assert first.rejected == 1 and first.errors[0][:2] == (failing, "unreadable")
     again = kpcompile.build(small_dataset, out, workers=1, max_errors=1, shard_files=2)
@@ -364,16 +370,7 @@ def test_a_shard_holding_a_passing_read_failure_is_recompiled_not_reused(
     """The shard reused when another file is added elsewhere: not the one with the rejection."""
     out = tmp_path / "out"
     failing = f"datapoint_00001/camera_00/{DENSE}"
-    real = folder.read_local
-    broken = {"on": True}
-
-    def read_local(full: str, rel: str, max_bytes: int) -> bytes:
-        if broken["on"] and rel == failing:
-            raise OSError(errno.EIO, os.strerror(errno.EIO))
-        return real(full, rel, max_bytes)
-
-    monkeypatch.setattr(folder, "read_local", read_local)
-    monkeypatch.setattr(folder.FolderSource, "read_cached", lambda *a: None)
+    broken = _failing_read(monkeypatch, failing)
     kpcompile.build(small_dataset, out, workers=1, max_errors=1, shard_files=2)
     broken["on"] = False
     extra = small_dataset / "datapoint_09999" / "camera_00" / "key_points"
