@@ -162,6 +162,9 @@ class KeypointDataset(IterableDataset[Batch]):
         self.epoch = 0
         self._start = 0  # samples of the epoch consumed before this run (a resumed epoch)
         self._yielded = 0  # batches this process yielded since the epoch's run began
+        # a DataLoader worker's resume point (worker, workers, its batches consumed),
+        # from a worker state that torchdata's StatefulDataLoader saved
+        self._worker_resume: tuple[int, int, int] | None = None
         self._parts = Parts(out, snapshot)
         self.row_groups: list[RowGroup] = self._parts.row_groups()
         sizes = np.array([g.files for g in self.row_groups], np.int64)
@@ -184,7 +187,7 @@ class KeypointDataset(IterableDataset[Batch]):
         A resume point from :meth:`load_state_dict` is kept for its own epoch only.
         """
         if epoch != self.epoch:
-            self._start = 0
+            self._start, self._worker_resume = 0, None
         self.epoch = epoch
 
     def order(self) -> Ids:
@@ -222,48 +225,65 @@ class KeypointDataset(IterableDataset[Batch]):
         worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
         self._yielded = 0
         held: dict[int, Group] = {}
-        mine = self.batches(worker, workers)
+        mine = self.batches(worker, workers)[self._skipped(worker, workers) :]
         self._parts.plan(self._reads(mine), (*rg.FLOATS, "visible"))
         for ids in mine:
             batch, held = self._read(ids, held)
+            self._yielded += 1  # counted before the yield: a state taken now includes it
             yield batch
-            self._yielded += 1
 
     def state_dict(self, batches: int | None = None) -> dict[str, Any]:
         """Where this epoch stands: a small dict of ints and strings for :meth:`load_state_dict`.
 
-        Args:
-            batches: Batches this rank's DataLoader has yielded since the epoch (or the
-                resumed run) began; by default those this process yielded, which is
-                right when iterating without DataLoader workers. Every rank counts
-                the same, so rank 0's state is everyone's.
+        Two ways to checkpoint:
+
+        * Call it in the training process with ``batches``, the batches this rank's
+          DataLoader has yielded since the epoch (or the resumed run) began. Every rank
+          counts the same, so rank 0's state is everyone's, and any number of ranks and
+          workers may resume it.
+        * Or let torchdata's ``StatefulDataLoader`` call it (without ``batches``) in
+          each of its workers: each worker's state then says how many of that worker's
+          batches were consumed, and ``StatefulDataLoader.load_state_dict`` resumes it
+          with the same number of workers (which torchdata requires).
+
+        Without ``batches`` and outside a worker it counts the batches this process
+        yielded, which is right when iterating without DataLoader workers.
 
         Example:
             >>> for i, batch in enumerate(loader):  # doctest: +SKIP
             ...     if i % 100 == 99:
             ...         torch.save(ds.state_dict(batches=i + 1), "ckpt.pt")
         """
+        state: dict[str, Any] = {
+            "version": STATE_VERSION,
+            "order": self._fingerprint(),
+            "epoch": self.epoch,
+        }
+        info = get_worker_info() if batches is None else None
+        if info is not None:  # a StatefulDataLoader worker's own share
+            done = self._skipped(info.id, info.num_workers) + self._yielded
+            worker = {"worker": info.id, "workers": info.num_workers, "batches": done}
+            return state | {"samples": self._start} | worker
         done = self._yielded if batches is None else batches
         if done < 0:
             msg = f"batches must be at least 0, got {done}"
             raise QueryError(msg)
         rounds = self.world_size * self.batch_size
         samples = self.samples if done >= len(self) else self._start + done * rounds
-        return {
-            "version": STATE_VERSION,
-            "order": self._fingerprint(),
-            "epoch": self.epoch,
-            "samples": samples,
-        }
+        return state | {"samples": samples}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Resume at ``state`` (from :meth:`state_dict`): its epoch, after the samples it saw.
 
-        Any number of ranks and DataLoader workers may resume it: the order is theirs.
+        Any number of ranks and DataLoader workers may resume a state saved with
+        ``batches``: the order is theirs. A worker's state (saved by torchdata's
+        ``StatefulDataLoader``) resumes in the worker of the same number, as
+        ``StatefulDataLoader.load_state_dict`` does.
 
         Raises:
             QueryError: The state comes from another snapshot, seed, shuffle, split or
-                batch order, or is not a state of this dataset.
+                batch order, or is not a state of this dataset; or a worker's state is
+                loaded outside that worker.
         """
         if state.get("version") != STATE_VERSION or not isinstance(state.get("samples"), int):
             msg = f"state is not a KeypointDataset state (version {STATE_VERSION}): {state!r}"
@@ -274,7 +294,25 @@ class KeypointDataset(IterableDataset[Batch]):
                 "split, fractions or split_by than this dataset's; resume with the same ones"
             )
             raise QueryError(msg)
+        resume = None
+        if "worker" in state:
+            info = get_worker_info()
+            if info is None or (info.id, info.num_workers) != (state["worker"], state["workers"]):
+                msg = (
+                    f"this state is DataLoader worker {state['worker']}'s of "
+                    f"{state['workers']} (saved by torchdata's StatefulDataLoader): resume it "
+                    "with StatefulDataLoader.load_state_dict and the same num_workers, or "
+                    "save the dataset's state with state_dict(batches=...) instead"
+                )
+                raise QueryError(msg)
+            resume = (int(state["worker"]), int(state["workers"]), int(state["batches"]))
         self.epoch, self._start = int(state["epoch"]), min(int(state["samples"]), self.samples)
+        self._worker_resume = resume
+
+    def _skipped(self, worker: int, workers: int) -> int:
+        """Batches of worker ``worker``'s share consumed before this run (a worker state)."""
+        resume = self._worker_resume
+        return resume[2] if resume is not None and resume[:2] == (worker, workers) else 0
 
     def _fingerprint(self) -> str:
         what = (

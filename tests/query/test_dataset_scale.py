@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import random
 import signal
 import subprocess
@@ -210,6 +211,65 @@ def test_a_killed_epoch_resumes_with_every_file_once(
         ds.set_epoch(2)  # the next epoch starts at its beginning
         assert sorted(k for b in ds for k in _keys(b)) == every
     trials(2, "kills")
+
+
+_STATEFUL = """
+import os, pickle, sys, time
+from torchdata.stateful_dataloader import StatefulDataLoader
+from kpcompile.torch import KeypointDataset
+
+out, state = sys.argv[1], sys.argv[2]
+ds = KeypointDataset(out, batch_size=2, shuffle=True, seed=4, shuffle_buffer=5)
+ds.set_epoch(1)
+loader = StatefulDataLoader(ds, batch_size=None, num_workers=2)
+seen = []
+for batch in loader:
+    seen += list(zip(batch["datapoint"], batch["camera"]))
+    with open(state + ".tmp", "wb") as f:
+        pickle.dump({"state": loader.state_dict(), "seen": seen}, f)
+    os.replace(state + ".tmp", state)
+    time.sleep(0.1)
+"""
+
+
+# torchdata 0.11 calls torch.set_vital, which torch 2.13 deprecates (harmless)
+@pytest.mark.filterwarnings("ignore:'set_vital' is deprecated:UserWarning")
+def test_stateful_dataloader_resumes_a_killed_epoch(odd: Path, tmp_path: Path) -> None:
+    """torchdata's StatefulDataLoader saves each worker's state (the dataset's
+    ``state_dict`` called in the worker) and resumes them: every file once, in order."""
+    stateful = pytest.importorskip("torchdata.stateful_dataloader")
+    kwargs: dict[str, Any] = {"batch_size": 2, "shuffle": True, "seed": 4, "shuffle_buffer": 5}
+    whole = KeypointDataset(odd, **kwargs)
+    whole.set_epoch(1)
+    epoch = [k for b in whole for k in _keys(b)]
+    at = random.randrange(1, 11)
+    state = tmp_path / "state.pickle"
+    run = subprocess.Popen(
+        [sys.executable, "-c", _STATEFUL, str(odd), str(state)], start_new_session=True
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not (state.exists() and len(pickle.loads(state.read_bytes())["seen"]) >= 2 * at):
+            assert run.poll() is None and time.monotonic() < deadline, "run ended first"
+            time.sleep(0.01)
+        run.send_signal(signal.SIGKILL)
+        run.wait()
+    finally:
+        os.killpg(run.pid, signal.SIGKILL)
+    saved = pickle.loads(state.read_bytes())
+    before = [tuple(k) for k in saved["seen"]]
+    assert 0 < len(before) < len(epoch), f"killed after batch {at}"
+    ds = KeypointDataset(odd, **kwargs)
+    ds.set_epoch(1)
+    loader = stateful.StatefulDataLoader(ds, batch_size=None, num_workers=2)
+    loader.load_state_dict(saved["state"])
+    after = [k for b in loader for k in _keys(b)]
+    assert before + after == epoch, f"killed after batch {at}"  # each file once, in order
+    # a worker's state names its worker: outside it, the error says how to resume it
+    worker_state = saved["state"]["_snapshot"]["_worker_snapshots"]["worker_0"]["dataset_state"]
+    assert worker_state["worker"] == 0 and worker_state["workers"] == 2
+    with pytest.raises(kpcompile.QueryError, match="StatefulDataLoader.load_state_dict"):
+        KeypointDataset(odd, **kwargs).load_state_dict(worker_state)
 
 
 def test_a_state_resumes_only_the_same_order(even: Path) -> None:
