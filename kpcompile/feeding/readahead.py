@@ -11,6 +11,11 @@ however large). pyarrow then decodes a row group from the fetched bytes through
 
 A row group read that is not planned, or not fetched in time, is read from the
 store directly, as before.
+
+On a local store the bytes are a page-cache copy away and the cost is decoding:
+:class:`DecodeAhead` decodes the planned row groups on background threads, two
+ahead of the reader (pyarrow releases the GIL while it decodes), so decoding
+overlaps what the reader does with the previous one.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 if TYPE_CHECKING:
     import pyarrow.parquet as pq
@@ -36,6 +41,9 @@ Span = tuple[int, int]
 Held = list[tuple[int, bytes]]
 Key = tuple[str, int, tuple[str, ...]]
 """A row group read: the file (relative path), the row group, the columns."""
+T = TypeVar("T")
+DEPTH = 2
+"""Row groups :class:`DecodeAhead` decodes ahead of the reader, at most."""
 
 
 def spans(meta: pq.FileMetaData, index: int, columns: Sequence[str]) -> list[Span]:
@@ -181,3 +189,69 @@ class ReadAhead:
     def _get(self, key: Key, ranges: list[Span]) -> Held:
         data = self._fetch(key[0], ranges)
         return [(start, blob) for (start, _), blob in zip(ranges, data, strict=True)]
+
+
+class DecodeAhead(Generic[T]):
+    """Decodes planned row groups on background threads, ``depth`` ahead of the reader.
+
+    ``decode(key, files)`` runs on a pool thread (``depth`` of them: two row groups
+    decode at once, as the next ones are needed); ``files`` is that thread's own dict
+    of open files (a ``pyarrow.parquet.ParquetFile`` is never shared between threads).
+    A row group taken out of plan order, or not planned, is ``None`` from
+    :meth:`take` (the caller reads it itself); planned row groups the reader passed
+    over are dropped, so they never hold the read-ahead up.
+    """
+
+    def __init__(self, decode: Callable[[Key, dict[str, Any]], T], depth: int = DEPTH) -> None:
+        self._decode, self._depth = decode, depth
+        self._pool = ThreadPoolExecutor(depth, thread_name_prefix="kpcompile-decode")
+        self._local = threading.local()  # each pool thread's open files
+        self._lock = threading.Lock()
+        self._planned: OrderedDict[Key, None] = OrderedDict()
+        self._started: OrderedDict[Key, Future[T]] = OrderedDict()
+
+    def plan(self, keys: Sequence[Key]) -> None:
+        """Decode these next, in this order (replaces the previous plan)."""
+        with self._lock:
+            for future in self._started.values():
+                future.cancel()
+            self._started.clear()
+            self._planned = OrderedDict.fromkeys(keys)
+            self._start()
+
+    def take(self, key: Key) -> T | None:
+        """``key`` decoded, waiting for it if it is on its way; ``None`` if it is not."""
+        with self._lock:
+            if key not in self._started:
+                if key in self._planned:  # the reader is ahead of the decoding
+                    for future in self._started.values():
+                        future.cancel()  # passed over
+                    self._started.clear()
+                    while self._planned.popitem(last=False)[0] != key:
+                        pass
+                    self._start()
+                return None
+            while True:  # those started before ``key`` were passed over: drop them
+                first, future = self._started.popitem(last=False)
+                if first == key:
+                    break
+                future.cancel()
+            self._start()
+        return future.result()
+
+    def close(self) -> None:
+        """Drop the plan; stop decoding."""
+        self.plan([])
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _start(self) -> None:
+        """Start decoding planned row groups while fewer than ``depth`` are (lock held)."""
+        while self._planned and len(self._started) < self._depth:
+            key, _ = self._planned.popitem(last=False)
+            self._started[key] = self._pool.submit(self._run, key)
+
+    def _run(self, key: Key) -> T:
+        files = getattr(self._local, "files", None)
+        if files is None:
+            files = self._local.files = {}
+        return self._decode(key, files)

@@ -27,7 +27,7 @@ import numpy as np
 import numpy.typing as npt
 
 from kpcompile.errors import QueryError, SnapshotError
-from kpcompile.feeding.readahead import HeldFile, Key, ReadAhead, Span, spans
+from kpcompile.feeding.readahead import DecodeAhead, HeldFile, Key, ReadAhead, Span, spans
 from kpcompile.schema import FLOAT_COLUMNS, NUM_LANDMARKS
 from kpcompile.store import Store, open_store
 from kpcompile.store.objstore import ObjectStore
@@ -117,13 +117,19 @@ class Group:
         """The files at positions ``files`` (indices or a boolean mask), in that order."""
         if files.dtype == np.bool_:
             files = np.flatnonzero(files)
-        rows = (files[:, None] * K + np.arange(K)).ravel()
+
+        def rows(v: npt.NDArray[Any]) -> npt.NDArray[Any]:
+            # whole files as rows of K: one block copy each (an index per landmark
+            # costs 3x more)
+            block: npt.NDArray[Any] = v.reshape(-1, K)[files]
+            return block.reshape(-1)
+
         return Group(
             self.datapoint[files],
             self.camera[files],
-            {k: v[rows] for k, v in self.columns.items()},
-            None if self.visible is None else self.visible[rows],
-            None if self.known is None else self.known[rows],
+            {k: rows(v) for k, v in self.columns.items()},
+            None if self.visible is None else rows(self.visible),
+            None if self.known is None else rows(self.known),
         )
 
     @staticmethod
@@ -186,6 +192,7 @@ class Parts:
         self._open: dict[str, pq.ParquetFile] = {}
         self._held: dict[str, HeldFile] = {}
         self._ahead: ReadAhead | None = None
+        self._decoding: DecodeAhead[Group] | None = None
         self._pid = os.getpid()
 
     def __getstate__(self) -> dict[str, Any]:
@@ -201,6 +208,7 @@ class Parts:
 
     def _reset(self) -> None:
         self._store, self._open, self._held, self._ahead = None, {}, {}, None
+        self._decoding = None
         self._pid = os.getpid()
 
     def store(self) -> Store:
@@ -231,6 +239,13 @@ class Parts:
         the previous plan; reads outside the plan still work (unhurried)."""
         store = self.store()
         if not isinstance(store, ObjectStore):
+            # local files: the reads are page-cache copies, the cost is decoding, so the
+            # next row groups are decoded on a thread (pyarrow releases the GIL) while
+            # the caller turns the current one into tensors
+            if self._decoding is None:
+                self._decoding = DecodeAhead(self._decode)
+            names = _names(columns)
+            self._decoding.plan([(g.rel, g.index, names) for g in groups])
             return
         if self._ahead is None:
             self._ahead = ReadAhead(self._fetch)
@@ -240,6 +255,16 @@ class Parts:
             for g in groups
         ]
         self._ahead.plan(items)
+
+    def _decode(self, key: Key, files: dict[str, pq.ParquetFile]) -> Group:
+        """Row group ``key`` of a local file, decoded (on :class:`DecodeAhead`'s thread,
+        with that thread's own open files: a ``ParquetFile`` is not shared across threads)."""
+        rel, index, names = key
+        if rel not in files:
+            files[rel] = self.store().parquet_file(self.snapshot, rel, read_dictionary=KEYS)
+        table = files[rel].read_row_group(index, columns=list(names), use_threads=False)
+        rows = table.num_rows
+        return _group(table, RowGroup(rel, index, rows // K))
 
     def _fetch(self, rel: str, ranges: Sequence[Span]) -> list[bytes]:
         store = self.store()
@@ -266,6 +291,10 @@ class Parts:
     def read(self, group: RowGroup, columns: Sequence[str] = ()) -> Group:
         """A row group's keys (one per file) and ``columns`` (``visible`` included if named)."""
         names = _names(columns)
+        if self._decoding is not None:
+            decoded = self._decoding.take((group.rel, group.index, names))
+            if decoded is not None:
+                return decoded
         file = self.file(group.rel)
         held = None if self._ahead is None else self._ahead.take((group.rel, group.index, names))
         if held is None:

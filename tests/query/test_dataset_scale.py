@@ -268,7 +268,7 @@ def test_stateful_dataloader_resumes_a_killed_epoch(odd: Path, tmp_path: Path) -
     # a worker's state names its worker: outside it, the error says how to resume it
     worker_state = saved["state"]["_snapshot"]["_worker_snapshots"]["worker_0"]["dataset_state"]
     assert worker_state["worker"] == 0 and worker_state["workers"] == 2
-    with pytest.raises(kpcompile.QueryError, match="StatefulDataLoader.load_state_dict"):
+    with pytest.raises(kpcompile.QueryError, match=r"StatefulDataLoader\.load_state_dict"):
         KeypointDataset(odd, **kwargs).load_state_dict(worker_state)
 
 

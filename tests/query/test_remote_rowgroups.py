@@ -168,3 +168,39 @@ def test_dataloader_workers_read_s3_as_the_folder(both: tuple[Path, str]) -> Non
     mine, theirs = keys_and_xyz(remote), keys_and_xyz(local)
     assert mine[0] == theirs[0] and len(mine[0]) == 24
     assert torch.equal(mine[1], theirs[1])
+
+
+def test_local_row_groups_are_decoded_ahead_in_plan_order() -> None:
+    """DecodeAhead: two at most in flight, each on a thread with its own files; a row
+    group out of plan is the caller's to read; ones the reader passed over are dropped."""
+    started: list[readahead.Key] = []
+    threads: dict[int, dict[str, Any]] = {}
+    gate = threading.Event()
+
+    def decode(key: readahead.Key, files: dict[str, Any]) -> str:
+        started.append(key)
+        threads.setdefault(threading.get_ident(), files)
+        assert files is threads[threading.get_ident()]  # one dict per thread, kept
+        gate.wait(5)
+        if key[1] == 99:
+            raise kpcompile.SnapshotError(f"{key[0]}: row group 99 is broken")
+        return f"{key[0]}#{key[1]}"
+
+    keys = [("a.parquet", i, ("x3",)) for i in (*range(6), 99)]
+    ahead = readahead.DecodeAhead(decode)
+    try:
+        ahead.plan(keys)
+        time.sleep(0.1)
+        assert started == keys[:2]  # depth 2: no more before the reader takes one
+        gate.set()
+        assert ahead.take(keys[0]) == "a.parquet#0"
+        assert ahead.take(("b.parquet", 0, ("x3",))) is None  # not planned: read it yourself
+        assert ahead.take(keys[2]) == "a.parquet#2"  # 1 passed over, dropped
+        assert ahead.take(keys[1]) is None
+        assert ahead.take(keys[5]) is None  # ahead of the decoding: read it yourself
+        assert ahead.take(keys[3]) is None  # 3 and 4 passed over
+        with pytest.raises(kpcompile.SnapshotError, match="row group 99 is broken"):
+            ahead.take(keys[6])  # decoded ahead too; its error is the reader's, as a direct read's
+        assert len(threads) <= 2
+    finally:
+        ahead.close()
