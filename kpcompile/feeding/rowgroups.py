@@ -233,19 +233,30 @@ class Parts:
                 self._open[rel] = store.parquet_file(self.snapshot, rel, read_dictionary=KEYS)
         return self._open[rel]
 
-    def plan(self, groups: Iterable[RowGroup], columns: Sequence[str] = ()) -> None:
+    def plan(
+        self, groups: Iterable[RowGroup], columns: Sequence[str] = (), *, threads: int = 1
+    ) -> None:
         """Say which row groups :meth:`read` will be asked for next, in that order, with
-        these ``columns``: on object storage their bytes are fetched ahead. Replaces
-        the previous plan; reads outside the plan still work (unhurried)."""
+        these ``columns``: on object storage their bytes are fetched ahead; on a local
+        store, read by one thread (``threads=1``), they are decoded ahead. Replaces the
+        previous plan; reads outside the plan still work (unhurried).
+
+        ``threads``: how many threads of the caller read; with more than one, the
+        order the reads come in is only roughly the plan's, and local row groups are
+        not decoded ahead (the caller's threads decode them).
+        """
         store = self.store()
         if not isinstance(store, ObjectStore):
             # local files: the reads are page-cache copies, the cost is decoding, so the
-            # next row groups are decoded on a thread (pyarrow releases the GIL) while
+            # next row groups are decoded on threads (pyarrow releases the GIL) while
             # the caller turns the current one into tensors
-            if self._decoding is None:
+            if self._decoding is None and threads == 1:
                 self._decoding = DecodeAhead(self._decode)
-            names = _names(columns)
-            self._decoding.plan([(g.rel, g.index, names) for g in groups])
+            if self._decoding is not None:
+                names = _names(columns)
+                self._decoding.plan(
+                    [(g.rel, g.index, names) for g in groups] if threads == 1 else []
+                )
             return
         if self._ahead is None:
             self._ahead = ReadAhead(self._fetch)

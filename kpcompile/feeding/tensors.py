@@ -206,6 +206,7 @@ def _from_parts(parts: Parts, dtype: np.dtype[Any], pixel_order: str) -> Tensors
             for i in rg.interleaved([by_file[f] for f in files[at : at + threads]])
         ),
         (*rg.FLOATS, "visible"),
+        threads=threads,
     )
     with ThreadPoolExecutor(max_workers=threads) as pool:
         list(pool.map(fill, files))
