@@ -1,8 +1,9 @@
-"""The package's one C extension, kpcompile.ingest._native (a folder walk and page-cache
-reads without the GIL).
+"""The package's C extensions: kpcompile.ingest._native (a folder walk and page-cache
+reads without the GIL) and kpcompile.parsing._scan (a keypoint file's bytes straight
+into columns).
 
-Everything else is in pyproject.toml. The extension is optional: where it cannot be
-built, kpcompile walks folders in Python (the same result, slower).
+Everything else is in pyproject.toml. Both are optional: where they cannot be
+built, kpcompile walks folders and parses files in Python (the same results, slower).
 """
 
 import sys
@@ -17,7 +18,13 @@ setup(
             ["kpcompile/ingest/_native.c"],
             extra_compile_args=["-O2", "-std=c99", "-D_DEFAULT_SOURCE", "-D_GNU_SOURCE"],
             optional=True,
-        )
+        ),
+        Extension(
+            "kpcompile.parsing._scan",
+            ["kpcompile/parsing/_scan.c"],
+            extra_compile_args=["-O2", "-std=c99", "-D_DEFAULT_SOURCE", "-D_GNU_SOURCE"],
+            optional=True,
+        ),
     ]
     if sys.platform == "linux"
     else []

@@ -1,4 +1,12 @@
-"""The fast path of :func:`kpcompile.parse`: typed decoding with msgspec.
+"""The fast path of :func:`kpcompile.parse`: the compiled scanner, then typed decoding
+with msgspec.
+
+The compiled scanner (``kpcompile/parsing/_scan.c``, built by ``pip install`` where
+it can be) reads a file of a known layout straight into column buffers, without a
+Python object per landmark and without the GIL; it accepts exactly what the msgspec
+path below accepts, with the same values, and returns ``None`` for anything else,
+which then takes the msgspec path. Without the extension, or with
+``KPCOMPILE_PURE_PYTHON=1``, only the msgspec path runs (the same results, slower).
 
 msgspec decodes straight into typed structs, checking types as it parses (a
 coordinate must be a JSON number, ``is_visible`` a string, boolean or absent), and
@@ -12,6 +20,8 @@ path decides nothing on its own: it only skips work for files that are plainly v
 
 from __future__ import annotations
 
+import os
+from types import ModuleType
 from typing import Any, Literal
 
 import msgspec
@@ -69,8 +79,70 @@ _LEGACY = msgspec.json.Decoder(_LegacyDoc)
 _DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, ValueError, RecursionError)
 
 
+def powers_of_ten() -> bytes:
+    """The 128-bit mantissas of 10**-348 .. 10**347, rounded down, big-endian (hi, lo):
+    the table of the Eisel-Lemire float conversion, computed with exact integers."""
+    out = bytearray()
+    for e in range(-348, 348):
+        if e >= 0:
+            v = 10**e
+            m = (
+                v << (128 - v.bit_length())
+                if v.bit_length() <= 128
+                else v >> (v.bit_length() - 128)
+            )
+        else:
+            d = 10**-e
+            m = (1 << (d.bit_length() + 127)) // d
+        out += m.to_bytes(16, "big")
+    return bytes(out)
+
+
+def _load_scanner() -> ModuleType | None:
+    try:
+        from kpcompile.parsing import _scan  # type: ignore[attr-defined]
+    except ImportError:  # not built (another platform, no compiler): msgspec alone
+        return None
+    _scan.configure(powers_of_ten(), SUPPORTED_VERSIONS)
+    return _scan  # type: ignore[no-any-return]
+
+
+_SCANNER = _load_scanner()
+_FLOATS = 5 * NUM_LANDMARKS
+_VISIBLE_AT = _FLOATS * 8
+
+
+def scanner() -> ModuleType | None:
+    """The compiled scanner, or ``None`` (not built, or ``KPCOMPILE_PURE_PYTHON=1``)."""
+    if _SCANNER is None or os.environ.get("KPCOMPILE_PURE_PYTHON", "") not in ("", "0"):
+        return None
+    return _SCANNER
+
+
 def parse_fast(data: bytes) -> Landmarks | None:
     """Landmarks of a plainly valid file, or ``None`` to let the careful parser decide."""
+    scan = scanner()
+    if scan is not None:
+        found = scan.scan(data)
+        if found is not None:
+            return _scanned(*found)
+    return parse_msgspec(data)
+
+
+def _scanned(layout: str, version: str | None, buf: bytearray, absent: int) -> Landmarks:
+    """Landmarks from the scanner's buffer (views of it: no copy)."""
+    x3, y3, z3, px, py = np.frombuffer(buf, np.float64, _FLOATS).reshape(5, NUM_LANDMARKS)
+    visible: BoolArray | None = None
+    missing: BoolArray | None = None
+    if 0 <= absent < NUM_LANDMARKS:
+        visible = np.frombuffer(buf, np.bool_, NUM_LANDMARKS, _VISIBLE_AT)
+        if absent:
+            missing = np.frombuffer(buf, np.bool_, NUM_LANDMARKS, _VISIBLE_AT + NUM_LANDMARKS)
+    return Landmarks(layout, version, x3, y3, z3, px, py, visible, missing)
+
+
+def parse_msgspec(data: bytes) -> Landmarks | None:
+    """The msgspec fast path alone (what :func:`parse_fast` does without the scanner)."""
     if b'"keypoints_3d_coordinates"' in data[:256]:
         try:
             legacy = _LEGACY.decode(data)
