@@ -8,7 +8,6 @@ rejected-file rows, never the landmark rows.
 
 from __future__ import annotations
 
-import zlib
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from kpcompile.compile.writer import (
 from kpcompile.errors import ErrorCode, FormatError, SnapshotError
 from kpcompile.ingest import Source, SourceFile
 from kpcompile.ingest.base import READ_AHEAD, READ_TIMEOUT
+from kpcompile.ingest.checksum import checksum
 from kpcompile.ingest.paths import printable
 from kpcompile.ingest.setfiles import SetSource
 from kpcompile.manifest import ErrorRow, FileEntry
@@ -235,7 +235,7 @@ def _read_and_parse(
     assert data is not None, "read by _each_file, as _must_read says"
     if isinstance(data, FormatError):
         return _Outcome(size=sf.size if sf.size >= 0 else None, error=data)
-    out = _Outcome(size=len(data), checksum=f"crc32:{zlib.crc32(data):08x}")
+    out = _Outcome(size=len(data), checksum=checksum(data))
     if prev is not None and (len(data), out.checksum) == (prev.size, prev.checksum):
         out.reuse = prev
         return out

@@ -20,6 +20,7 @@ path decides nothing on its own: it only skips work for files that are plainly v
 
 from __future__ import annotations
 
+import importlib
 import os
 from types import ModuleType
 from typing import Any, Literal
@@ -99,12 +100,12 @@ def powers_of_ten() -> bytes:
 
 
 def _load_scanner() -> ModuleType | None:
-    try:
-        from kpcompile.parsing import _scan  # type: ignore[attr-defined]
+    try:  # by name: a C module, and importing it through the package would be a cycle
+        _scan = importlib.import_module("kpcompile.parsing._scan")
     except ImportError:  # not built (another platform, no compiler): msgspec alone
         return None
     _scan.configure(powers_of_ten(), SUPPORTED_VERSIONS)
-    return _scan  # type: ignore[no-any-return]
+    return _scan
 
 
 _SCANNER = _load_scanner()

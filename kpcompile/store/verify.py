@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import zlib
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -38,6 +37,7 @@ import pyarrow.parquet as pq
 
 from kpcompile.errors import TRANSIENT_CODES, FormatError, SourceError
 from kpcompile.ingest import Source, open_source
+from kpcompile.ingest.checksum import checksum
 from kpcompile.ingest.discover import Discovered, discover_files
 from kpcompile.ingest.paths import printable
 from kpcompile.manifest import FileEntry, Manifest, ShardRecord
@@ -427,7 +427,7 @@ def _check_strays(store: Store, sid: str, manifest: Manifest, report: Verificati
 def _compare(rel: str, data: bytes, row: dict[str, object]) -> str | None:
     if row["bytes"] is not None and len(data) != row["bytes"]:
         return f"source: {rel}: {len(data)} bytes, {row['bytes']} when the snapshot was built"
-    checksum = f"crc32:{zlib.crc32(data):08x}"
-    if row["checksum"] is not None and checksum != row["checksum"]:
-        return f"source: {rel}: content changed ({checksum}, {row['checksum']} at build time)"
+    now = checksum(data)
+    if row["checksum"] is not None and now != row["checksum"]:
+        return f"source: {rel}: content changed ({now}, {row['checksum']} at build time)"
     return None
