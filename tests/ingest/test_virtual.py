@@ -103,3 +103,13 @@ def test_a_virtual_build_is_a_valid_snapshot(tmp_path: Path) -> None:
     assert kpcompile.verify(out).ok
     assert kpcompile.info(out).source == "virtual://2000/4"
     assert kpcompile.scan(out).select("datapoint").unique().collect().height == 2000
+
+
+def test_plan_only_hands_out_every_shard_and_publishes_nothing(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    r = kpcompile.build("virtual://3000/3", out, workers=2, progress=False, plan_only=True)
+    assert (r.snapshot_id, r.discovered, r.compiled) == ("", 3000, 0)
+    assert r.shards >= 3000 // 512
+    assert "nothing was published" in r.notes[0]
+    assert not (out / "snapshots").exists() or not list((out / "snapshots").iterdir())
+    assert not (out / "CURRENT").exists()
