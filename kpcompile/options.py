@@ -104,6 +104,9 @@ class BuildOptions:
             is parsed. Does not change the output.
         read_timeout: Seconds a read may take; a read still unfinished then
             rejects its file as ``unreadable`` and the build goes on.
+        plan_only: Measure the coordinator alone: list, plan and hand out every
+            shard, but workers read, parse and write nothing and nothing is
+            published (a benchmarking aid, e.g. with ``virtual://N/P``).
 
     Example:
         >>> BuildOptions(workers=2, max_errors=10).max_errors
@@ -180,6 +183,12 @@ class BuildOptions:
         role="run",
         minimum=1,
         metavar="SECONDS",
+    )
+    plan_only: bool = _option(
+        False,
+        "Benchmark the coordinator: plan and dispatch shards, but read, parse, write "
+        "and publish nothing.",
+        role="run",
     )
 
     def __post_init__(self) -> None:

@@ -88,6 +88,11 @@ def rejections(errors: Sequence[tuple[str, str, str]], limit: int | None = ERROR
 def _build(r: BuildResult) -> str:
     if r.up_to_date:
         return f"up to date: snapshot {r.snapshot_id}"
+    if not r.snapshot_id:  # plan only
+        return "\n".join(
+            [f"planned {r.discovered:,} files in {r.shards:,} shards in {r.seconds:.2f} s"]
+            + [f"note: {n}" for n in r.notes]
+        )
     lines = [rejections(r.errors)] if r.errors else []
     lines.append(
         f"published snapshot {r.snapshot_id}: {r.discovered:,} files, "

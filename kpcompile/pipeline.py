@@ -186,6 +186,9 @@ def _build(
             stage = store.stage(new_snapshot_id(created))
             try:
                 compiled = _compile(inputs, current, stage, opts, pool)
+                if opts.plan_only:
+                    store.discard(stage)
+                    return _planned(compiled, inputs, started)
                 manifest = _publishable(compiled, inputs, stage, opts, created)
                 path = store.publish(stage, manifest)
             except RejectedFilesError as exc:
@@ -298,6 +301,15 @@ def _unchanged(current: Manifest, store: Store, started: float) -> BuildResult:
     )  # fmt: skip
 
 
+def _planned(compiled: _Compiled, inputs: _Inputs, started: float) -> BuildResult:
+    """The result of a ``plan_only`` build: shards planned and handed out, nothing else."""
+    return BuildResult(
+        "", "", len(inputs.files), 0, 0, 0, [], time.perf_counter() - started,
+        base=compiled.base, shards=len(compiled.results), reused_shards=compiled.linked,
+        notes=["plan only: no file was read, parsed or written, and nothing was published"],
+    )  # fmt: skip
+
+
 def _notes(current: Manifest | None, src: Source, store: Store) -> list[str]:
     if current is None or current.source.path == src.location:
         return []
@@ -367,7 +379,7 @@ def _compile_shards(
                 i, tuple(shard), portable, stage, opts.partition_by, settings,
                 opts.max_file_bytes, previous=previous_of(prev, shard, opts.partition_by),
                 sets=mine, read_ahead=opts.read_ahead << 20,
-                read_timeout=float(opts.read_timeout),
+                read_timeout=float(opts.read_timeout), plan_only=opts.plan_only,
             )  # fmt: skip
 
     workers = opts.resolved_workers

@@ -36,6 +36,7 @@ PROBES: dict[str, dict[str, Any] | str] = {
     "scheduler": "tests/compile/test_dask.py: only used with executor='dask'",
     "read_ahead": {"read_ahead": 0},
     "read_timeout": {"read_timeout": 5},
+    "plan_only": "tests/ingest/test_virtual.py: a plan-only build publishes nothing",
 }
 BASE: dict[str, Any] = {"workers": 1, "max_errors": 1, "progress": False}
 

@@ -79,6 +79,8 @@ class ShardTask:
     sets: tuple[SetSource, ...] | None = None
     """``--sets``: the set files of the shard's camera folders (then the shard writes a
     part of every set table, empty or not); ``None`` without ``--sets``."""
+    plan_only: bool = False
+    """Do nothing and return an empty result (``--plan-only``: the coordinator is measured)."""
 
     @property
     def size(self) -> int:
@@ -125,6 +127,8 @@ class _Outcome:
 
 def compile_shard(task: ShardTask) -> ShardResult:
     """Read, parse and write one shard; every file ends in ``keypoints`` or in ``errors``."""
+    if task.plan_only:
+        return ShardResult(task.index)
     with task.stage.writing() as folder:
         return _compile(task, folder)
 

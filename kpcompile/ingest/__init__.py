@@ -17,12 +17,15 @@ from kpcompile.ingest.base import Entry, Source
 from kpcompile.ingest.discover import LANDMARK_NAMES, SourceFile, discover
 from kpcompile.ingest.folder import FolderSource
 from kpcompile.ingest.url import UrlSource
+from kpcompile.ingest.virtual import SCHEME as VIRTUAL_SCHEME
+from kpcompile.ingest.virtual import VirtualSource
 
 __all__ = [
     "ARCHIVE_SUFFIXES",
     "Entry",
     "Source",
     "SourceFile",
+    "VirtualSource",
     "discover",
     "is_url",
     "open_source",
@@ -44,7 +47,7 @@ def preload(location: str | os.PathLike[str]) -> None:
     :func:`open_source` to report.
     """
     loc = os.fspath(location)
-    if is_url(loc):
+    if is_url(loc) and not loc.startswith(VIRTUAL_SCHEME):
         import fsspec
 
         # an unknown scheme or a missing extra: open_source reports it, naming the source
@@ -62,7 +65,8 @@ def open_source(
 
     Archives and URLs combine: ``s3://bucket/dataset.tar.gz`` is streamed from the
     object store. ``names`` and ``max_file_bytes`` tell a streamed archive which
-    members to keep.
+    members to keep. ``virtual://N/P`` is a generated dataset of ``N`` identical files
+    in ``P`` top-level folders, for scale tests (:mod:`kpcompile.ingest.virtual`).
 
     Raises:
         SourceError: Missing, unreadable, not a folder or an archive.
@@ -73,6 +77,8 @@ def open_source(
         24
     """
     loc = os.fspath(location)
+    if loc.startswith(VIRTUAL_SCHEME):
+        return VirtualSource.parse(loc)
     remote = is_url(loc)
     if not remote:
         if os.path.isdir(loc) or not os.path.exists(loc):
