@@ -356,6 +356,29 @@ def decode_files(data: bytes, tables: Sequence[str] | None = None) -> dict[str, 
     return out
 
 
+def decode_paths(data: bytes, table: str) -> list[str]:
+    """The paths of one table's files in the file list (only its row groups; the ``table``
+    column only of row groups that also hold other tables' files)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pf = pq.ParquetFile(pa.BufferReader(data))
+    names, paths = [], []
+    at = pf.schema_arrow.get_field_index("table")
+    for i in range(pf.metadata.num_row_groups):
+        stats = pf.metadata.row_group(i).column(at).statistics
+        known = stats is not None and stats.has_min_max
+        if known and not stats.min <= table <= stats.max:
+            continue
+        if known and stats.min == stats.max:  # every row is the table's
+            paths += pf.read_row_group(i, columns=["path"], use_threads=False)[0].to_pylist()
+            continue
+        cols = pf.read_row_group(i, columns=["table", "path"], use_threads=False)
+        names, more = cols[0].to_pylist(), cols[1].to_pylist()
+        paths += [p for t, p in zip(names, more, strict=True) if t == table]
+    return paths
+
+
 def decode_shards(
     data: bytes, first: list[str] | None = None, last: list[str] | None = None
 ) -> list[ShardRecord]:

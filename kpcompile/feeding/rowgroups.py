@@ -187,7 +187,7 @@ class Parts:
         head = store.head(snapshot)
         self.location: str | os.PathLike[str] | Store = out
         self.snapshot = head.snapshot
-        self.rels: list[str] = sorted(f.path for f in store.table_files(head, "keypoints"))
+        self.rels: list[str] = sorted(store.table_paths(head, "keypoints"))
         self._store: Store | None = store
         self._open: dict[str, pq.ParquetFile] = {}
         self._held: dict[str, HeldFile] = {}

@@ -19,7 +19,7 @@ import polars.selectors as cs
 
 from kpcompile.errors import QueryError
 from kpcompile.manifest import Head
-from kpcompile.schema import SCHEMAS, partition_dir
+from kpcompile.schema import SCHEMAS, partition_dir, polars_schema
 from kpcompile.store import Store, open_store
 
 TABLES: tuple[str, ...] = tuple(SCHEMAS)
@@ -51,9 +51,9 @@ def scan(out: Out, table: str = "keypoints", *, snapshot: str | None = None) -> 
 
 
 def _scan(store: Store, head: Head, table: str) -> pl.LazyFrame:
-    rels = [f.path for f in store.table_files(head, table)]
+    rels = store.table_paths(head, table)
     if not rels:
-        return pl.LazyFrame(schema=pl.DataFrame(SCHEMAS[table].empty_table()).schema)
+        return pl.LazyFrame(schema=polars_schema(table))
     lf = store.scan_parquet(head.snapshot, table, rels)
     if table == "keypoints":
         key = id(lf)
@@ -97,7 +97,7 @@ def files(out: Out, table: str = "keypoints", *, snapshot: str | None = None) ->
     """
     store = open_store(out)
     head = store.head(snapshot)
-    return [store.uri(head.snapshot, f.path) for f in store.table_files(head, table)]
+    return [store.uri(head.snapshot, rel) for rel in store.table_paths(head, table)]
 
 
 def read(out: Out, table: str = "keypoints", *, snapshot: str | None = None) -> pl.DataFrame:
@@ -265,15 +265,15 @@ def _keypoints_by_camera(store: Store, head: Head) -> pl.LazyFrame | None:
     if entry is None or entry.partition_by != "camera" or not entry.files:
         return None
     by_camera: dict[str, list[str]] = {}
-    for f in store.table_files(head, "keypoints"):
-        parts = f.path.split("/")
+    for rel in store.table_paths(head, "keypoints"):
+        parts = rel.split("/")
         name = unquote(parts[1].removeprefix("camera=")) if len(parts) == 3 else ""
         # "%00" is both "" and "\x00"; a file outside a camera folder has no name here
         if not name or partition_dir("camera", name) != parts[1] or parts[1] == "camera=%00":
             return None
-        by_camera.setdefault(name, []).append(f.path)
+        by_camera.setdefault(name, []).append(rel)
     cameras = pl.Enum(sorted(by_camera))
-    schema = pl.DataFrame(SCHEMAS["keypoints"].empty_table()).schema
+    schema = polars_schema("keypoints")
     names = list(schema)
     frames = [
         store.scan_parquet(head.snapshot, "keypoints", rels)

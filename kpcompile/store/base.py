@@ -156,6 +156,18 @@ class Store(ABC):
             return head.whole.table(table).files
         return self._files(head, (table,)).get(table, [])
 
+    def table_paths(self, head: Head, table: str) -> list[str]:
+        """The paths of one table's Parquet files, relative to the snapshot: what a scan
+        needs (only the ``table`` and ``path`` columns of that table's part of the list).
+
+        Raises:
+            SnapshotError: No such table, or the file list is missing or damaged.
+        """
+        head.table(table)
+        if head.whole is not None:
+            return [f.path for f in head.whole.table(table).files]
+        return mf.decode_paths(self.read_list(head, "files"), table)
+
     def shard_records(
         self,
         snapshot: str | Head,

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from kpcompile import manifest as mf
 from kpcompile.compile.stage import Stage
 from kpcompile.errors import OutputError, SnapshotError
-from kpcompile.schema import SCHEMAS
+from kpcompile.schema import polars_schema
 from kpcompile.store.base import CURRENT, OWN_NAMES, REFUSED, SNAPSHOTS, Store
 
 if TYPE_CHECKING:
@@ -134,9 +134,9 @@ class LocalStore(Store):
     def scan_parquet(self, snapshot: str, table: str, rels: list[str]) -> pl.LazyFrame:
         import polars as pl
 
-        paths = [self.uri(snapshot, r) for r in rels]
-        schema = pl.DataFrame(SCHEMAS[table].empty_table()).schema
-        return pl.scan_parquet(paths, hive_partitioning=False, schema=schema)
+        folder = os.path.join(self.uri(snapshot), "")
+        paths = [folder + r for r in rels]
+        return pl.scan_parquet(paths, hive_partitioning=False, schema=polars_schema(table))
 
     def parquet_file(
         self, snapshot: str, rel: str, *, read_dictionary: Sequence[str] = ()
