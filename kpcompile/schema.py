@@ -101,6 +101,7 @@ SCHEMAS: dict[str, pa.Schema] = {
     "cameras": CAMERAS_SCHEMA,
 }
 
+
 @functools.cache
 def polars_schema(table: str) -> pl.Schema:
     """A table's schema as polars names it, for scans that must not open a file to learn it.

@@ -110,8 +110,12 @@ def test_shard_records_of_a_key_range(
     out = tmp_path / "out"
     kpcompile.build(small_dataset, out, workers=1, shard_files=1, partition_by="none")
     store = open_store(out)
-    every = store.manifest().shards
+    whole = store.manifest()
+    every = whole.shards
     assert store.shard_records(store.head()) == every and len(every) >= 6
+    for name, table in whole.tables.items():  # row groups of one table, and of several
+        assert store.table_paths(store.head(), name) == [f.path for f in table.files]
+        assert store.table_files(store.head(), name) == table.files
     keys = sorted({tuple(s.first) for s in every} | {tuple(s.last) for s in every})
     bounds: list[Any] = [None, *map(list, keys), ["datapoint_00002"], ["zz"], [""]]
     for lo in bounds:
