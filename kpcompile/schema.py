@@ -6,9 +6,14 @@ them (``verify``) and records them in the manifest, the query stage reads them.
 
 from __future__ import annotations
 
+import functools
 import re
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
+
+if TYPE_CHECKING:
+    import polars as pl
 
 NUM_LANDMARKS = 468
 """Face-mesh landmarks per keypoint file (ids ``0..467``; the iris landmarks excluded):
@@ -95,6 +100,22 @@ SCHEMAS: dict[str, pa.Schema] = {
     **dict.fromkeys(SET_TABLES, SET_SCHEMA),
     "cameras": CAMERAS_SCHEMA,
 }
+
+
+@functools.cache
+def polars_schema(table: str) -> pl.Schema:
+    """A table's schema as polars names it, for scans that must not open a file to learn it.
+
+    Made from an empty Arrow table built without ``pa.array``/``Schema.empty_table``,
+    which import pandas when it is installed (0.35 s of a reader's first call).
+    """
+    import polars as pl
+
+    empty = pa.Table.from_batches([], schema=SCHEMAS[table])
+    frame = pl.from_arrow(empty)
+    assert isinstance(frame, pl.DataFrame)
+    return frame.schema
+
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.\-]")
 

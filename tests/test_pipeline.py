@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +11,10 @@ import pytest
 
 import kpcompile
 from kpcompile import ErrorCode, RejectedFilesError
+from kpcompile import manifest as mf
 from kpcompile.schema import FILES_SCHEMA, KEYPOINTS_SCHEMA
 from tests.conftest import landmarks_from_json
+from tests.helpers import manifest_dict
 
 
 def test_schema_and_counts(mixed_dataset: Path, tmp_path: Path) -> None:
@@ -79,10 +80,10 @@ def test_unpartitioned_output_is_globally_sorted(mixed_dataset: Path, tmp_path: 
 
 
 def test_same_bytes_whatever_the_worker_count(mixed_dataset: Path, tmp_path: Path) -> None:
-    a = kpcompile.build(mixed_dataset, tmp_path / "a", workers=1, shard_files=5)
-    b = kpcompile.build(mixed_dataset, tmp_path / "b", workers=2, shard_files=5)
-    ma = json.loads((Path(a.path) / "manifest.json").read_text())["tables"]
-    mb = json.loads((Path(b.path) / "manifest.json").read_text())["tables"]
+    kpcompile.build(mixed_dataset, tmp_path / "a", workers=1, shard_files=5)
+    kpcompile.build(mixed_dataset, tmp_path / "b", workers=2, shard_files=5)
+    ma = manifest_dict(tmp_path / "a")["tables"]
+    mb = manifest_dict(tmp_path / "b")["tables"]
     for t in ma:
         for t in ("keypoints", "errors"):
             assert ma[t] == mb[t]
@@ -159,7 +160,7 @@ def test_too_large_files_are_rejected_unread(small_dataset: Path, tmp_path: Path
 
 def test_manifest_describes_the_snapshot(small_dataset: Path, tmp_path: Path) -> None:
     r = kpcompile.build(small_dataset, tmp_path / "out", workers=1)
-    m = json.loads((Path(r.path) / "manifest.json").read_text())
+    m = manifest_dict(tmp_path / "out")
     assert m["snapshot"] == r.snapshot_id and m["tool"]["name"] == "kpcompile"
     assert m["counts"] == {
         "files": 8,
@@ -173,6 +174,7 @@ def test_manifest_describes_the_snapshot(small_dataset: Path, tmp_path: Path) ->
     }
     listed = {f["path"] for t in m["tables"].values() for f in t["files"]}
     on_disk = {str(p.relative_to(r.path)) for p in Path(r.path).rglob("*.parquet")}
+    on_disk -= {mf.FILES_LIST, mf.SHARDS_LIST}  # the manifest's own lists
     assert listed == on_disk
     assert m["source"]["bytes"] == sum(
         (small_dataset / p).stat().st_size

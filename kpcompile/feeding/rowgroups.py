@@ -184,10 +184,10 @@ class Parts:
 
     def __init__(self, out: str | os.PathLike[str] | Store, snapshot: str | None = None) -> None:
         store = open_store(out)
-        manifest = store.manifest(snapshot)
+        head = store.head(snapshot)
         self.location: str | os.PathLike[str] | Store = out
-        self.snapshot = manifest.snapshot
-        self.rels: list[str] = sorted(f.path for f in manifest.table("keypoints").files)
+        self.snapshot = head.snapshot
+        self.rels: list[str] = sorted(store.table_paths(head, "keypoints"))
         self._store: Store | None = store
         self._open: dict[str, pq.ParquetFile] = {}
         self._held: dict[str, HeldFile] = {}

@@ -18,8 +18,8 @@ import polars as pl
 import polars.selectors as cs
 
 from kpcompile.errors import QueryError
-from kpcompile.manifest import Manifest
-from kpcompile.schema import SCHEMAS, partition_dir
+from kpcompile.manifest import Head
+from kpcompile.schema import SCHEMAS, partition_dir, polars_schema
 from kpcompile.store import Store, open_store
 
 TABLES: tuple[str, ...] = tuple(SCHEMAS)
@@ -47,20 +47,20 @@ def scan(out: Out, table: str = "keypoints", *, snapshot: str | None = None) -> 
         ...     .collect())  # doctest: +SKIP
     """
     store = open_store(out)
-    return _scan(store, store.manifest(snapshot), table)
+    return _scan(store, store.head(snapshot), table)
 
 
-def _scan(store: Store, manifest: Manifest, table: str) -> pl.LazyFrame:
-    rels = [f.path for f in manifest.table(table).files]
+def _scan(store: Store, head: Head, table: str) -> pl.LazyFrame:
+    rels = store.table_paths(head, table)
     if not rels:
-        return pl.LazyFrame(schema=pl.DataFrame(SCHEMAS[table].empty_table()).schema)
-    lf = store.scan_parquet(manifest.snapshot, table, rels)
+        return pl.LazyFrame(schema=polars_schema(table))
+    lf = store.scan_parquet(head.snapshot, table, rels)
     if table == "keypoints":
         key = id(lf)
         _SCANNED[key] = (
             weakref.ref(lf, lambda _: _SCANNED.pop(key, None)),
             store,
-            manifest.snapshot,
+            head.snapshot,
         )
     return lf
 
@@ -96,8 +96,8 @@ def files(out: Out, table: str = "keypoints", *, snapshot: str | None = None) ->
         ...            "hive_partitioning = false)")  # doctest: +SKIP
     """
     store = open_store(out)
-    manifest = store.manifest(snapshot)
-    return [store.uri(manifest.snapshot, f.path) for f in manifest.table(table).files]
+    head = store.head(snapshot)
+    return [store.uri(head.snapshot, rel) for rel in store.table_paths(head, table)]
 
 
 def read(out: Out, table: str = "keypoints", *, snapshot: str | None = None) -> pl.DataFrame:
@@ -112,7 +112,7 @@ def tables(out: Out, *, snapshot: str | None = None) -> list[str]:
         >>> kpcompile.tables("compiled")  # doctest: +SKIP
         ['errors', 'files', 'keypoints']
     """
-    return sorted(open_store(out).manifest(snapshot).tables)
+    return sorted(open_store(out).head(snapshot).tables)
 
 
 @overload
@@ -164,11 +164,11 @@ def sql(
     """
     read_only(query)
     store = open_store(out)
-    manifest = store.manifest(snapshot)
-    _absent_tables(manifest, query)
-    frames = {name: _scan(store, manifest, name) for name in sorted(manifest.tables)}
+    head = store.head(snapshot)
+    _absent_tables(head, query)
+    frames = {name: _scan(store, head, name) for name in sorted(head.tables)}
     if eager:
-        coded = _sql_by_camera_codes(store, manifest, frames, query)
+        coded = _sql_by_camera_codes(store, head, frames, query)
         if coded is not None:
             return coded
     with query_errors():
@@ -210,7 +210,7 @@ _TABLE_NAMES = re.compile(r"\b(?:FROM|JOIN)\s+([A-Za-z_]\w*)", re.IGNORECASE)
 _CTE_NAMES = re.compile(r"\b([A-Za-z_]\w*)\s+AS\s*\(", re.IGNORECASE)
 
 
-def _absent_tables(manifest: Manifest, query: str) -> None:
+def _absent_tables(head: Head, query: str) -> None:
     """Refuse a query that reads a kpcompile table this snapshot lacks, saying why.
 
     polars only says "relation 'face_standard' was not found" (and, for a lazy
@@ -219,16 +219,16 @@ def _absent_tables(manifest: Manifest, query: str) -> None:
     named = {t.lower() for t in _TABLE_NAMES.findall(query)}
     named -= {t.lower() for t in _CTE_NAMES.findall(query)}
     for name in SCHEMAS:
-        if name in named and name not in manifest.tables:
+        if name in named and name not in head.tables:
             msg = (
-                f"snapshot {manifest.snapshot} has no table {name!r}: it exists only in "
-                f"snapshots built with --sets (tables: {', '.join(sorted(manifest.tables))})"
+                f"snapshot {head.snapshot} has no table {name!r}: it exists only in "
+                f"snapshots built with --sets (tables: {', '.join(sorted(head.tables))})"
             )
             raise QueryError(msg)
 
 
 def _sql_by_camera_codes(
-    store: Store, manifest: Manifest, frames: dict[str, pl.LazyFrame], query: str
+    store: Store, head: Head, frames: dict[str, pl.LazyFrame], query: str
 ) -> pl.DataFrame | None:
     """``query``'s result with ``keypoints.camera`` read as a pl.Enum, cameras back to strings.
 
@@ -239,7 +239,7 @@ def _sql_by_camera_codes(
     with a String column), which its plan's schema tells before any row is read: the
     caller then runs it on strings, as a lazy ``sql`` does, once.
     """
-    coded = _keypoints_by_camera(store, manifest)
+    coded = _keypoints_by_camera(store, head)
     if coded is None:
         return None
     try:
@@ -259,24 +259,24 @@ def _sql_by_camera_codes(
         return None  # a comparison of the codes with a string, known only when it runs
 
 
-def _keypoints_by_camera(store: Store, manifest: Manifest) -> pl.LazyFrame | None:
+def _keypoints_by_camera(store: Store, head: Head) -> pl.LazyFrame | None:
     """The keypoints table, ``camera`` a pl.Enum of the cameras (sorted) taken from the folders."""
-    entry = manifest.tables.get("keypoints")
+    entry = head.tables.get("keypoints")
     if entry is None or entry.partition_by != "camera" or not entry.files:
         return None
     by_camera: dict[str, list[str]] = {}
-    for f in entry.files:
-        parts = f.path.split("/")
+    for rel in store.table_paths(head, "keypoints"):
+        parts = rel.split("/")
         name = unquote(parts[1].removeprefix("camera=")) if len(parts) == 3 else ""
         # "%00" is both "" and "\x00"; a file outside a camera folder has no name here
         if not name or partition_dir("camera", name) != parts[1] or parts[1] == "camera=%00":
             return None
-        by_camera.setdefault(name, []).append(f.path)
+        by_camera.setdefault(name, []).append(rel)
     cameras = pl.Enum(sorted(by_camera))
-    schema = pl.DataFrame(SCHEMAS["keypoints"].empty_table()).schema
+    schema = polars_schema("keypoints")
     names = list(schema)
     frames = [
-        store.scan_parquet(manifest.snapshot, "keypoints", rels)
+        store.scan_parquet(head.snapshot, "keypoints", rels)
         .with_columns(pl.lit(name, cameras).alias("camera"))
         .select(names)
         for name, rels in by_camera.items()

@@ -4,7 +4,9 @@ An output ``OUT`` holds snapshots, each published whole and never modified::
 
     OUT/
       CURRENT                          id of the current snapshot, one line
-      snapshots/<id>/manifest.json     what the snapshot holds, with checksums
+      snapshots/<id>/manifest.json     what the snapshot holds: its head, with checksums
+      snapshots/<id>/_manifest/files.parquet   its Parquet files, with checksums
+      snapshots/<id>/_manifest/shards.parquet  its shards (for incremental builds)
       snapshots/<id>/keypoints/camera=<name>/part-00000.parquet
       snapshots/<id>/files/part-00000.parquet
       snapshots/<id>/errors/part-00000.parquet
@@ -26,9 +28,10 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
+from kpcompile import manifest as mf
 from kpcompile.compile.stage import Stage
 from kpcompile.errors import OutputError, SnapshotError
-from kpcompile.manifest import Manifest, Refusal
+from kpcompile.manifest import FileEntry, Head, Manifest, Refusal, ShardRecord
 
 if TYPE_CHECKING:
     import polars as pl
@@ -71,6 +74,10 @@ def snapshot_time(snapshot: str) -> dt.datetime | None:
         return None
 
 
+_LISTS: dict[str, bytes] = {}
+"""The last lists read, by SHA-256."""
+
+
 class Store(ABC):
     """The snapshots of one output location.
 
@@ -110,17 +117,119 @@ class Store(ABC):
         """Where a snapshot's file (or, with ``rel=""``, its folder) is, for other engines."""
 
     @abstractmethod
-    def read_manifest(self, snapshot: str) -> Manifest:
-        """A snapshot's manifest.
+    def read_head(self, snapshot: str) -> Head:
+        """A snapshot's ``manifest.json``: what opening it reads (a few KB).
 
         Raises:
             SnapshotError: No such snapshot (the message names the available ones),
                 or its manifest cannot be read.
         """
 
+    def head(self, snapshot: str | None = None) -> Head:
+        """The head of ``snapshot``'s manifest, default the current one's."""
+        return self.read_head(snapshot or self.current_id())
+
+    def read_manifest(self, snapshot: str) -> Manifest:
+        """A snapshot's whole manifest: its head and both lists (every file and shard).
+
+        Raises:
+            SnapshotError: As :meth:`read_head`, or a list is missing or damaged.
+        """
+        head = self.read_head(snapshot)
+        if head.whole is not None:
+            return head.whole
+        return mf.assemble(head, self._files(head), self._shards(head))
+
     def manifest(self, snapshot: str | None = None) -> Manifest:
-        """The manifest of ``snapshot``, default the current one."""
+        """The whole manifest of ``snapshot``, default the current one."""
         return self.read_manifest(snapshot or self.current_id())
+
+    def table_files(self, head: Head, table: str) -> list[FileEntry]:
+        """The Parquet files of one table of a snapshot (only that table's part of the
+        file list is read).
+
+        Raises:
+            SnapshotError: No such table, or the file list is missing or damaged.
+        """
+        head.table(table)
+        if head.whole is not None:
+            return head.whole.table(table).files
+        return self._files(head, (table,)).get(table, [])
+
+    def table_paths(self, head: Head, table: str) -> list[str]:
+        """The paths of one table's Parquet files, relative to the snapshot: what a scan
+        needs (only the ``table`` and ``path`` columns of that table's part of the list).
+
+        Raises:
+            SnapshotError: No such table, or the file list is missing or damaged.
+        """
+        head.table(table)
+        if head.whole is not None:
+            return [f.path for f in head.whole.table(table).files]
+        return mf.decode_paths(self.read_list(head, "files"), table)
+
+    def shard_records(
+        self,
+        snapshot: str | Head,
+        *,
+        first: list[str] | None = None,
+        last: list[str] | None = None,
+    ) -> list[ShardRecord]:
+        """The shards of a snapshot whose sort keys overlap ``[first, last]`` (``None``:
+        unbounded), in order; only the part of the shard list that may hold them is read.
+
+        A shard's keys are its first and last file's
+        :func:`~kpcompile.compile.plan.order_key`: ``[camera, datapoint, path]`` when
+        the snapshot is partitioned by camera, else ``[datapoint, camera, path]``. For
+        an incremental comparison of one part of the source, pass the keys of that
+        part's first and last files.
+
+        Example:
+            >>> store.shard_records(sid, first=["dp_0100"], last=["dp_0199~"])  # doctest: +SKIP
+        """
+        head = snapshot if isinstance(snapshot, Head) else self.read_head(snapshot)
+        if head.whole is not None:
+            lo, hi = first, last
+            return [
+                s
+                for s in head.whole.shards
+                if (lo is None or s.last >= lo) and (hi is None or s.first <= hi)
+            ]
+        return mf.decode_shards(self.read_list(head, "shards"), first, last)
+
+    def read_list(self, head: Head, name: str) -> bytes:
+        """The bytes of list ``name`` (``files``, ``shards``) of a format-3 snapshot,
+        checked against the head's size and SHA-256 (cached: a snapshot never changes).
+
+        Raises:
+            SnapshotError: The list cannot be read or is not what the head says.
+        """
+        want = head.lists.get(name)
+        if want is None:
+            msg = f"snapshot {head.snapshot}: its manifest names no {name} list"
+            raise SnapshotError(msg)
+        found = _LISTS.get(want.sha256)
+        if found is not None:
+            return found
+        try:
+            data = self.read_bytes(head.snapshot, want.path)
+        except OSError as exc:
+            msg = f"snapshot {head.snapshot}: cannot read {want.path}: {exc}"
+            raise SnapshotError(msg) from None
+        problem = mf.check_list(head, name, data)
+        if problem is not None:
+            msg = f"snapshot {head.snapshot}: {problem}; `kpcompile verify` checks the rest"
+            raise SnapshotError(msg)
+        if len(_LISTS) >= 4:
+            _LISTS.pop(next(iter(_LISTS)))
+        _LISTS[want.sha256] = data
+        return data
+
+    def _files(self, head: Head, tables: Sequence[str] | None = None) -> dict[str, list[FileEntry]]:
+        return mf.decode_files(self.read_list(head, "files"), tables)
+
+    def _shards(self, head: Head) -> list[ShardRecord]:
+        return mf.decode_shards(self.read_list(head, "shards"))
 
     def missing(self, snapshot: str) -> SnapshotError:
         """The error for a snapshot id that is not in the store."""

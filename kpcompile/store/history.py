@@ -52,7 +52,7 @@ def snapshots(out: str | os.PathLike[str] | Store) -> list[SnapshotSummary]:
         current = None
     rows = []
     for sid in ids:
-        m = store.read_manifest(sid)
+        m = store.read_head(sid)
         c = m.counts
         rows.append(
             SnapshotSummary(
@@ -107,7 +107,7 @@ def info(out: str | os.PathLike[str] | Store, *, snapshot: str | None = None) ->
         936
     """
     store = open_store(out)
-    m = store.manifest(snapshot)
+    m = store.head(snapshot)
     c = m.counts
     return Info(
         snapshot=m.snapshot,
@@ -172,7 +172,7 @@ def diff(out: str | os.PathLike[str] | Store, old: str, new: str) -> SnapshotDif
 
 def _files(store: Store, sid: str) -> dict[Key, tuple[Any, ...]]:
     found: dict[Key, list[tuple[Any, ...]]] = {}
-    for f in store.read_manifest(sid).table("files").files:
+    for f in store.table_files(store.read_head(sid), "files"):
         t = pq.read_table(pa.BufferReader(store.read_bytes(sid, f.path)))
         cols = t.select(["datapoint", "camera", "path", "checksum", "status"]).to_pydict()
         for dp, cam, path, checksum, status in zip(*cols.values(), strict=True):
@@ -223,9 +223,9 @@ def rejections(
             False, None, refusal.source, list(refusal.errors), refusal.attempted_at,
             refusal.max_errors,
         )  # fmt: skip
-    m = store.manifest(snapshot)
+    m = store.head(snapshot)
     errors: list[ErrorRow] = []
-    for f in m.table("errors").files:
+    for f in store.table_files(m, "errors"):
         t = pq.read_table(pa.BufferReader(store.read_bytes(m.snapshot, f.path)))
         errors += [ErrorRow(*row.values()) for row in t.to_pylist()]
     return Rejections(True, m.snapshot, m.source.path, errors)

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from kpcompile import manifest as mf
 from kpcompile.compile.stage import Stage
 from kpcompile.errors import OutputError, SnapshotError
-from kpcompile.schema import SCHEMAS
+from kpcompile.schema import polars_schema
 from kpcompile.store.base import CURRENT, OWN_NAMES, REFUSED, SNAPSHOTS, Store
 
 if TYPE_CHECKING:
@@ -110,7 +110,7 @@ class LocalStore(Store):
             return []
         return sorted(p.name for p in folder.iterdir() if (p / mf.FILE_NAME).is_file())
 
-    def read_manifest(self, snapshot: str) -> mf.Manifest:
+    def read_head(self, snapshot: str) -> mf.Head:
         path = self._dir(snapshot) / mf.FILE_NAME
         try:
             data = path.read_bytes()
@@ -119,7 +119,7 @@ class LocalStore(Store):
         except OSError as exc:
             msg = f"cannot read manifest {str(path)!r}: {exc.strerror or exc}"
             raise SnapshotError(msg) from None
-        return mf.decode(data, repr(str(path)))
+        return mf.decode_head(data, repr(str(path)))
 
     def read_bytes(self, snapshot: str, rel: str) -> bytes:
         return (self._dir(snapshot) / rel).read_bytes()
@@ -134,9 +134,9 @@ class LocalStore(Store):
     def scan_parquet(self, snapshot: str, table: str, rels: list[str]) -> pl.LazyFrame:
         import polars as pl
 
-        paths = [self.uri(snapshot, r) for r in rels]
-        schema = pl.DataFrame(SCHEMAS[table].empty_table()).schema
-        return pl.scan_parquet(paths, hive_partitioning=False, schema=schema)
+        folder = os.path.join(self.uri(snapshot), "")
+        paths = [folder + r for r in rels]
+        return pl.scan_parquet(paths, hive_partitioning=False, schema=polars_schema(table))
 
     def parquet_file(
         self, snapshot: str, rel: str, *, read_dictionary: Sequence[str] = ()
@@ -185,7 +185,9 @@ class LocalStore(Store):
     def publish(self, stage: Stage, manifest: mf.Manifest) -> str:
         assert isinstance(stage, LocalStage)
         staging = Path(stage.path)
-        _write_durably(staging / mf.FILE_NAME, mf.encode(manifest))
+        for rel, data in mf.encode_snapshot(manifest):  # manifest.json last
+            (staging / rel).parent.mkdir(exist_ok=True)
+            _write_durably(staging / rel, data)
         _fsync_tree(staging)
         final = self._dir(stage.snapshot)
         final.parent.mkdir(exist_ok=True)

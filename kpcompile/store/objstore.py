@@ -194,7 +194,7 @@ class ObjectStore(Store):
             raise OutputError(msg) from None
         return sorted(n.rstrip("/").split("/")[-2] for n in names)
 
-    def read_manifest(self, snapshot: str) -> mf.Manifest:
+    def read_head(self, snapshot: str) -> mf.Head:
         where = f"{self.url}/{SNAPSHOTS}/{snapshot}/{mf.FILE_NAME}"
         try:
             data = self.read_bytes(snapshot, mf.FILE_NAME)
@@ -203,7 +203,7 @@ class ObjectStore(Store):
         except OSError as exc:
             msg = f"cannot read manifest {where}: {exc}"
             raise SnapshotError(msg) from None
-        return mf.decode(data, where)
+        return mf.decode_head(data, where)
 
     def read_bytes(self, snapshot: str, rel: str) -> bytes:
         fs, _ = _fs(self.url)
@@ -296,7 +296,8 @@ class ObjectStore(Store):
         assert isinstance(stage, ObjectStage)
         fs, _ = _fs(self.url)
         try:
-            fs.pipe_file(self._path(SNAPSHOTS, stage.snapshot, mf.FILE_NAME), mf.encode(manifest))
+            for rel, data in mf.encode_snapshot(manifest):  # manifest.json last
+                fs.pipe_file(self._path(SNAPSHOTS, stage.snapshot, rel), data)
         except Exception as exc:
             msg = f"cannot publish snapshot {stage.snapshot} to {self.url!r}: {exc}"
             raise OutputError(msg) from None

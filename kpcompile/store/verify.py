@@ -35,12 +35,13 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from kpcompile import manifest as mf
 from kpcompile.errors import TRANSIENT_CODES, FormatError, SourceError
 from kpcompile.ingest import Source, open_source
 from kpcompile.ingest.checksum import checksum
 from kpcompile.ingest.discover import Discovered, discover_files
 from kpcompile.ingest.paths import printable
-from kpcompile.manifest import FileEntry, Manifest, ShardRecord
+from kpcompile.manifest import FileEntry, Head, Manifest, ShardRecord
 from kpcompile.parsing import NUM_LANDMARKS
 from kpcompile.schema import SCHEMAS
 from kpcompile.store import open_store
@@ -104,11 +105,14 @@ def verify(
         True
     """
     store = open_store(out)
-    manifest = store.manifest(snapshot)
+    head = store.head(snapshot)
     recorded = source is None
     if check_source:
-        source = manifest.source.path if source is None else os.fspath(source)
-    report = Verification(manifest.snapshot, None if source is None else os.fspath(source))
+        source = head.source.path if source is None else os.fspath(source)
+    report = Verification(head.snapshot, None if source is None else os.fspath(source))
+    if not _lists_sound(store, head, report):
+        return report  # what the snapshot holds is unknown: nothing else can be checked
+    manifest = store.read_manifest(head.snapshot)
     for name in REQUIRED_TABLES:
         if name not in manifest.tables:  # the --sets tables exist only when asked for
             report.problems.append(f"manifest lists no table {name!r}")
@@ -122,6 +126,21 @@ def verify(
 
 
 REQUIRED_TABLES = ("keypoints", "files", "errors")
+
+
+def _lists_sound(store: Store, head: Head, report: Verification) -> bool:
+    """Check the manifest's Parquet lists (format 3) against the head's sizes and SHA-256."""
+    for name, listed in sorted(head.lists.items()):
+        try:
+            data = store.read_bytes(head.snapshot, listed.path)
+        except OSError as exc:
+            report.problems.append(f"{listed.path}: cannot read: {exc.strerror or exc}")
+            continue
+        report.files_checked += 1
+        problem = mf.check_list(head, name, data)
+        if problem is not None:
+            report.problems.append(problem)
+    return not report.problems
 
 
 def _open(
@@ -419,8 +438,11 @@ class _SourceIndex:
 
 def _check_strays(store: Store, sid: str, manifest: Manifest, report: Verification) -> None:
     listed = {f.path for f in manifest.all_files()}
+    if manifest.format not in mf.ONE_DOCUMENT_FORMATS:
+        listed |= {mf.FILES_LIST, mf.SHARDS_LIST}
     for rel in store.files(sid):
-        if rel.split("/", 1)[0] in SCHEMAS and rel not in listed:
+        top = rel.split("/", 1)[0]
+        if (top in SCHEMAS or top == mf.LISTS_FOLDER) and rel not in listed:
             report.problems.append(f"{rel}: file not listed in the manifest")
 
 

@@ -13,12 +13,13 @@ from click.testing import CliRunner
 
 import kpcompile
 from kpcompile.cli import cli
+from tests.helpers import manifest_dict
 
 distributed = pytest.importorskip("distributed")
 
 
 def tables(r: kpcompile.BuildResult) -> dict[str, Any]:
-    m = json.loads((Path(r.path) / "manifest.json").read_text())
+    m = manifest_dict(Path(r.path).parent.parent, r.snapshot_id)
     return {"tables": m["tables"], "shards": m["shards"], "counts": m["counts"]}
 
 
@@ -68,7 +69,7 @@ def test_dask_runs_streamed_archive_tasks(
     assert res.exit_code == 0, res.stderr
     data = json.loads(res.stdout)
     assert data["compiled"] == 8
-    manifest = json.loads((Path(data["path"]) / "manifest.json").read_text())
+    manifest = manifest_dict(Path(data["path"]).parent.parent, data["snapshot_id"])
     assert manifest["tables"] == tables(local)["tables"]
 
 

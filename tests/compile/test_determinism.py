@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import kpcompile
+from kpcompile import manifest as mf
 from tests.helpers import manifest_dict
 
 BUILD_TIME_FIELDS = ("snapshot", "created_at")
@@ -133,7 +134,10 @@ def test_a_copied_dataset_differs_only_in_mtime(mixed_dataset: Path, tmp_path: P
     ab, bb = _snapshot_bytes(Path(a.path)), _snapshot_bytes(Path(b.path))
     assert ab.keys() == bb.keys()
     files_parts = {k for k in ab if k.startswith("files/")}
-    assert files_parts and {k for k in ab if ab[k] != bb[k]} == files_parts
+    # and the manifest's lists: the files list holds their checksums, the shard list
+    # the digests of the shards' inputs (mtimes included)
+    lists = {mf.FILES_LIST, mf.SHARDS_LIST}
+    assert files_parts and {k for k in ab if ab[k] != bb[k]} == files_parts | lists
     fa = kpcompile.read(tmp_path / "a", "files")
     fb = kpcompile.read(tmp_path / "b", "files")
     assert fa.drop("mtime_ns").equals(fb.drop("mtime_ns"))

@@ -190,3 +190,23 @@ def test_tensors_and_files_of_an_s3_out(s3: Any, small_dataset: Path, tmp_path: 
     batches = list(kpcompile.iter_tensors(out, batch_size=3))
     assert [len(b) for b in batches] == [3, 3, 2]
     assert all(f.startswith(f"{out}/snapshots/") for f in kpcompile.files(out))
+
+
+def test_format_3_lists_on_object_storage(s3: Any, small_dataset: Path) -> None:
+    """The head and both Parquet lists are objects; a damaged shard list is named by verify."""
+    from kpcompile import manifest as mf
+
+    out = "s3://bucket/t10/compiled"
+    r = kpcompile.build(small_dataset, out, workers=1, shard_files=2)
+    prefix = f"bucket/t10/compiled/snapshots/{r.snapshot_id}"
+    assert s3.exists(f"{prefix}/{mf.FILES_LIST}") and s3.exists(f"{prefix}/{mf.SHARDS_LIST}")
+    store = open_store(out)
+    head = store.head()
+    assert head.format == mf.FORMAT and head.whole is None
+    whole = store.manifest()
+    assert store.shard_records(head, first=whole.shards[-1].first) == whole.shards[-1:]
+    assert kpcompile.sql(out, "SELECT count(*) AS n FROM keypoints")["n"][0] == 8 * 468
+    key = f"{prefix}/{mf.SHARDS_LIST}"
+    s3.pipe_file(key, s3.cat_file(key)[:-1] + b"x")
+    problems = kpcompile.verify(out).problems
+    assert len(problems) == 1 and problems[0].startswith(f"{mf.SHARDS_LIST}: sha256 ")
