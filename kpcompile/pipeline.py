@@ -416,125 +416,148 @@ def _compile_shards(
     pool: WorkerPool | None,
     current: Manifest | None,
 ) -> _Compiled:
-    """Plan shards as the units are listed and hand them out: the coordinator holds
-    one batch of prefixes, the shards not yet closed and the shards in flight, never
-    the whole listing. With ``--sets``, a camera folder's set files go through the
-    shard of its landmark file.
-
-    ``current``: the snapshot this build may leave as it is (same source, options,
-    version). While every shard planned so far is one of its shards (or holds the
-    same files, rejected before for a read that fails again the same way), shards
-    are only noted; if all are, in the same order, nothing is published. The first
-    other shard sends the noted ones out (linked, or compiled again)."""
-    src = inputs.src
-    settings = ParquetSettings.of(opts)
-    bar = _progress(opts.progress)
-    linked: list[ShardResult] = []
-    planned: list[ShardInput] = []
-    local = opts.executor == "local"
-    digest = hashlib.sha256()
-    # shards noted while the build may be up to date: (shard, its previous record if
-    # reusable, else the previous rows of its files)
-    pending: list[tuple[PlannedShard, ShardRecord | None, Any]] = []
-    state = {"maybe": current is not None, "up_to_date": False}
-
-    def task(shard: PlannedShard, previous: Any) -> ShardTask:
-        rels = [f.path for f in shard.files] + [s.path for s in shard.sets or ()]
-        return ShardTask(
-            shard.index, tuple(shard.files), src.portable(rels, local=local), staging.stage(),
-            opts.partition_by, settings, opts.max_file_bytes, previous=previous,
-            sets=shard.sets, read_ahead=opts.read_ahead << 20,
-            read_timeout=float(opts.read_timeout),
-        )  # fmt: skip
-
-    def note(shard: PlannedShard, reusable: ShardRecord | None) -> ShardInput:
-        """The shard's record in the new manifest; the previous records it has passed are
-        dropped (after its files' previous rows were taken)."""
-        if reusable is not None:
-            planned.append(ShardInput.reused(reusable))
-        else:
-            planned.append(ShardInput.of(shard.files, shard.digest, opts.partition_by))
-        if prev is not None:
-            prev.passed(planned[-1])
-        return planned[-1]
-
-    def hand_out(
-        shard: PlannedShard, reusable: ShardRecord | None, previous: Any
-    ) -> Iterator[ShardTask]:
-        if reusable is not None:
-            assert prev is not None
-            linked.append(reuse_shard(prev, reusable, shard.index, staging.stage()))
-            bar.update(shard.size)
-        else:
-            yield task(shard, previous)
-
-    def units() -> Iterator[Batch]:
-        counted = 0
-        for batch in inputs.units():
-            bar.grow(inputs.files + inputs.set_files - counted)
-            counted = inputs.files + inputs.set_files
-            if prev is not None:
-                prev.advance(batch.last)
-            yield batch
-
-    def tasks() -> Iterator[ShardTask]:
-        shards = plan_units(units(), opts.shard_files, opts.partition_by, sets=opts.sets)
-        for shard in shards:
-            digest.update(f"{shard.digest}\n".encode())
-            reusable = prev.shards.get(shard.digest) if prev is not None else None
-            previous = None
-            if reusable is None:
-                previous = previous_of(prev, shard.files, opts.partition_by)
-            if state["maybe"]:
-                transient = prev.transient.get(shard.digest) if prev is not None else None
-                if reusable is not None or (
-                    transient is not None and not _transient_cleared(transient, shard, src, opts)
-                ):
-                    # noted with its files only when it must be compiled again
-                    kept = shard if reusable is None else _light(shard)
-                    pending.append((kept, reusable, previous))
-                    note(shard, reusable)
-                    continue
-                state["maybe"] = False
-                for noted in pending:
-                    yield from hand_out(*noted)
-                pending.clear()
-            note(shard, reusable)
-            yield from hand_out(shard, reusable, previous)
-        if state["maybe"] and current is not None and digest.hexdigest() == current.inputs:
-            state["up_to_date"] = True
-            return
-        for noted in pending:
-            yield from hand_out(*noted)
-        pending.clear()
-
+    """Plan shards as the units are listed and hand them out (:class:`_HandOut`): the
+    coordinator holds one batch of prefixes, the shards not yet closed and the shards
+    in flight, never the whole listing."""
+    out = _HandOut(inputs, opts, staging, prev, current)
     workers = opts.resolved_workers
     try:
-        stream, few = _peek(tasks(), opts.shard_files, 2 * workers)
+        stream, few = _peek(out.tasks(), opts.shard_files, 2 * workers)
         if prev is not None and few:
             workers = 1  # less than one shard to read: worker processes cost more
         results = []
         if stream is not None:
             results = run_shards(
                 stream,
-                lambda _r, n: bar.update(n),
+                lambda _r, n: out.bar.update(n),
                 executor=opts.executor,
                 workers=workers,
                 scheduler=opts.scheduler,
                 pool=pool,
             )
     finally:
-        bar.close()
-    if state["up_to_date"]:
+        out.bar.close()
+    if out.up_to_date:
         return _Compiled([], [], 0, up_to_date=True)
-    done = sorted(results + linked, key=lambda r: r.index)
-    if [r.index for r in done] != list(range(len(planned))):
+    done = sorted(results + out.linked, key=lambda r: r.index)
+    if [r.index for r in done] != list(range(len(out.planned))):
         # never publish a snapshot missing a shard, whatever an executor returned
-        missing = sorted(set(range(len(planned))) - {r.index for r in done})
+        missing = sorted(set(range(len(out.planned))) - {r.index for r in done})
         msg = f"shards {missing[:10]} produced no result; nothing was published"
         raise KpcompileError(msg)
     base = prev.snapshot if prev is not None else None
-    return _Compiled(done, planned, len(linked), base, digest=digest.hexdigest())
+    return _Compiled(done, out.planned, len(out.linked), base, digest=out.digest.hexdigest())
+
+
+class _HandOut:
+    """Turns planned shards into tasks, or links them from the previous snapshot. With
+    ``--sets``, a camera folder's set files go through the shard of its landmark file.
+
+    ``current``: the snapshot this build may leave as it is (same source, options,
+    version). While every shard planned so far is one of its shards (or holds the
+    same files, rejected before for a read that fails again the same way), shards
+    are only noted; if all are, in the same order, nothing is published
+    (``up_to_date``). The first other shard sends the noted ones out (linked, or
+    compiled again)."""
+
+    def __init__(
+        self,
+        inputs: _Inputs,
+        opts: BuildOptions,
+        staging: _Staging,
+        prev: Previous | None,
+        current: Manifest | None,
+    ) -> None:
+        self.inputs, self.opts, self.staging, self.prev = inputs, opts, staging, prev
+        self.current = current
+        self.settings = ParquetSettings.of(opts)
+        self.bar = _progress(opts.progress)
+        self.linked: list[ShardResult] = []
+        self.planned: list[ShardInput] = []
+        self.digest = hashlib.sha256()
+        # noted while the build may be up to date: (shard, its previous record if
+        # reusable, else the previous rows of its files)
+        self.pending: list[tuple[PlannedShard, ShardRecord | None, Any]] = []
+        self.maybe = current is not None
+        self.up_to_date = False
+
+    def task(self, shard: PlannedShard, previous: Any) -> ShardTask:
+        opts = self.opts
+        rels = [f.path for f in shard.files] + [s.path for s in shard.sets or ()]
+        portable = self.inputs.src.portable(rels, local=opts.executor == "local")
+        return ShardTask(
+            shard.index, tuple(shard.files), portable, self.staging.stage(),
+            opts.partition_by, self.settings, opts.max_file_bytes, previous=previous,
+            sets=shard.sets, read_ahead=opts.read_ahead << 20,
+            read_timeout=float(opts.read_timeout),
+        )  # fmt: skip
+
+    def note(self, shard: PlannedShard, reusable: ShardRecord | None) -> None:
+        """The shard's record in the new manifest; the previous records it has passed
+        are dropped (after its files' previous rows were taken)."""
+        if reusable is not None:
+            self.planned.append(ShardInput.reused(reusable))
+        else:
+            self.planned.append(ShardInput.of(shard.files, shard.digest, self.opts.partition_by))
+        if self.prev is not None:
+            self.prev.passed(self.planned[-1])
+
+    def hand_out(
+        self, shard: PlannedShard, reusable: ShardRecord | None, previous: Any
+    ) -> Iterator[ShardTask]:
+        if reusable is not None:
+            assert self.prev is not None
+            stage = self.staging.stage()
+            self.linked.append(reuse_shard(self.prev, reusable, shard.index, stage))
+            self.bar.update(shard.size)
+        else:
+            yield self.task(shard, previous)
+
+    def units(self) -> Iterator[Batch]:
+        counted = 0
+        for batch in self.inputs.units():
+            self.bar.grow(self.inputs.files + self.inputs.set_files - counted)
+            counted = self.inputs.files + self.inputs.set_files
+            if self.prev is not None:
+                self.prev.advance(batch.last)
+            yield batch
+
+    def tasks(self) -> Iterator[ShardTask]:
+        """Every shard's task, as the shards are planned; reused shards are linked."""
+        opts, prev = self.opts, self.prev
+        for shard in plan_units(self.units(), opts.shard_files, opts.partition_by, sets=opts.sets):
+            self.digest.update(f"{shard.digest}\n".encode())
+            reusable = prev.shards.get(shard.digest) if prev is not None else None
+            previous = None
+            if reusable is None:
+                previous = previous_of(prev, shard.files, opts.partition_by)
+            if self.maybe:
+                if self._unchanged(shard, reusable):
+                    # noted with its files only when it must be compiled again
+                    kept = shard if reusable is None else _light(shard)
+                    self.pending.append((kept, reusable, previous))
+                    self.note(shard, reusable)
+                    continue
+                self.maybe = False
+                yield from self._flush()
+            self.note(shard, reusable)
+            yield from self.hand_out(shard, reusable, previous)
+        if self.maybe and self.current and self.digest.hexdigest() == self.current.inputs:
+            self.up_to_date = True
+            return
+        yield from self._flush()
+
+    def _unchanged(self, shard: PlannedShard, reusable: ShardRecord | None) -> bool:
+        if reusable is not None:
+            return True
+        transient = self.prev.transient.get(shard.digest) if self.prev is not None else None
+        src, opts = self.inputs.src, self.opts
+        return transient is not None and not _transient_cleared(transient, shard, src, opts)
+
+    def _flush(self) -> Iterator[ShardTask]:
+        for noted in self.pending:
+            yield from self.hand_out(*noted)
+        self.pending.clear()
 
 
 def _light(shard: PlannedShard) -> PlannedShard:
