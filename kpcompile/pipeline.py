@@ -11,15 +11,18 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import hashlib
+import itertools
 import os
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from kpcompile._version import __version__
 from kpcompile.compile.executor import run as run_shards
@@ -31,7 +34,7 @@ from kpcompile.compile.incremental import (
     shard_record,
     transient_errors,
 )
-from kpcompile.compile.plan import Plan, plan_shards
+from kpcompile.compile.plan import PlannedShard, plan_units
 from kpcompile.compile.pool import WorkerPool
 from kpcompile.compile.shard import ShardResult, ShardTask
 from kpcompile.compile.stage import Stage
@@ -45,9 +48,10 @@ from kpcompile.errors import (
     RejectedFilesError,
 )
 from kpcompile.ingest import Source, open_source, preload
-from kpcompile.ingest.discover import LANDMARK_NAMES, Discovered, discover_files
-from kpcompile.ingest.paths import printable
-from kpcompile.ingest.setfiles import SET_NAMES, SetFiles, find_set_files
+from kpcompile.ingest.discover import LANDMARK_NAMES
+from kpcompile.ingest.paths import locate, printable
+from kpcompile.ingest.setfiles import SET_NAMES
+from kpcompile.ingest.units import Batch, discover_units
 from kpcompile.manifest import (
     FORMAT,
     Column,
@@ -56,6 +60,7 @@ from kpcompile.manifest import (
     FileEntry,
     Manifest,
     Refusal,
+    ShardRecord,
     SourceInfo,
     TableEntry,
     Tool,
@@ -108,12 +113,15 @@ class BuildResult:
 
 @dataclass(slots=True)
 class _Compiled:
-    """What the workers produced: one result per shard, with its input."""
+    """What the workers produced: one result per shard, with its input, and the digest
+    of every shard's input (``up_to_date``: the current snapshot's, nothing compiled)."""
 
     results: list[ShardResult]
     shards: list[ShardInput]
     linked: int
     base: str | None = None
+    digest: str = ""
+    up_to_date: bool = False
 
 
 def build(
@@ -175,28 +183,30 @@ def _build(
     names = LANDMARK_NAMES | SET_NAMES if opts.sets else LANDMARK_NAMES
     with open_source(source, max_file_bytes=opts.max_file_bytes, names=names) as src:
         _check_apart(src, store)
-        inputs = _inputs(src, names, opts)
+        inputs = _Inputs.of(src, names, opts)
         with store.lock():
             current = _current(store)
-            if _up_to_date(current, inputs, opts):
-                assert current is not None
-                return _unchanged(current, store, started)
             # Timed under the lock, so ids sort in the order builds publish.
             created = dt.datetime.now(dt.UTC)
-            stage = store.stage(new_snapshot_id(created))
+            staging = _Staging(store, new_snapshot_id(created))
             try:
-                compiled = _compile(inputs, current, stage, opts, pool)
+                compiled = _compile(inputs, current, staging, opts, pool)
                 if opts.plan_only:
-                    store.discard(stage)
+                    staging.discard()
                     return _planned(compiled, inputs, started)
+                if compiled.up_to_date:
+                    assert current is not None
+                    staging.discard()
+                    return _unchanged(current, store, started)
+                stage = staging.stage()
                 manifest = _publishable(compiled, inputs, stage, opts, created)
                 path = store.publish(stage, manifest)
             except RejectedFilesError as exc:
-                store.discard(stage)
+                staging.discard()
                 store.record_refusal(_refusal(exc, inputs, created))
                 raise
             except OSError as exc:
-                store.discard(stage)
+                staging.discard()
                 where = f" ({exc.filename})" if exc.filename else ""
                 msg = (
                     f"cannot write the snapshot in {store.location!r}: "
@@ -204,28 +214,95 @@ def _build(
                 )
                 raise OutputError(msg) from exc
             except BaseException:
-                store.discard(stage)
+                staging.discard()
                 raise
     return _result(manifest, path, compiled, started, _notes(current, src, store))
 
 
-@dataclass(frozen=True, slots=True)
+class _Staging:
+    """The new snapshot's stage, made when the build first writes or links (a build
+    that turns out up to date makes none)."""
+
+    def __init__(self, store: Store, snapshot: str) -> None:
+        self._store, self._snapshot = store, snapshot
+        self._stage: Stage | None = None
+
+    def stage(self) -> Stage:
+        if self._stage is None:
+            self._stage = self._store.stage(self._snapshot)
+        return self._stage
+
+    def discard(self) -> None:
+        if self._stage is not None:
+            self._store.discard(self._stage)
+
+
 class _Inputs:
-    """What a build reads: the source, its landmark files, its set files, their shards
-    and digest."""
+    """What a build reads, one unit (top-level prefix) at a time
+    (:func:`~kpcompile.ingest.units.discover_units`), and what it counted of it: the
+    landmark and set files, and per datapoint and camera how many landmark files (for
+    the distinct datapoints and cameras of the compiled files, once rejections are
+    known). The first unit is listed at once, so a source holding nothing fails
+    before the output is touched."""
 
-    src: Source
-    files: Discovered
-    sets: SetFiles | None
-    plan: Plan
-    digest: str
+    def __init__(self, src: Source, units: Iterator[Batch]) -> None:
+        self.src = src
+        self.files = 0
+        self.set_files = 0
+        self.cameras: Counter[str] = Counter()
+        self._datapoints: list[tuple[npt.NDArray[np.uint64], npt.NDArray[np.int64]]] = []
+        self._first = next(units)
+        self._rest = units
+
+    @classmethod
+    def of(cls, src: Source, names: frozenset[str], opts: BuildOptions) -> _Inputs:
+        units = discover_units(src, names, opts.partition_by, sets=opts.sets)
+        return cls(src, units)
+
+    def units(self) -> Iterator[Batch]:
+        """The units, counted as they are handed out (once)."""
+        for unit in itertools.chain([self._first], self._rest):
+            self._count(unit)
+            yield unit
+
+    def _count(self, unit: Batch) -> None:
+        self.files += len(unit)
+        if unit.sets is not None:
+            self.set_files += unit.sets.count(unit.order)
+        pairs = unit.files.pairs(unit.order)
+        datapoints: Counter[str] = Counter()
+        for (datapoint, camera), n in pairs.items():
+            datapoints[printable(datapoint)] += n
+            self.cameras[printable(camera)] += n
+        keys = np.array([_hash(d) for d in datapoints], dtype=np.uint64)
+        self._datapoints.append((keys, np.array(list(datapoints.values()), dtype=np.int64)))
+
+    def distinct(self, excluded: Iterable[str]) -> dict[str, int]:
+        """Datapoints and camera names with a file not in ``excluded`` (printable paths):
+        datapoints as 64-bit hashes of their names (a collision, about one in 10^8
+        at a million datapoints, could count one too many)."""
+        gone_dp: Counter[str] = Counter()
+        gone_cam: Counter[str] = Counter()
+        for path in excluded:
+            datapoint, camera = locate(path, printable(self.src.name))
+            gone_dp[datapoint] += 1
+            gone_cam[camera] += 1
+        keys = np.concatenate([k for k, _ in self._datapoints]) if self._datapoints else None
+        counts = np.concatenate([c for _, c in self._datapoints]) if self._datapoints else None
+        datapoints = len(keys) if keys is not None else 0
+        if gone_dp and keys is not None and counts is not None:
+            by = np.argsort(keys)
+            keys, counts = keys[by], counts[by]
+            for datapoint, n in gone_dp.items():
+                at = int(np.searchsorted(keys, np.uint64(_hash(datapoint))))
+                if at < len(keys) and keys[at] == _hash(datapoint) and counts[at] <= n:
+                    datapoints -= 1
+        cameras = sum(1 for c, n in self.cameras.items() if n > gone_cam.get(c, 0))
+        return {"datapoints": datapoints, "cameras": cameras}
 
 
-def _inputs(src: Source, names: frozenset[str], opts: BuildOptions) -> _Inputs:
-    files, _ = discover_files(src, names)
-    sets = find_set_files(files) if opts.sets else None
-    plan = plan_shards(files, opts.shard_files, opts.partition_by, sets)
-    return _Inputs(src, files, sets, plan, plan.digest())
+def _hash(name: str) -> int:
+    return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "little")
 
 
 def _check_apart(src: Source, store: Store) -> None:
@@ -254,35 +331,34 @@ def _current(store: Store) -> Manifest | None:
         return None
 
 
-def _up_to_date(current: Manifest | None, inputs: _Inputs, opts: BuildOptions) -> bool:
-    """Whether the current snapshot is exactly what this build would publish.
-
-    Names, sizes and modification times say nothing of a read that failed (a stalled
-    object, an I/O error): files rejected so are read again, and the snapshot is up to
-    date only if every one of them fails again the same way."""
+def _may_be_up_to_date(current: Manifest | None, src: Source, opts: BuildOptions) -> bool:
+    """Whether the current snapshot may be exactly what this build would publish: the
+    same source, options and version; its shards decide (:func:`_compile_shards`)."""
     return (
         current is not None
         and not opts.full
-        and current.inputs == inputs.digest
-        and current.source.path == inputs.src.location
+        and current.source.path == src.location
         and current.tool.version == __version__
         and current.options == recorded(opts)
-        and not _transient_cleared(current, inputs, opts)
     )
 
 
-def _transient_cleared(current: Manifest, inputs: _Inputs, opts: BuildOptions) -> bool:
-    """Whether a file that ``current`` rejected as unreadable (or for a bug) reads now."""
-    standing = {e.path for s in current.shards for e in transient_errors(s)}
-    if not standing:
-        return False
-    # the manifest names files as printable() does: find their names in the listing,
-    # which holds the landmark files and, with --sets, the set files
-    listing = inputs.files.listing
-    raw = sorted({p for p in listing.paths(np.arange(len(listing))) if printable(p) in standing})
+def _transient_cleared(
+    record: ShardRecord, shard: PlannedShard, src: Source, opts: BuildOptions
+) -> bool:
+    """Whether a file that the previous snapshot rejected in this shard (the same files)
+    as unreadable (or for a bug) reads now.
+
+    Names, sizes and modification times say nothing of a read that failed (a stalled
+    object, an I/O error): files rejected so are read again, and the shard counts as
+    unchanged only if every one of them fails again the same way."""
+    standing = {e.path for e in transient_errors(record)}
+    # the manifest names files as printable() does: find their names in the shard
+    named = [f.path for f in shard.files] + [s.path for s in shard.sets or ()]
+    raw = sorted({p for p in named if printable(p) in standing})
     if len(raw) != len(standing):
-        return True  # a rejected file is gone (its digest would differ anyway)
-    with inputs.src.read_many(
+        return True
+    with src.read_many(
         raw, opts.max_file_bytes, window=opts.read_ahead << 20, timeout=float(opts.read_timeout)
     ) as reads:
         for _name, data in reads:
@@ -304,7 +380,7 @@ def _unchanged(current: Manifest, store: Store, started: float) -> BuildResult:
 def _planned(compiled: _Compiled, inputs: _Inputs, started: float) -> BuildResult:
     """The result of a ``plan_only`` build: shards planned and handed out, nothing else."""
     return BuildResult(
-        "", "", len(inputs.files), 0, 0, 0, [], time.perf_counter() - started,
+        "", "", inputs.files, 0, 0, 0, [], time.perf_counter() - started,
         base=compiled.base, shards=len(compiled.results), reused_shards=compiled.linked,
         notes=["plan only: no file was read, parsed or written, and nothing was published"],
     )  # fmt: skip
@@ -323,7 +399,7 @@ def _refusal(exc: RejectedFilesError, inputs: _Inputs, created: dt.datetime) -> 
     return Refusal(
         attempted_at=created.isoformat(timespec="seconds").replace("+00:00", "Z"),
         source=inputs.src.location,
-        files=len(inputs.files),
+        files=inputs.files,
         rejected=len(exc.errors),
         max_errors=exc.max_errors,
         errors=[ErrorRow(*e) for e in exc.errors],
@@ -333,99 +409,204 @@ def _refusal(exc: RejectedFilesError, inputs: _Inputs, created: dt.datetime) -> 
 def _compile(
     inputs: _Inputs,
     current: Manifest | None,
-    stage: Stage,
+    staging: _Staging,
     opts: BuildOptions,
     pool: WorkerPool | None,
 ) -> _Compiled:
     prev = None
     if current is not None and not opts.full:
-        prev = Previous.of(current, inputs.src.location, opts, stage)
-    return _compile_shards(inputs, opts, stage, prev, pool)
+        prev = Previous.of(current, inputs.src.location, opts, staging.stage)
+    maybe = prev is not None and _may_be_up_to_date(current, inputs.src, opts)
+    return _compile_shards(inputs, opts, staging, prev, pool, current if maybe else None)
 
 
 def _compile_shards(
     inputs: _Inputs,
     opts: BuildOptions,
-    stage: Stage,
+    staging: _Staging,
     prev: Previous | None,
     pool: WorkerPool | None,
+    current: Manifest | None,
 ) -> _Compiled:
-    """Plan shards as a stream and hand them out: the coordinator holds the columnar
-    file list and the shards in flight, never every file as an object. With
-    ``--sets``, a camera folder's set files go through the shard of its landmark file."""
-    src, files = inputs.src, inputs.files
-    settings = ParquetSettings.of(opts)
-    bar = _progress(len(files) + len(inputs.sets or ()), opts.progress)
-    linked: list[ShardResult] = []
-    planned: list[ShardInput] = []
-    local = opts.executor == "local"
-    plan = inputs.plan
-
-    def tasks() -> Iterator[ShardTask]:
-        for i, digest in enumerate(plan.digests):
-            reused = reuse_shard(prev, digest, i, stage)
-            if reused is not None:
-                assert prev is not None
-                planned.append(ShardInput.reused(prev.shards[digest]))
-                linked.append(reused)
-                bar.update(plan.size(i))
-                continue
-            shard = plan.files(files, i)
-            mine = plan.set_files(i, shard)
-            planned.append(ShardInput.of(shard, digest, opts.partition_by))
-            rels = [f.path for f in shard] + [s.path for s in mine or ()]
-            portable = src.portable(rels, local=local)
-            yield ShardTask(
-                i, tuple(shard), portable, stage, opts.partition_by, settings,
-                opts.max_file_bytes, previous=previous_of(prev, shard, opts.partition_by),
-                sets=mine, read_ahead=opts.read_ahead << 20,
-                read_timeout=float(opts.read_timeout), plan_only=opts.plan_only,
-            )  # fmt: skip
-
+    """Plan shards as the units are listed and hand them out (:class:`_HandOut`): the
+    coordinator holds one batch of prefixes, the shards not yet closed and the shards
+    in flight, never the whole listing."""
+    out = _HandOut(inputs, opts, staging, prev, current)
     workers = opts.resolved_workers
-    if prev is not None and _few_to_read(prev, inputs, opts):
-        workers = 1  # less than one shard to read: starting worker processes costs more
     try:
-        results = run_shards(
-            tasks(),
-            lambda _r, n: bar.update(n),
-            executor=opts.executor,
-            workers=workers,
-            scheduler=opts.scheduler,
-            pool=pool,
-        )
+        stream, few = _peek(out.tasks(), opts.shard_files, 2 * workers)
+        if prev is not None and few:
+            workers = 1  # less than one shard to read: worker processes cost more
+        results = []
+        if stream is not None:
+            results = run_shards(
+                stream,
+                lambda _r, n: out.bar.update(n),
+                executor=opts.executor,
+                workers=workers,
+                scheduler=opts.scheduler,
+                pool=pool,
+            )
     finally:
-        bar.close()
-    done = sorted(results + linked, key=lambda r: r.index)
-    if [r.index for r in done] != list(range(len(planned))):
+        out.bar.close()
+    if out.up_to_date:
+        return _Compiled([], [], 0, up_to_date=True)
+    done = sorted(results + out.linked, key=lambda r: r.index)
+    if [r.index for r in done] != list(range(len(out.planned))):
         # never publish a snapshot missing a shard, whatever an executor returned
-        missing = sorted(set(range(len(planned))) - {r.index for r in done})
+        missing = sorted(set(range(len(out.planned))) - {r.index for r in done})
         msg = f"shards {missing[:10]} produced no result; nothing was published"
         raise KpcompileError(msg)
-    return _Compiled(done, planned, len(linked), prev.snapshot if prev is not None else None)
+    base = prev.snapshot if prev is not None else None
+    return _Compiled(done, out.planned, len(out.linked), base, digest=out.digest.hexdigest())
 
 
-def _few_to_read(prev: Previous, inputs: _Inputs, opts: BuildOptions) -> bool:
-    """Whether an incremental build has at most one shard's worth of new or changed
-    files (set files of changed shards included) to read; stops counting once it has more."""
+class _HandOut:
+    """Turns planned shards into tasks, or links them from the previous snapshot. With
+    ``--sets``, a camera folder's set files go through the shard of its landmark file.
+
+    ``current``: the snapshot this build may leave as it is (same source, options,
+    version). While every shard planned so far is one of its shards (or holds the
+    same files, rejected before for a read that fails again the same way), shards
+    are only noted; if all are, in the same order, nothing is published
+    (``up_to_date``). The first other shard sends the noted ones out (linked, or
+    compiled again)."""
+
+    def __init__(
+        self,
+        inputs: _Inputs,
+        opts: BuildOptions,
+        staging: _Staging,
+        prev: Previous | None,
+        current: Manifest | None,
+    ) -> None:
+        self.inputs, self.opts, self.staging, self.prev = inputs, opts, staging, prev
+        self.current = current
+        self.settings = ParquetSettings.of(opts)
+        self.bar = _progress(opts.progress)
+        self.linked: list[ShardResult] = []
+        self.planned: list[ShardInput] = []
+        self.digest = hashlib.sha256()
+        # noted while the build may be up to date: (shard, its previous record if
+        # reusable, else the previous rows of its files)
+        self.pending: list[tuple[PlannedShard, ShardRecord | None, Any]] = []
+        self.maybe = current is not None
+        self.up_to_date = False
+
+    def task(self, shard: PlannedShard, previous: Any) -> ShardTask:
+        opts = self.opts
+        rels = [f.path for f in shard.files] + [s.path for s in shard.sets or ()]
+        portable = self.inputs.src.portable(rels, local=opts.executor == "local")
+        return ShardTask(
+            shard.index, tuple(shard.files), portable, self.staging.stage(),
+            opts.partition_by, self.settings, opts.max_file_bytes, previous=previous,
+            sets=shard.sets, read_ahead=opts.read_ahead << 20,
+            read_timeout=float(opts.read_timeout), plan_only=opts.plan_only,
+        )  # fmt: skip
+
+    def note(self, shard: PlannedShard, reusable: ShardRecord | None) -> None:
+        """The shard's record in the new manifest; the previous records it has passed
+        are dropped (after its files' previous rows were taken)."""
+        if reusable is not None:
+            self.planned.append(ShardInput.reused(reusable))
+        else:
+            self.planned.append(ShardInput.of(shard.files, shard.digest, self.opts.partition_by))
+        if self.prev is not None:
+            self.prev.passed(self.planned[-1])
+
+    def hand_out(
+        self, shard: PlannedShard, reusable: ShardRecord | None, previous: Any
+    ) -> Iterator[ShardTask]:
+        if reusable is not None:
+            assert self.prev is not None
+            stage = self.staging.stage()
+            self.linked.append(reuse_shard(self.prev, reusable, shard.index, stage))
+            self.bar.update(shard.size)
+        else:
+            yield self.task(shard, previous)
+
+    def units(self) -> Iterator[Batch]:
+        counted = 0
+        for batch in self.inputs.units():
+            self.bar.grow(self.inputs.files + self.inputs.set_files - counted)
+            counted = self.inputs.files + self.inputs.set_files
+            if self.prev is not None:
+                self.prev.advance(batch.last)
+            yield batch
+
+    def tasks(self) -> Iterator[ShardTask]:
+        """Every shard's task, as the shards are planned; reused shards are linked."""
+        opts, prev = self.opts, self.prev
+        for shard in plan_units(self.units(), opts.shard_files, opts.partition_by, sets=opts.sets):
+            self.digest.update(f"{shard.digest}\n".encode())
+            reusable = prev.shards.get(shard.digest) if prev is not None else None
+            previous = None
+            if reusable is None:
+                previous = previous_of(prev, shard.files, opts.partition_by)
+            if self.maybe:
+                if self._unchanged(shard, reusable):
+                    # noted with its files only when it must be compiled again
+                    kept = shard if reusable is None else _light(shard)
+                    self.pending.append((kept, reusable, previous))
+                    self.note(shard, reusable)
+                    continue
+                self.maybe = False
+                yield from self._flush()
+            self.note(shard, reusable)
+            yield from self.hand_out(shard, reusable, previous)
+        if self.maybe and self.current and self.digest.hexdigest() == self.current.inputs:
+            self.up_to_date = True
+            return
+        yield from self._flush()
+
+    def _unchanged(self, shard: PlannedShard, reusable: ShardRecord | None) -> bool:
+        if reusable is not None:
+            return True
+        transient = self.prev.transient.get(shard.digest) if self.prev is not None else None
+        src, opts = self.inputs.src, self.opts
+        return transient is not None and not _transient_cleared(transient, shard, src, opts)
+
+    def _flush(self) -> Iterator[ShardTask]:
+        for noted in self.pending:
+            yield from self.hand_out(*noted)
+        self.pending.clear()
+
+
+def _light(shard: PlannedShard) -> PlannedShard:
+    """A shard noted as reusable: its files are not needed again."""
+    return PlannedShard(shard.index, [], None, shard.digest, shard.partition)
+
+
+def _peek(
+    tasks: Iterator[ShardTask], files: int, most: int
+) -> tuple[Iterator[ShardTask] | None, bool]:
+    """The tasks (``None`` if there are none), and whether they read at most ``files``
+    files in all (counted over at most ``most`` tasks: set files, and files new or
+    changed since the previous snapshot)."""
+    taken: list[ShardTask] = []
     count = 0
-    plan = inputs.plan
-    for i, digest in enumerate(plan.digests):
-        if digest in prev.shards:
-            continue
-        shard = plan.files(inputs.files, i)
-        count += plan.set_counts[i] if plan.set_counts is not None else 0
-        rows = previous_of(prev, shard, opts.partition_by)
-        for j, f in enumerate(shard):
-            p = rows[j] if rows is not None else None
-            count += p is None or (p.size, p.mtime_ns) != (f.size, f.mtime_ns)
-        if count > opts.shard_files:
-            return False
-    return True
+    for t in tasks:
+        taken.append(t)
+        count += _to_read(t)
+        if count > files or len(taken) >= most:
+            return itertools.chain(taken, tasks), False
+    return (iter(taken) if taken else None), True
+
+
+def _to_read(t: ShardTask) -> int:
+    """Files a task reads: its set files and its files not unchanged since before."""
+    count = len(t.sets or ())
+    for j, f in enumerate(t.files):
+        p = t.previous[j] if t.previous is not None else None
+        count += p is None or (p.size, p.mtime_ns) != (f.size, f.mtime_ns)
+    return count
 
 
 class _NoProgress:
     """The progress bar of a build that shows none (importing tqdm costs start-up time)."""
+
+    def grow(self, n: int) -> None:
+        pass
 
     def update(self, n: int) -> None:
         pass
@@ -434,13 +615,28 @@ class _NoProgress:
         pass
 
 
-def _progress(total: int, show: bool | None) -> Any:
-    visible = show if show is not None else sys.stderr.isatty()
-    if not visible:
-        return _NoProgress()
-    from tqdm import tqdm
+class _Progress(_NoProgress):
+    """A tqdm bar whose total grows as prefixes are listed: files and set files."""
 
-    return tqdm(total=total, unit="file", file=sys.stderr, dynamic_ncols=True)
+    def __init__(self) -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=0, unit="file", file=sys.stderr, dynamic_ncols=True)
+
+    def grow(self, n: int) -> None:
+        self.bar.total += n
+        self.bar.refresh()
+
+    def update(self, n: int) -> None:
+        self.bar.update(n)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _progress(show: bool | None) -> _NoProgress:
+    visible = show if show is not None else sys.stderr.isatty()
+    return _Progress() if visible else _NoProgress()
 
 
 def _publishable(
@@ -470,7 +666,7 @@ def _manifest(
     sid: str,
     created: dt.datetime,
 ) -> Manifest:
-    results, files = compiled.results, inputs.files
+    results = compiled.results
     layouts: Counter[str] = Counter()
     versions: Counter[str] = Counter()
     written: dict[str, list[FileEntry]] = {"keypoints": [], "files": [], "errors": [err_file]}
@@ -481,13 +677,13 @@ def _manifest(
             written.setdefault(table, []).extend(items)
     tables = {name: _table(name, items, opts) for name, items in written.items()}
     counts = Counts(
-        files=len(files),
+        files=inputs.files,
         compiled=sum(r.compiled for r in results),
         rejected=sum(len(r.errors) for r in results),
         rows=sum(r.rows for r in results),
         visible=sum(r.visible for r in results),
         sets_rejected=sum(len(r.set_errors) for r in results),
-        **_distinct(files, results),
+        **inputs.distinct(e.path for r in results for e in r.errors),
     )
     source_bytes = sum(r.source_bytes for r in results)
     return Manifest(
@@ -495,7 +691,7 @@ def _manifest(
         snapshot=sid,
         created_at=created.isoformat(timespec="seconds").replace("+00:00", "Z"),
         tool=Tool("kpcompile", __version__),
-        source=SourceInfo(inputs.src.location, len(files), source_bytes),
+        source=SourceInfo(inputs.src.location, inputs.files, source_bytes),
         options=recorded(opts),
         counts=counts,
         layouts=dict(sorted(layouts.items())),
@@ -503,14 +699,8 @@ def _manifest(
         output_bytes=sum(t.bytes for t in tables.values()),
         tables=tables,
         shards=[shard_record(r, compiled.shards[r.index]) for r in results],
-        inputs=inputs.digest,
+        inputs=compiled.digest,
     )
-
-
-def _distinct(files: Discovered, results: list[ShardResult]) -> dict[str, int]:
-    """Datapoints and camera names among the compiled files."""
-    datapoints, cameras = files.distinct({e.path for r in results for e in r.errors})
-    return {"datapoints": datapoints, "cameras": cameras}
 
 
 def _table(name: str, items: list[FileEntry], opts: BuildOptions) -> TableEntry:

@@ -5,14 +5,15 @@ nothing in the package uses them.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Iterable, Iterator, Sequence
 
-from kpcompile.compile.plan import iter_chunks, order_key
+from kpcompile.compile.plan import order_key, position
 from kpcompile.compile.settables import ALL_SET_TABLES
 from kpcompile.errors import SourceError
 from kpcompile.ingest.base import Entry
 from kpcompile.ingest.discover import _RANK as RANK
-from kpcompile.ingest.discover import FALLBACK_NAME, LANDMARK_NAMES, Discovered, SourceFile
+from kpcompile.ingest.discover import FALLBACK_NAME, LANDMARK_NAMES, SourceFile
 from kpcompile.ingest.paths import KEYPOINT_DIR, locate, unsafe_reason
 from kpcompile.ingest.setfiles import _CANDIDATES, _KEY, TABLES, SetSource
 
@@ -85,32 +86,54 @@ def discover_sets(
     return found
 
 
-def shards(files: Discovered, shard_files: int, partition_by: str) -> Iterator[list[SourceFile]]:
-    """:func:`plan` as a stream (what ``plan_shards`` streams): one shard at a time, the files as objects only then.
-
-    The coordinator holds the columnar :class:`~kpcompile.ingest.discover.Discovered`
-    and the shard being handed out, never every file as an object.
-    """
-    return iter_chunks(files.ordered(partition_by), shard_files, partition_by)
-
-
 def plan(
     files: Sequence[SourceFile], shard_files: int, partition_by: str
 ) -> list[list[SourceFile]]:
-    """Split the files into shards in output order (by partition, then datapoint)."""
-    ordered = sorted(files, key=lambda f: order_key(f, partition_by))
+    """Split the files into shards in output order: by partition, then top-level prefix
+    (unit), datapoint and path.
+
+    Before builds planned one top-level prefix at a time, the order was by partition,
+    then datapoint: the unit comes before the datapoint now, which reorders only
+    datapoints whose first component is a prefix of another's followed by a character
+    sorting before ``/`` (datapoint ``a-1`` came before ``a/b``, now after it). Shards are the
+    same runs of files otherwise; the package numbers them as they close
+    (:mod:`kpcompile.compile.plan`), this oracle in output order.
+    """
+    ordered = sorted(files, key=lambda f: position(order_key(f, partition_by), partition_by))
     return chunk(ordered, shard_files, partition_by)
 
 
 def chunk(
     ordered: Sequence[SourceFile], target: int, partition: str = "none"
 ) -> list[list[SourceFile]]:
-    """Split files (in output order) into shards of ``target`` files on average.
-
-    With ``partition="camera"`` a shard also ends where the camera changes, so files
-    appended to one camera's run never change the next camera's first shard.
+    """Split files (in output order) into shards of ``target`` files on average: a file
+    starts a shard when the CRC-32 of its path is 0 modulo ``target``, a shard is cut at
+    ``2 x target`` files, and (``partition="camera"``) where the camera changes.
     """
     return list(iter_chunks(ordered, target, partition))
+
+
+def iter_chunks(
+    ordered: Iterable[SourceFile], target: int, partition: str = "none"
+) -> Iterator[list[SourceFile]]:
+    """:func:`chunk`, one shard at a time."""
+    if target <= 1:
+        yield from ([f] for f in ordered)
+        return
+    high = 2 * target
+    current: list[SourceFile] = []
+    by_camera = partition == "camera"
+    for f in ordered:
+        if current and (
+            len(current) >= high
+            or zlib.crc32(f.path.encode("utf-8", "surrogatepass")) % target == 0
+            or (by_camera and f.camera != current[-1].camera)
+        ):
+            yield current
+            current = []
+        current.append(f)
+    if current:
+        yield current
 
 
 def assign_sets(

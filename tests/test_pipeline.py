@@ -130,7 +130,9 @@ def test_max_errors_publishes_and_keeps_errors(small_dataset: Path, tmp_path: Pa
         'version "9.9.9" is not supported; supported versions: 2.0.0, 2.0.1'
     )
     files = kpcompile.read(tmp_path / "out", "files")
-    assert files.filter(pl.col("status") == "rejected")["path"].to_list() == bad
+    # rows of the files table follow the shards, numbered as they close (camera by camera
+    # within each top-level prefix): sorted within a shard, not across cameras
+    assert sorted(files.filter(pl.col("status") == "rejected")["path"].to_list()) == bad
     # nothing lost: every discovered file is compiled or rejected
     assert files.height == r.compiled + r.rejected
 

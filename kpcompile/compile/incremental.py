@@ -23,17 +23,19 @@ never breaks a newer one.
 
 from __future__ import annotations
 
+import bisect
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from kpcompile._version import __version__
-from kpcompile.compile.plan import order_key
+from kpcompile.compile.plan import order_key, position
 from kpcompile.compile.shard import PreviousFile, ShardResult, part_name
 from kpcompile.compile.stage import Stage
 from kpcompile.errors import TRANSIENT_CODES
 from kpcompile.ingest import SourceFile
+from kpcompile.ingest.listing import encode
 from kpcompile.ingest.paths import printable
 from kpcompile.manifest import ErrorRow, FileEntry, Manifest, ShardRecord
 from kpcompile.options import BuildOptions, reuse_keys
@@ -43,26 +45,68 @@ _FILES_COLUMNS = ["path", "camera", "status", "layout", "version", "visible", "b
 _FILES_COLUMNS += ["mtime_ns", "checksum"]
 
 
+RecordReader = Callable[[str | None, str], list[ShardRecord]]
+"""``read(after, upto)``: the previous snapshot's shard records whose first file lies
+in a unit (top-level prefix) after ``after`` (``None``: from the first) up to ``upto``."""
+
+
+def previous_records(manifest: Manifest, partition_by: str) -> RecordReader:
+    """A reader of the previous snapshot's shard records, a few units at a time.
+
+    The one place that knows where the records come from: today the manifest's
+    records in memory, sorted once by the unit of their first file; a per-prefix
+    reader of records stored apart can take its place without changing its callers.
+    """
+    at = 1 if partition_by == "camera" else 0  # where the unit is in a position
+    keyed = sorted(
+        ((encode(position(r.first, partition_by)[at]), r) for r in manifest.shards),
+        key=lambda kr: kr[0],
+    )
+    keys = [k for k, _ in keyed]
+
+    def read(after: str | None, upto: str) -> list[ShardRecord]:
+        lo = 0 if after is None else bisect.bisect_right(keys, encode(after))
+        return [r for _, r in keyed[lo : bisect.bisect_right(keys, encode(upto))]]
+
+    return read
+
+
 @dataclass(slots=True)
 class Previous:
-    """What a new build may reuse from the current snapshot of OUT.
+    """What a new build may reuse from the current snapshot of OUT, a window at a time.
 
-    ``files`` is filled lazily: only the ``files`` Parquet files of previous shards
-    whose key range overlaps a changed shard are read.
+    Records enter as the build reaches the unit of their first file (:meth:`advance`)
+    and leave once their partition's shards have passed their last file
+    (:meth:`passed`), so the coordinator holds the records (and ``files`` rows) of the
+    prefixes being planned, not the whole previous table. ``files`` is filled
+    lazily: only the ``files`` Parquet files of previous shards whose key range
+    overlaps a changed shard are read.
     """
 
     snapshot: str
-    stage: Stage
-    shards: dict[str, ShardRecord]
+    stage: Callable[[], Stage]
+    """The new snapshot's stage (made on first use), which reads the previous one's files."""
+    read_records: RecordReader
     written: dict[str, FileEntry]
     partition_by: str
+    shards: dict[str, ShardRecord] = field(default_factory=dict)
+    """Reusable records of the window, by digest."""
+    transient: dict[str, ShardRecord] = field(default_factory=dict)
+    """Records of the window holding a rejection that a new read may clear, by digest."""
+    window: dict[str, list[ShardRecord]] = field(default_factory=dict)
+    """The window's records by partition, in output order."""
     files: dict[str, PreviousFile] = field(default_factory=dict)
     loaded: dict[int, list[str]] = field(default_factory=dict)
     """Previous shards whose rows are in ``files``: their paths."""
+    reached: str | None = None
 
     @classmethod
     def of(
-        cls, manifest: Manifest, source: str, options: BuildOptions, stage: Stage
+        cls,
+        manifest: Manifest,
+        source: str,
+        options: BuildOptions,
+        stage: Callable[[], Stage],
     ) -> Previous | None:
         """``manifest``'s snapshot if it was built from ``source`` with the same output options.
 
@@ -77,32 +121,56 @@ class Previous:
         ):
             return None
         written = {f.path: f for f in manifest.all_files()}
-        # a shard holding a rejection that a new read may clear is compiled again
-        shards = {s.digest: s for s in manifest.shards if not transient_errors(s)}
-        return cls(manifest.snapshot, stage, shards, written, options.partition_by)
+        reader = previous_records(manifest, options.partition_by)
+        return cls(manifest.snapshot, stage, reader, written, options.partition_by)
+
+    def advance(self, unit: str) -> None:
+        """Take in the records whose first file lies in a unit up to ``unit``."""
+        for r in self.read_records(self.reached, unit):
+            # a shard holding a rejection that a new read may clear is compiled again
+            (self.transient if transient_errors(r) else self.shards)[r.digest] = r
+            self.window.setdefault(self._partition(r.first), []).append(r)
+        self.reached = unit
+
+    def passed(self, shard: ShardInput) -> None:
+        """A shard was handed out: drop the records (and rows) of its partition that end
+        at or before its last file (no later shard of the partition can use them)."""
+        part = self._partition(shard.last)
+        last = position(shard.last, self.partition_by)
+        keep = []
+        for r in self.window.get(part, ()):
+            if position(r.last, self.partition_by) > last:
+                keep.append(r)
+                continue
+            self.shards.pop(r.digest, None)
+            self.transient.pop(r.digest, None)
+            for path in self.loaded.pop(r.index, ()):
+                self.files.pop(path, None)
+        self.window[part] = keep
+
+    def _partition(self, key: Sequence[str]) -> str:
+        return key[0] if self.partition_by == "camera" else ""
 
     def load_overlapping(self, first: list[str], last: list[str]) -> None:
-        """Read the previous rows of every previous shard overlapping [first, last].
-
-        Shards are planned in order, so the rows of previous shards ending before
-        ``first`` are no longer needed: they are dropped, and the coordinator holds
-        the rows of a few shards at a time, however large the dataset.
-        """
-        for entry in self.shards.values():
-            if entry.index in self.loaded and entry.last < first:
-                for path in self.loaded.pop(entry.index):
-                    self.files.pop(path, None)
-            if entry.index in self.loaded or entry.last < first or entry.first > last:
+        """Read the previous rows of every record of the window overlapping [first, last]."""
+        lo, hi = position(first, self.partition_by), position(last, self.partition_by)
+        for r in self.window.get(self._partition(first), ()):
+            if r.index in self.loaded:
                 continue
-            rows = self._files_of(entry)
-            self.loaded[entry.index] = list(rows)
+            if position(r.last, self.partition_by) < lo:
+                continue
+            if position(r.first, self.partition_by) > hi:
+                continue
+            rows = self._files_of(r)
+            self.loaded[r.index] = list(rows)
             self.files.update(rows)
 
     def _files_of(self, shard: ShardRecord) -> dict[str, PreviousFile]:
         out: dict[str, PreviousFile] = {}
         for part in shard.outputs.get("files", []):
             name = part.rsplit("/", 1)[-1]
-            cols = self.stage.read_table(self.snapshot, part).select(_FILES_COLUMNS).to_pydict()
+            table = self.stage().read_table(self.snapshot, part)
+            cols = table.select(_FILES_COLUMNS).to_pydict()
             for i, path in enumerate(cols["path"]):
                 if cols["status"][i] != "ok":
                     continue  # rejected files are read again: they are few, and cheap to reject
@@ -133,16 +201,15 @@ def previous_of(
     """Per file of a shard to recompile, its previous row (``None`` for new files)."""
     if prev is None or not files:
         return None
-    prev.load_overlapping(order_key(files[0], partition_by), order_key(files[-1], partition_by))
+    first, last = order_key(files[0], partition_by), order_key(files[-1], partition_by)
+    prev.load_overlapping([printable(k) for k in first], [printable(k) for k in last])
     found = tuple(prev.files.get(f.path) if f.duplicate_of is None else None for f in files)
     return found if any(p is not None for p in found) else None
 
 
-def reuse_shard(prev: Previous | None, digest: str, index: int, stage: Stage) -> ShardResult | None:
-    """Link an unchanged shard's files from the previous snapshot under the new index."""
-    if prev is None or digest not in prev.shards:
-        return None
-    entry = prev.shards[digest]
+def reuse_shard(prev: Previous, entry: ShardRecord, index: int, stage: Stage) -> ShardResult:
+    """Link an unchanged shard's files (``entry``: its previous record) from the previous
+    snapshot under the new index."""
     name = part_name(index)
     result = ShardResult(index)
     for table, paths in entry.outputs.items():

@@ -11,14 +11,16 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
 
 from kpcompile.ingest.entry import Entry
 from kpcompile.ingest.rejections import internal_error, too_large, unreadable
 from kpcompile.options import READ_AHEAD_MIB, READ_TIMEOUT_SECONDS
 
 if TYPE_CHECKING:
-    from kpcompile.ingest.listing import Listing
+    from kpcompile.ingest.listing import Int32s, Listing
     from kpcompile.ingest.readahead import ReadAhead
 
 __all__ = [
@@ -54,6 +56,7 @@ class Source(ABC):
         self.name = name
         self.canonical = canonical or location
         """The real absolute path or the URL, to compare with other locations."""
+        self._split: Any = None
 
     @abstractmethod
     def list(self, names: frozenset[str]) -> Iterable[Entry]:
@@ -68,6 +71,36 @@ class Source(ABC):
         from kpcompile.ingest.listing import Listing
 
         return Listing.of(self.list(names))
+
+    def prefixes(self, names: frozenset[str]) -> tuple[str, ...]:
+        """The top-level prefixes holding files named ``names``, sorted as UTF-8 bytes;
+        ``""`` stands for the files lying in the root itself (and names starting with
+        ``/``, which archives may hold).
+
+        A build lists one prefix (or a batch of them) at a time with
+        :meth:`prefix_listing`, so that it never holds the whole listing. This default
+        lists everything once and keeps it until the source is closed (archives hold
+        their members anyway); folders and object stores list each prefix natively.
+        A prefix listed here may turn out to hold no named file.
+        """
+        return self._whole(names)[0]
+
+    def prefix_listing(self, prefixes: Sequence[str], names: frozenset[str]) -> Listing:
+        """The files named ``names`` under these top-level prefixes (of :meth:`prefixes`;
+        ``""``: the root's own files), paths relative to the source's root, as
+        :meth:`listing` gives them."""
+        whole, of_file, lst = self._whole(names)
+        wanted = np.isin(of_file, [whole.index(p) for p in prefixes if p in whole])
+        return lst.take(np.flatnonzero(wanted))
+
+    def _whole(self, names: frozenset[str]) -> tuple[tuple[str, ...], Int32s, Listing]:
+        cached = getattr(self, "_split", None)
+        if cached is None or cached[0] != names:
+            lst = self.listing(names)
+            top, of_file = lst.top_level()
+            cached = (names, tuple(top), of_file, lst)
+            self._split = cached
+        return cached[1], cached[2], cached[3]
 
     @abstractmethod
     def read(self, rel: str, max_bytes: int) -> bytes:
@@ -125,6 +158,12 @@ class Source(ABC):
         files); otherwise it may run anywhere. Most sources are themselves portable.
         """
         return self
+
+    def __getstate__(self) -> dict[str, Any]:
+        """What a worker receives: not the listing :meth:`prefixes` may have cached."""
+        state = dict(self.__dict__)
+        state["_split"] = None
+        return state
 
     def close(self) -> None:  # noqa: B027 - optional: most sources hold nothing
         """Release what the source holds (temporary files, connections)."""

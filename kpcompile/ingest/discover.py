@@ -135,6 +135,14 @@ class Discovered:
             out.append(SourceFile(datapoint, camera, paths[k], sizes[k], mtimes[k], first, why))
         return out
 
+    def pairs(self, idx: npt.NDArray[np.int64]) -> dict[tuple[str, str], int]:
+        """Per camera folder (datapoint, camera) of the files at these listing indices,
+        how many of them it holds."""
+        groups = self.group[self.listing.folder[idx]]
+        _, first, counts = np.unique(groups, return_index=True, return_counts=True)
+        paths = self.listing.paths(idx[first])
+        return {locate(p, self.root_name): n for p, n in zip(paths, counts.tolist(), strict=True)}
+
     def distinct(self, excluded: set[str]) -> tuple[int, int]:
         """Distinct datapoints and camera names among the files not in ``excluded``."""
         lst = self.listing
@@ -283,11 +291,16 @@ def _runs(order: npt.NDArray[np.int64], keys: pa.ChunkedArray) -> tuple[Int32s, 
     return both, first
 
 
-def select_listing(listing: Listing, root_name: str, where: str) -> Discovered:
+def select_listing(
+    listing: Listing, root_name: str, where: str, *, required: bool = True
+) -> Discovered:
     """:func:`select` on a columnar listing, without one object per file.
 
+    ``required=False``: a listing without a keypoint file gives an empty result
+    (a top-level prefix of a larger source may hold none).
+
     Raises:
-        SourceError: No keypoint file is in the listing.
+        SourceError: No keypoint file is in the listing (``required``).
     """
     folders = _folders(listing, root_name)
     rank_of_name = np.array([_RANK.get(n, -1) for n in listing.names] or [-1], dtype=np.int8)
@@ -300,13 +313,18 @@ def select_listing(listing: Listing, root_name: str, where: str) -> Discovered:
     ]
     del candidates
     order, dups = _one_per_camera(by_group, listing, folders, ranks)
-    if not len(order):
-        msg = f"no keypoint files under {where!r}: looked for " + ", ".join(sorted(LANDMARK_NAMES))
-        raise SourceError(msg)
+    if not len(order) and required:
+        raise no_keypoint_files(where)
     return Discovered(
         listing, root_name, folders.group, folders.datapoint_id, folders.camera_id,
         folders.unsafe, folders.camera_rank, dups, order,
     )  # fmt: skip
+
+
+def no_keypoint_files(where: str) -> SourceError:
+    """The error of a source holding no keypoint file."""
+    msg = f"no keypoint files under {where!r}: looked for " + ", ".join(sorted(LANDMARK_NAMES))
+    return SourceError(msg)
 
 
 def _one_per_camera(

@@ -26,7 +26,7 @@ import stat
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -35,7 +35,7 @@ import numpy as np
 
 from kpcompile.errors import SourceError
 from kpcompile.ingest.base import Entry, Source, too_large, unreadable
-from kpcompile.ingest.listing import Listing, ListingBuilder
+from kpcompile.ingest.listing import Listing, ListingBuilder, encode
 
 LIST_THREADS = 16
 """Most threads of a native walk (each walks a share of the tree without the GIL)."""
@@ -70,6 +70,61 @@ class FolderSource(Source):
             return walk_parallel(root, names, 1 if threads is None else threads)
         except _Serial:
             return Listing.of(self.list_serial(names))
+
+    def prefixes(self, names: frozenset[str]) -> tuple[str, ...]:
+        """The root's folders (links to folders too), and ``""`` if named files lie in it."""
+        found: set[str] = set()
+        try:
+            with os.scandir(self.root) as it:
+                for entry in it:
+                    if entry.name in names:
+                        found.add("")
+                    elif _is_dir(entry):
+                        found.add(entry.name)
+        except OSError as exc:
+            msg = f"cannot list folder {str(self.root)!r}: {exc.strerror or exc}"
+            raise SourceError(msg) from None
+        return tuple(sorted(found, key=encode))
+
+    def prefix_listing(
+        self, prefixes: Sequence[str], names: frozenset[str], threads: int | None = None
+    ) -> Listing:
+        """Each prefix walked as :meth:`listing` walks the whole tree, its root's
+        (device, inode) counted as an ancestor (a link back to it is a loop).
+
+        Where the serial walk's order decides (see the module), the prefix's files are
+        those the serial walk of the whole tree finds under it."""
+        root = str(Path(self.root))
+        parts = []
+        for prefix in prefixes:
+            if not prefix:
+                parts.append(Listing.of(e for e in self.list_serial_top(names)))
+                continue
+            try:
+                top = os.stat(root)
+                start = (prefix + "/", (top.st_dev, top.st_ino))
+                if native() is not None:
+                    n = LIST_THREADS if threads is None else threads
+                    parts.append(walk_native(root, names, n, start=start))
+                else:
+                    parts.append(walk_parallel(root, names, threads or 1, start=start))
+            except (_Serial, OSError):
+                head = prefix + "/"
+                parts.append(
+                    Listing.of(e for e in self.list_serial(names) if e.path.startswith(head))
+                )
+        return Listing.concat(parts)
+
+    def list_serial_top(self, names: frozenset[str]) -> Iterator[Entry]:
+        """The named files lying in the root itself, sorted."""
+        try:
+            with os.scandir(self.root) as it:
+                found = sorted(_stat_entry(e) for e in it if e.name in names)
+        except OSError as exc:
+            msg = f"cannot list folder {str(self.root)!r}: {exc.strerror or exc}"
+            raise SourceError(msg) from None
+        for name, size, mtime in found:
+            yield Entry(name, size, mtime)
 
     def list_serial(self, names: frozenset[str]) -> Iterator[Entry]:
         """The files one folder at a time: the reference the parallel walk must equal."""
@@ -143,9 +198,12 @@ Files = list[tuple[str, int, int]]
 class _Walk:
     """The shared state of a parallel walk: folders to list, and who is listing."""
 
-    def __init__(self, root: str, names: frozenset[str]) -> None:
+    def __init__(
+        self, root: str, names: frozenset[str], start: tuple[str, Key] | None = None
+    ) -> None:
         self.root, self.names = root, names
-        self.todo: list[tuple[str, tuple[Key, ...]]] = [("", ())]
+        first = ("", ()) if start is None else (start[0], (start[1],))
+        self.todo: list[tuple[str, tuple[Key, ...]]] = [first]
         self.busy = 0
         self.failed = False
         self.cond = threading.Condition()
@@ -189,13 +247,22 @@ class _Walk:
             self.done([(prefix + name + "/", chain) for name in subdirs])
 
 
-def walk_parallel(root: str, names: frozenset[str], threads: int = LIST_THREADS) -> Listing:
+def walk_parallel(
+    root: str,
+    names: frozenset[str],
+    threads: int = LIST_THREADS,
+    *,
+    start: tuple[str, Key] | None = None,
+) -> Listing:
     """Every named file under ``root``, listed by ``threads`` threads.
+
+    ``start``: only the folder ``root/<prefix>`` (``(prefix ending with "/", (device,
+    inode) of root)``), named relative to ``root``.
 
     Raises :class:`_Serial` where the serial walk's order decides (see the module's
     docstring).
     """
-    state = _Walk(root, names)
+    state = _Walk(root, names, start)
     builders = [ListingBuilder(chunk=4096) for _ in range(max(1, threads))]
     with ThreadPoolExecutor(len(builders), thread_name_prefix="kpcompile-list") as pool:
         futures = [pool.submit(state.work, b) for b in builders]
@@ -214,7 +281,13 @@ def native() -> Any:
         return None
 
 
-def walk_native(root: str, names: frozenset[str], threads: int = LIST_THREADS) -> Listing:
+def walk_native(
+    root: str,
+    names: frozenset[str],
+    threads: int = LIST_THREADS,
+    *,
+    start: tuple[str, Key] | None = None,
+) -> Listing:
     """Every named file under ``root``, walked in C by up to ``threads`` threads.
 
     The root is listed alone first; its folders are shared out, a subtree of up to
@@ -226,12 +299,16 @@ def walk_native(root: str, names: frozenset[str], threads: int = LIST_THREADS) -
 
     Raises :class:`_Serial` where the serial walk's order decides: a folder that
     cannot be listed, or one reached by two paths (seen as a repeated (dev, ino)).
+    ``start``: as :func:`walk_parallel`'s.
     """
     walk = native()
     if walk is None:
         msg = "the native walk is not built"
         raise RuntimeError(msg)
     state = _NativeWalk(walk, os.fsencode(root), tuple(sorted(os.fsencode(n) for n in names)))
+    if start is not None:
+        chain = np.array(start[1], dtype=np.uint64).tobytes()
+        state.todo = deque([(os.fsencode(start[0]), chain)])
     if threads <= 1:
         state.work()
     else:

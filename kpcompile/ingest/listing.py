@@ -17,7 +17,7 @@ and the bytes sort in the same order as the Python strings (code point order).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -122,6 +122,73 @@ class Listing:
             sizes, mtimes = self.sizes[idx].tolist(), self.mtimes[idx].tolist()
             for path, size, mtime in zip(self.paths(idx), sizes, mtimes, strict=True):
                 yield Entry(path, size, mtime)
+
+    def take(self, idx: npt.NDArray[Any]) -> Listing:
+        """A listing of the files at ``idx`` (in that order), holding only their folders."""
+        idx = np.asarray(idx, dtype=np.int64)
+        used, folder = np.unique(self.folder[idx], return_inverse=True)
+        names, name = np.unique(self.name[idx], return_inverse=True)
+        table = tuple(self.names[n] for n in names.tolist())
+        folders = binary_array(binary_take(self.folders, used)) if len(used) else binary_array([])
+        return Listing(
+            pa.chunked_array([folders], type=pa.large_binary()),
+            folder.astype(np.int32).reshape(-1),
+            name.astype(np.int32).reshape(-1),
+            table,
+            self.sizes[idx],
+            self.mtimes[idx],
+        )
+
+    def under(self, prefix: str) -> Listing:
+        """The same files, their folders' paths starting with ``prefix`` (ends with ``/``)."""
+        head = encode(prefix)
+        chunks = [
+            binary_array([head + f for f in binary_take(pa.chunked_array([c]), np.arange(len(c)))])
+            for c in self.folders.chunks
+        ]
+        folders = pa.chunked_array(chunks, type=pa.large_binary())
+        return Listing(folders, self.folder, self.name, self.names, self.sizes, self.mtimes)
+
+    @staticmethod
+    def concat(listings: Sequence[Listing]) -> Listing:
+        """One listing of several, in the order given."""
+        names: dict[str, int] = {}
+        chunks: list[pa.Array] = []
+        folder, name = [], []
+        offset = 0
+        for lst in listings:
+            remap = np.array(
+                [names.setdefault(n, len(names)) for n in lst.names] or [0], dtype=np.int32
+            )
+            folder.append(lst.folder + np.int32(offset))
+            name.append(remap[lst.name])
+            chunks += lst.folders.chunks
+            offset += len(lst.folders)
+
+        def cat(parts: list[npt.NDArray[Any]], dtype: type) -> npt.NDArray[Any]:
+            return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype)
+
+        return Listing(
+            pa.chunked_array(chunks, type=pa.large_binary()),
+            cat(folder, np.int32),
+            cat(name, np.int32),
+            tuple(names),
+            cat([lst.sizes for lst in listings], np.int64),
+            cat([lst.mtimes for lst in listings], np.int64),
+        )
+
+    def top_level(self) -> tuple[list[str], npt.NDArray[np.int32]]:
+        """The top-level prefixes of the files, sorted (``""``: files lying in the
+        root), and per file the index of its prefix."""
+        n = len(self.folders)
+        heads: list[str] = []
+        for lo in range(0, n, CHUNK):
+            for f in self.folder_paths(np.arange(lo, min(lo + CHUNK, n))):
+                heads.append(f[: f.find("/")] if f else "")
+        unique = sorted(set(heads), key=encode)
+        at = {h: i for i, h in enumerate(unique)}
+        of_folder = np.array([at[h] for h in heads] or [0], dtype=np.int32)
+        return unique, of_folder[self.folder] if n else np.zeros(0, dtype=np.int32)
 
     def nbytes(self) -> int:
         """Bytes held by the arrays."""

@@ -92,6 +92,11 @@ class SetFiles:
     def __len__(self) -> int:
         return int(np.count_nonzero(self.index >= 0))
 
+    def count(self, order: npt.NDArray[np.int64]) -> int:
+        """Set files of the camera folders of the files at these listing indices."""
+        groups = np.unique(self.files.group[self.files.listing.folder[order]])
+        return int(np.count_nonzero(self.index[groups] >= 0))
+
     def nbytes(self) -> int:
         """Bytes held by the array."""
         return int(self.index.nbytes)

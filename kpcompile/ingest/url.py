@@ -33,6 +33,7 @@ from kpcompile.errors import FormatError, SourceError
 from kpcompile.ingest.base import READ_AHEAD, READ_TIMEOUT, Entry, Source, too_large, unreadable
 
 if TYPE_CHECKING:
+    from kpcompile.ingest.listing import Listing
     from kpcompile.ingest.readahead import ReadAhead
 
 LIST_THREADS = 16
@@ -77,6 +78,51 @@ class UrlSource(Source):
             find = _arrow_find(fs, path) or _fsspec_find(fs)
             for listing in _find_concurrently(fs, path, threads, find):
                 yield from _entries(listing, path, names)
+        except Exception as exc:
+            msg = f"cannot list source {self.location!r}: {type(exc).__name__}: {exc}"
+            raise SourceError(msg) from None
+
+    def prefixes(self, names: frozenset[str]) -> tuple[str, ...]:
+        """The prefix's first-level folders, and ``""`` if named objects lie in it."""
+        try:
+            fs, path = filesystem(self.location)
+            found = set()
+            for meta in fs.ls(path, detail=True):
+                name = meta["name"].rstrip("/").rsplit("/", 1)[-1]
+                if meta.get("type") == "directory":
+                    found.add(name)
+                elif name in names:
+                    found.add("")
+        except Exception as exc:
+            msg = f"cannot list source {self.location!r}: {type(exc).__name__}: {exc}"
+            raise SourceError(msg) from None
+        from kpcompile.ingest.listing import encode
+
+        return tuple(sorted(found, key=encode))
+
+    def prefix_listing(
+        self, prefixes: Sequence[str], names: frozenset[str], threads: int = LIST_THREADS
+    ) -> Listing:
+        """Each prefix listed recursively, :data:`LIST_THREADS` at once (the root's own
+        objects by one listing of its first level)."""
+        from kpcompile.ingest.listing import Listing
+
+        try:
+            fs, path = filesystem(self.location)
+            find = _arrow_find(fs, path) or _fsspec_find(fs)
+
+            def one(prefix: str) -> Listing:
+                if not prefix:
+                    top = fs.ls(path, detail=True)
+                    listed = [_fsspec_entry(m) for m in top if m.get("type") != "directory"]
+                else:
+                    listed = list(find(f"{path}/{prefix}"))
+                return Listing.of(_entries(listed, path, names))
+
+            if len(prefixes) <= 1 or threads <= 1:
+                return Listing.concat([one(p) for p in prefixes])
+            with ThreadPoolExecutor(threads, thread_name_prefix="kpcompile-list") as pool:
+                return Listing.concat(list(pool.map(one, prefixes)))
         except Exception as exc:
             msg = f"cannot list source {self.location!r}: {type(exc).__name__}: {exc}"
             raise SourceError(msg) from None

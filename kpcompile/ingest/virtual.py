@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -92,7 +92,7 @@ class VirtualSource(Source):
             raise SourceError(msg)
         super().__init__(f"{SCHEME}{files}/{prefixes}", "virtual")
         self.files = files
-        self.prefixes = prefixes
+        self.prefix_count = prefixes
         self.template = default_template() if template is None else template
         self._dp_width = max(9, len(str(files - 1)))
         self._prefix_width = max(4, len(str(prefixes - 1)))
@@ -114,7 +114,7 @@ class VirtualSource(Source):
 
     def prefix_bounds(self, prefix: int) -> tuple[int, int]:
         """The files ``[start, stop)`` under top-level folder number ``prefix``."""
-        return (prefix * self.files) // self.prefixes, ((prefix + 1) * self.files) // self.prefixes
+        return (prefix * self.files) // self.prefix_count, ((prefix + 1) * self.files) // self.prefix_count
 
     def prefix_name(self, prefix: int) -> str:
         """The name of top-level folder number ``prefix`` (``batch_0000``)."""
@@ -130,7 +130,7 @@ class VirtualSource(Source):
 
     def _prefix_of(self, idx: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
         # the largest p with p * files // prefixes <= i
-        p = ((idx + 1) * self.prefixes - 1) // self.files
+        p = ((idx + 1) * self.prefix_count - 1) // self.files
         return np.asarray(p, dtype=np.int64)
 
     def _index(self, rel: str) -> int | None:
@@ -152,11 +152,34 @@ class VirtualSource(Source):
     def listing(self, names: frozenset[str]) -> Listing:
         return self.range_listing(0, self.files, names)
 
-    def prefix_listing(
-        self, prefix: int, names: frozenset[str] = frozenset({FILE_NAME})
-    ) -> Listing:
-        """The listing of one top-level folder only (what a per-prefix lister sees)."""
-        return self.range_listing(*self.prefix_bounds(prefix), names)
+    def prefixes(self, names: frozenset[str]) -> tuple[str, ...]:
+        """The top-level folders ``batch_0000`` ... (none without :data:`FILE_NAME`)."""
+        if FILE_NAME not in names:
+            return ()
+        return tuple(self.prefix_name(p) for p in range(self.prefix_count))
+
+    def prefix_listing(self, prefixes: Sequence[str], names: frozenset[str]) -> Listing:
+        """The files under these top-level folders (of :meth:`prefixes`), one range
+        listing per run of consecutive folders."""
+        numbers = sorted({self._prefix_number(p) for p in prefixes} - {None})  # type: ignore[type-var]
+        runs: list[tuple[int, int]] = []
+        for p in numbers:
+            start, stop = self.prefix_bounds(p)
+            if runs and runs[-1][1] == start:
+                runs[-1] = (runs[-1][0], stop)
+            else:
+                runs.append((start, stop))
+        parts = [self.range_listing(start, stop, names) for start, stop in runs]
+        if not parts:
+            return self.range_listing(0, 0, names)
+        return parts[0] if len(parts) == 1 else Listing.concat(parts)
+
+    def _prefix_number(self, name: str) -> int | None:
+        digits = name.removeprefix("batch_")
+        if len(digits) != self._prefix_width or not digits.isdigit():
+            return None
+        p = int(digits)
+        return p if p < self.prefix_count else None
 
     def range_listing(
         self, start: int, stop: int, names: frozenset[str] = frozenset({FILE_NAME})

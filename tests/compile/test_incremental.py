@@ -168,3 +168,51 @@ def test_new_commands_have_help_with_an_example() -> None:
 def test_snapshots_of_an_empty_output_is_an_output_error(tmp_path: Path) -> None:
     res = CliRunner().invoke(cli, ["snapshots", str(tmp_path / "nothing")])
     assert res.exit_code == 5 and "holds no snapshot" in res.stderr
+
+
+def test_incremental_reads_the_previous_records_a_prefix_at_a_time(
+    grown: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The previous snapshot's shard records come through one reader, a few units
+    (top-level prefixes, two per listing here) at a time, each once; the coordinator
+    holds a window of them, never all; the snapshot equals a full rebuild's."""
+    from kpcompile.compile import incremental
+    from kpcompile.compile.plan import position
+
+    ds, more = grown
+    out = tmp_path / "out"
+    first = kpcompile.build(ds, out, workers=1, shard_files=4)
+    grow(ds, more)
+    reads: list[tuple[str | None, str, list[str]]] = []
+    held: list[int] = []
+    real = incremental.previous_records
+    advance = incremental.Previous.advance
+
+    def spy(manifest: Any, partition_by: str) -> incremental.RecordReader:
+        read = real(manifest, partition_by)
+
+        def reading(after: str | None, upto: str) -> list[Any]:
+            got = read(after, upto)
+            reads.append((after, upto, [position(r.first, partition_by)[1] for r in got]))
+            return got
+
+        return reading
+
+    def counting(self: incremental.Previous, unit: str) -> None:
+        advance(self, unit)
+        held.append(sum(len(w) for w in self.window.values()))
+
+    monkeypatch.setattr(incremental, "previous_records", spy)
+    monkeypatch.setattr("kpcompile.ingest.units.MAX_BATCH_PREFIXES", 2)
+    monkeypatch.setattr(incremental.Previous, "advance", counting)
+    inc = kpcompile.build(ds, out, workers=1, shard_files=4)
+    full = kpcompile.build(ds, tmp_path / "full", workers=1, shard_files=4)
+    assert tables(inc) == tables(full)
+    assert inc.base == first.snapshot_id and inc.reused_shards > 0
+    # every record read once, each in the range of units asked for
+    units = [u for _, _, got in reads for u in got]
+    assert len(units) == first.shards
+    for after, upto, got in reads:
+        assert all((after is None or u > after) and u <= upto for u in got)
+    assert len(reads) > 20
+    assert max(held) < first.shards / 4, f"records held after each listing: {held}"

@@ -29,7 +29,11 @@ def test_lists_n_files_in_p_prefixes(files: int, prefixes: int) -> None:
     for i in range(prefixes):
         start, stop = src.prefix_bounds(i)
         assert tops[start:stop] == [src.prefix_name(i)] * (stop - start)
-        assert src.prefix_listing(i).paths(np.arange(stop - start)) == paths[start:stop]
+        one = src.prefix_listing([src.prefix_name(i)], LANDMARK_NAMES)
+        assert one.paths(np.arange(stop - start)) == paths[start:stop]
+    assert src.prefixes(LANDMARK_NAMES) == tuple(sorted(set(tops)))
+    every = src.prefix_listing(src.prefixes(LANDMARK_NAMES), LANDMARK_NAMES)
+    assert every.paths(np.arange(files)) == paths
     assert [src.path(i) for i in (0, files - 1)] == [paths[0], paths[-1]]
     assert set(listing.sizes.tolist()) == {len(src.template)}
 
