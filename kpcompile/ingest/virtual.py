@@ -114,7 +114,9 @@ class VirtualSource(Source):
 
     def prefix_bounds(self, prefix: int) -> tuple[int, int]:
         """The files ``[start, stop)`` under top-level folder number ``prefix``."""
-        return (prefix * self.files) // self.prefix_count, ((prefix + 1) * self.files) // self.prefix_count
+        return (prefix * self.files) // self.prefix_count, (
+            (prefix + 1) * self.files
+        ) // self.prefix_count
 
     def prefix_name(self, prefix: int) -> str:
         """The name of top-level folder number ``prefix`` (``batch_0000``)."""
