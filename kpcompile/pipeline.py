@@ -21,9 +21,6 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-import numpy.typing as npt
-
 from kpcompile._version import __version__
 from kpcompile.compile.executor import run as run_shards
 from kpcompile.compile.incremental import (
@@ -38,6 +35,7 @@ from kpcompile.compile.plan import PlannedShard, plan_units
 from kpcompile.compile.pool import WorkerPool
 from kpcompile.compile.shard import ShardResult, ShardTask
 from kpcompile.compile.stage import Stage
+from kpcompile.compile.tally import Tally
 from kpcompile.compile.writer import ParquetSettings, table_from_columns, write_table
 from kpcompile.errors import (
     TRANSIENT_CODES,
@@ -184,7 +182,7 @@ def _build(
     with open_source(source, max_file_bytes=opts.max_file_bytes, names=names) as src:
         _check_apart(src, store)
         inputs = _Inputs.of(src, names, opts)
-        with store.lock():
+        with inputs.tally, store.lock():
             current = _current(store)
             # Timed under the lock, so ids sort in the order builds publish.
             created = dt.datetime.now(dt.UTC)
@@ -249,8 +247,7 @@ class _Inputs:
         self.src = src
         self.files = 0
         self.set_files = 0
-        self.cameras: Counter[str] = Counter()
-        self._datapoints: list[tuple[npt.NDArray[np.uint64], npt.NDArray[np.int64]]] = []
+        self.tally = Tally()
         self._first = next(units)
         self._rest = units
 
@@ -270,39 +267,12 @@ class _Inputs:
         if unit.sets is not None:
             self.set_files += unit.sets.count(unit.order)
         pairs = unit.files.pairs(unit.order)
-        datapoints: Counter[str] = Counter()
-        for (datapoint, camera), n in pairs.items():
-            datapoints[printable(datapoint)] += n
-            self.cameras[printable(camera)] += n
-        keys = np.array([_hash(d) for d in datapoints], dtype=np.uint64)
-        self._datapoints.append((keys, np.array(list(datapoints.values()), dtype=np.int64)))
+        self.tally.add({(printable(d), printable(c)): n for (d, c), n in pairs.items()})
 
     def distinct(self, excluded: Iterable[str]) -> dict[str, int]:
-        """Datapoints and camera names with a file not in ``excluded`` (printable paths):
-        datapoints as 64-bit hashes of their names (a collision, about one in 10^8
-        at a million datapoints, could count one too many)."""
-        gone_dp: Counter[str] = Counter()
-        gone_cam: Counter[str] = Counter()
-        for path in excluded:
-            datapoint, camera = locate(path, printable(self.src.name))
-            gone_dp[datapoint] += 1
-            gone_cam[camera] += 1
-        keys = np.concatenate([k for k, _ in self._datapoints]) if self._datapoints else None
-        counts = np.concatenate([c for _, c in self._datapoints]) if self._datapoints else None
-        datapoints = len(keys) if keys is not None else 0
-        if gone_dp and keys is not None and counts is not None:
-            by = np.argsort(keys)
-            keys, counts = keys[by], counts[by]
-            for datapoint, n in gone_dp.items():
-                at = int(np.searchsorted(keys, np.uint64(_hash(datapoint))))
-                if at < len(keys) and keys[at] == _hash(datapoint) and counts[at] <= n:
-                    datapoints -= 1
-        cameras = sum(1 for c, n in self.cameras.items() if n > gone_cam.get(c, 0))
-        return {"datapoints": datapoints, "cameras": cameras}
-
-
-def _hash(name: str) -> int:
-    return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "little")
+        """Datapoints and camera names with a file not in ``excluded`` (printable paths)."""
+        root = printable(self.src.name)
+        return self.tally.distinct(locate(path, root) for path in excluded)
 
 
 def _check_apart(src: Source, store: Store) -> None:
