@@ -34,6 +34,7 @@ import pyarrow as pa
 
 from kpcompile.errors import SourceError
 from kpcompile.ingest.base import Source
+from kpcompile.ingest.folders import Located, locate_all
 from kpcompile.ingest.listing import (
     CHUNK,
     Int32s,
@@ -99,6 +100,13 @@ class Discovered:
     duplicate_of: dict[int, int]
     """Listing index of a duplicate -> listing index of the file providing its camera folder."""
     order: npt.NDArray[np.int64]
+    unit: Int32s
+    """Per folder, its unit (top-level prefix, see :mod:`kpcompile.ingest.units`):
+    an index into ``units``."""
+    units: tuple[str, ...]
+    """The units of the listing's folders, sorted as UTF-8 bytes."""
+    located: Located | None = None
+    """Per folder, its datapoint and camera as bytes (large listings only)."""
 
     def __len__(self) -> int:
         return len(self.order)
@@ -126,22 +134,38 @@ class Discovered:
         paths = lst.paths(idx)
         sizes, mtimes = lst.sizes[idx].tolist(), lst.mtimes[idx].tolist()
         unsafe = self.unsafe[lst.folder[idx]].tolist()
+        datapoints, cameras = self._names(lst.folder[idx], paths)
+        dups = self.duplicate_of
         out = []
         for k, i in enumerate(idx.tolist()):
-            dup = self.duplicate_of.get(i)
+            dup = dups.get(i) if dups else None
             first = lst.paths(np.array([dup]))[0] if dup is not None else None
             why = UNSAFE_REASONS[unsafe[k]] if unsafe[k] >= 0 else None
-            datapoint, camera = locate(paths[k], self.root_name)
-            out.append(SourceFile(datapoint, camera, paths[k], sizes[k], mtimes[k], first, why))
+            out.append(
+                SourceFile(datapoints[k], cameras[k], paths[k], sizes[k], mtimes[k], first, why)
+            )
         return out
+
+    def _names(
+        self, folders: npt.NDArray[np.int32], paths: list[str]
+    ) -> tuple[list[str], list[str]]:
+        """The datapoint and camera of files in these folders, at these paths."""
+        if self.located is None:
+            pairs = [locate(p, self.root_name) for p in paths]
+            return [d for d, _ in pairs], [c for _, c in pairs]
+        return (
+            [decode(d) for d in binary_take(self.located.datapoint, folders)],
+            [decode(c) for c in binary_take(self.located.camera, folders)],
+        )
 
     def pairs(self, idx: npt.NDArray[np.int64]) -> dict[tuple[str, str], int]:
         """Per camera folder (datapoint, camera) of the files at these listing indices,
         how many of them it holds."""
         groups = self.group[self.listing.folder[idx]]
         _, first, counts = np.unique(groups, return_index=True, return_counts=True)
-        paths = self.listing.paths(idx[first])
-        return {locate(p, self.root_name): n for p, n in zip(paths, counts.tolist(), strict=True)}
+        firsts = idx[first]
+        datapoints, cameras = self._names(self.listing.folder[firsts], self.listing.paths(firsts))
+        return dict(zip(zip(datapoints, cameras, strict=True), counts.tolist(), strict=True))
 
     def distinct(self, excluded: set[str]) -> tuple[int, int]:
         """Distinct datapoints and camera names among the files not in ``excluded``."""
@@ -210,14 +234,19 @@ class _Folders:
     camera_id: Int32s
     unsafe: npt.NDArray[np.int8]
     camera_rank: Int32s
+    unit: Int32s  # index into units
+    units: tuple[str, ...]  # the top-level prefixes, sorted as bytes
+    located: Located | None = None
 
 
 def _folders(listing: Listing, root_name: str) -> _Folders:
     """Locate every folder's camera folder, then number folders and groups in order."""
+    if len(listing.folders) > SORT_IN_PYTHON:
+        return _folders_columnar(listing, root_name)
     n = len(listing.folders)
     # one sort key per folder, b"datapoint\0camera": NUL sorts before any character a
     # path holds, so the bytes sort as the (datapoint, camera) pairs do
-    keys, unsafe = _keys(listing, root_name)
+    keys, unsafe, units = _keys(listing, root_name)
     by_dp = _sort(keys)
     group, datapoint_id = _runs(by_dp, keys)
     rank = np.empty(n, dtype=np.int32)
@@ -227,22 +256,96 @@ def _folders(listing: Listing, root_name: str) -> _Folders:
     by_cam = _sort(keys)
     camera_id = _runs(by_cam, keys)[1]
     del keys
-    # groups in (camera, datapoint) order: the order of their first folders
-    groups = int(group.max()) + 1 if n else 0
+    names = sorted(set(units), key=encode)
+    at = {u: i for i, u in enumerate(names)}
+    unit = np.array([at[u] for u in units], dtype=np.int32)
+    return _Folders(
+        group, rank, datapoint_id, camera_id, unsafe, _camera_rank(group, by_cam), unit,
+        tuple(names),
+    )  # fmt: skip
+
+
+def _camera_rank(group: Int32s, by_cam: npt.NDArray[np.int64]) -> Int32s:
+    """Per group, its place in (camera, datapoint) order: the order of its first folder."""
+    groups = int(group.max()) + 1 if len(group) else 0
     camera_rank = np.full(groups, -1, dtype=np.int32)
     seen = group[by_cam]
-    del by_cam
     first = np.unique(seen, return_index=True)[1]
     camera_rank[seen[np.sort(first)]] = np.arange(len(first), dtype=np.int32)
-    return _Folders(group, rank, datapoint_id, camera_id, unsafe, camera_rank)
+    return camera_rank
 
 
-def _keys(listing: Listing, root_name: str) -> tuple[pa.ChunkedArray, npt.NDArray[np.int8]]:
-    """Per folder, ``datapoint\0camera`` as bytes, and why its name is unsafe (see
-    :data:`UNSAFE_REASONS`; -1: safe)."""
+def _folders_columnar(listing: Listing, root_name: str) -> _Folders:
+    """:func:`_folders` of a large listing, with Arrow's sorts and no object per folder."""
+    import pyarrow.compute as pc
+
+    n = len(listing.folders)
+    loc = locate_all(listing.folders, root_name)
+    table = pa.Table.from_arrays([loc.datapoint, loc.camera], names=["d", "c"])
+    by_dp = _indices(pc.sort_indices(table, sort_keys=[("d", "ascending"), ("c", "ascending")]))
+    new_dp = _changes(loc.datapoint.take(by_dp))
+    new_group = new_dp | _changes(loc.camera.take(by_dp))
+    group = np.empty(n, dtype=np.int32)
+    group[by_dp] = np.cumsum(new_group, dtype=np.int32) - 1
+    datapoint_id = np.empty(n, dtype=np.int32)
+    datapoint_id[by_dp] = np.cumsum(new_dp, dtype=np.int32) - 1
+    rank = np.empty(n, dtype=np.int32)
+    rank[by_dp] = np.arange(n, dtype=np.int32)
+    del by_dp, new_dp, new_group
+    by_cam = _indices(pc.sort_indices(table, sort_keys=[("c", "ascending"), ("d", "ascending")]))
+    camera_id = np.empty(n, dtype=np.int32)
+    camera_id[by_cam] = np.cumsum(_changes(loc.camera.take(by_cam)), dtype=np.int32) - 1
+    names = pc.unique(loc.unit)
+    names = names.take(pc.sort_indices(names))
+    unit = np.concatenate(
+        [_ints(pc.index_in(c, value_set=names)) for c in loc.unit.chunks] or [np.zeros(0)]
+    ).astype(np.int32)
+    units = tuple(decode(u) for u in binary_take(pa.chunked_array([names]), np.arange(len(names))))
+    return _Folders(
+        group, rank, datapoint_id, camera_id, loc.unsafe, _camera_rank(group, by_cam), unit, units,
+        loc,
+    )  # fmt: skip
+
+
+def _indices(idx: pa.Array) -> npt.NDArray[np.int64]:
+    """An Arrow array of indices as numpy, from its buffer (``to_numpy()`` imports pandas)."""
+    raw = np.frombuffer(idx.buffers()[1], dtype=np.uint64)[idx.offset : idx.offset + len(idx)]
+    out: npt.NDArray[np.int64] = raw.astype(np.int64)
+    return out
+
+
+def _ints(values: pa.Array) -> npt.NDArray[np.int64]:
+    """An Arrow int32 array without nulls as numpy."""
+    raw = np.frombuffer(values.buffers()[1], dtype=np.int32)
+    return raw[values.offset : values.offset + len(values)].astype(np.int64)
+
+
+def _changes(values: pa.ChunkedArray) -> npt.NDArray[np.bool_]:
+    """Per position, whether the value differs from the one before (the first does)."""
+    import pyarrow.compute as pc
+
+    n = len(values)
+    out = np.ones(n, dtype=bool)
+    if n > 1:
+        differs = pc.not_equal(values.slice(1), values.slice(0, n - 1))
+        at = 1
+        for chunk in differs.chunks:
+            raw = np.frombuffer(chunk.buffers()[1], dtype=np.uint8)
+            bits = np.unpackbits(raw, bitorder="little")
+            out[at : at + len(chunk)] = bits[chunk.offset : chunk.offset + len(chunk)]
+            at += len(chunk)
+    return out
+
+
+def _keys(
+    listing: Listing, root_name: str
+) -> tuple[pa.ChunkedArray, npt.NDArray[np.int8], list[str]]:
+    """Per folder, ``datapoint\0camera`` as bytes, why its name is unsafe (see
+    :data:`UNSAFE_REASONS`; -1: safe) and its unit (top-level prefix)."""
     n = len(listing.folders)
     unsafe = np.full(n, -1, dtype=np.int8)
     chunks = []
+    units = []
     for lo in range(0, n, CHUNK):
         keys = []
         for k, folder in enumerate(listing.folder_paths(np.arange(lo, min(lo + CHUNK, n)))):
@@ -251,8 +354,9 @@ def _keys(listing: Listing, root_name: str) -> tuple[pa.ChunkedArray, npt.NDArra
                 unsafe[lo + k] = UNSAFE_REASONS.index(reason)
             d, c = locate(folder + "x", root_name)
             keys.append(encode(f"{d}\0{c}"))
+            units.append(d.split("/", 1)[0] if d != "." else c)
         chunks.append(binary_array(keys))
-    return pa.chunked_array(chunks, type=pa.large_binary()), unsafe
+    return pa.chunked_array(chunks, type=pa.large_binary()), unsafe, units
 
 
 def _swapped(keys: pa.ChunkedArray) -> pa.ChunkedArray:
@@ -317,7 +421,8 @@ def select_listing(
         raise no_keypoint_files(where)
     return Discovered(
         listing, root_name, folders.group, folders.datapoint_id, folders.camera_id,
-        folders.unsafe, folders.camera_rank, dups, order,
+        folders.unsafe, folders.camera_rank, dups, order, folders.unit, folders.units,
+        folders.located,
     )  # fmt: skip
 
 

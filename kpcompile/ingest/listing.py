@@ -59,21 +59,30 @@ def binary_take(column: pa.ChunkedArray, idx: npt.NDArray[Any]) -> list[bytes]:
     """``column[i]`` for each ``i`` of ``idx``, read from the buffers of a ``large_binary``
     column (``take`` would import ``pyarrow.compute``, a tenth of a small build)."""
     chunks = column.chunks
-    starts = np.cumsum([0] + [len(c) for c in chunks])
-    at = np.searchsorted(starts, idx, side="right") - 1
-    views: dict[int, tuple[list[int], memoryview | bytes]] = {}
+    if len(chunks) == 1:
+        at = np.zeros(len(idx), dtype=np.int64)
+        local = np.asarray(idx, dtype=np.int64)
+    else:
+        starts = np.cumsum([0] + [len(c) for c in chunks])
+        at = np.searchsorted(starts, idx, side="right") - 1
+        local = idx - starts[at]
+    lo = np.empty(len(idx), dtype=np.int64)
+    hi = np.empty(len(idx), dtype=np.int64)
+    data: dict[int, memoryview | bytes] = {}
     for c in np.unique(at).tolist():  # only the chunks asked for
         chunk = chunks[c]
         bufs = chunk.buffers()
         raw = np.frombuffer(bufs[1], dtype=np.int64)[chunk.offset : chunk.offset + len(chunk) + 1]
-        views[c] = (raw.tolist(), memoryview(bufs[2]) if bufs[2] is not None else b"")
-    begin = starts.tolist()
-    out = []
-    for i, c in zip(idx.tolist(), at.tolist(), strict=True):
-        bounds, data = views[c]
-        j = i - begin[c]
-        out.append(bytes(data[bounds[j] : bounds[j + 1]]))
-    return out
+        mine = at == c if len(chunks) > 1 else slice(None)
+        j = local[mine]
+        lo[mine], hi[mine] = raw[j], raw[j + 1]
+        data[c] = memoryview(bufs[2]) if bufs[2] is not None else b""
+    if len(data) == 1:
+        view = next(iter(data.values()))
+        return [bytes(view[a:b]) for a, b in zip(lo.tolist(), hi.tolist(), strict=True)]
+    return [
+        bytes(data[c][a:b]) for c, a, b in zip(at.tolist(), lo.tolist(), hi.tolist(), strict=True)
+    ]
 
 
 @dataclass(frozen=True, slots=True)

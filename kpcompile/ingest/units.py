@@ -148,15 +148,8 @@ def _batch(lst: Listing, source: Source, partition_by: str, sets: bool) -> Itera
         return
     set_files = find_set_files(files) if sets else None
     order = files.output_order(partition_by)
-    n = len(lst.folders)
-    units: list[str] = []
-    for lo in range(0, n, CHUNK):
-        for folder in lst.folder_paths(np.arange(lo, min(lo + CHUNK, n))):
-            units.append(unit_of(*locate(folder + "x", source.name)))
-    names = sorted(set(units), key=encode)
-    at = {u: i for i, u in enumerate(names)}
-    rank = np.array([at[u] for u in units], dtype=np.int32)
-    of_file = rank[lst.folder[order]]
+    of_file = files.unit[lst.folder[order]]
     by_unit = np.argsort(of_file, kind="stable")
     present = np.unique(of_file).tolist()
+    names = files.units
     yield Batch(names[present[0]], names[present[-1]], files, order[by_unit], set_files)
