@@ -298,7 +298,7 @@ def _folders_columnar(listing: Listing, root_name: str) -> _Folders:
     names = pc.unique(loc.unit)
     names = names.take(pc.sort_indices(names))
     unit = np.concatenate(
-        [_ints(pc.index_in(c, value_set=names)) for c in loc.unit.chunks] or [np.zeros(0)]
+        [_ints(pc.index_in(c, value_set=names)) for c in loc.unit.chunks] or [np.zeros(0, np.int64)]
     ).astype(np.int32)
     units = tuple(decode(u) for u in binary_take(pa.chunked_array([names]), np.arange(len(names))))
     return _Folders(

@@ -148,7 +148,7 @@ def _is_keypoint_dir(
     data: npt.NDArray[np.uint8], begin: npt.NDArray[np.int64], stop: npt.NDArray[np.int64]
 ) -> npt.NDArray[np.bool_]:
     """Whether ``data[begin:stop]`` is ``key_points``, per row."""
-    out = (stop - begin) == len(_KP)
+    out: npt.NDArray[np.bool_] = (stop - begin) == len(_KP)
     at = np.flatnonzero(out)
     if len(at):
         window = data[begin[at, None] + np.arange(len(_KP))]

@@ -86,7 +86,7 @@ def test_plain_folders_are_not_left_to_python(monkeypatch: pytest.MonkeyPatch) -
 
 def random_listing(rng: random.Random) -> Listing:
     builder = ListingBuilder()
-    names = sorted(LANDMARK_NAMES) + ["other.json"]
+    names = [*sorted(LANDMARK_NAMES), "other.json"]
     for _ in range(rng.randint(1, 400)):
         folder = random_folder(rng)
         for name in rng.sample(names, rng.randint(1, 3)):
