@@ -34,7 +34,7 @@ import pyarrow as pa
 
 from kpcompile.errors import SourceError
 from kpcompile.ingest.base import Source
-from kpcompile.ingest.folders import Located, locate_all
+from kpcompile.ingest.folders import locate_all
 from kpcompile.ingest.listing import (
     CHUNK,
     Int32s,
@@ -77,6 +77,15 @@ class SourceFile:
 
 
 @dataclass(frozen=True, slots=True)
+class Names:
+    """The names behind :class:`Discovered`'s ids: ``datapoints[datapoint_id]`` (encoded,
+    one per datapoint) and ``cameras[camera_id]``."""
+
+    datapoints: pa.ChunkedArray
+    cameras: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Discovered:
     """The discovered files in columnar form; :class:`SourceFile` objects a chunk at a time.
 
@@ -105,8 +114,8 @@ class Discovered:
     an index into ``units``."""
     units: tuple[str, ...]
     """The units of the listing's folders, sorted as UTF-8 bytes."""
-    located: Located | None = None
-    """Per folder, its datapoint and camera as bytes (large listings only)."""
+    names: Names | None = None
+    """The names of the datapoint and camera ids (large listings only)."""
 
     def __len__(self) -> int:
         return len(self.order)
@@ -150,12 +159,12 @@ class Discovered:
         self, folders: npt.NDArray[np.int32], paths: list[str]
     ) -> tuple[list[str], list[str]]:
         """The datapoint and camera of files in these folders, at these paths."""
-        if self.located is None:
+        if self.names is None:
             pairs = [locate(p, self.root_name) for p in paths]
             return [d for d, _ in pairs], [c for _, c in pairs]
         return (
-            [decode(d) for d in binary_take(self.located.datapoint, folders)],
-            [decode(c) for c in binary_take(self.located.camera, folders)],
+            [decode(d) for d in binary_take(self.names.datapoints, self.datapoint_id[folders])],
+            [self.names.cameras[c] for c in self.camera_id[folders].tolist()],
         )
 
     def pairs(self, idx: npt.NDArray[np.int64]) -> dict[tuple[str, str], int]:
@@ -236,7 +245,7 @@ class _Folders:
     camera_rank: Int32s
     unit: Int32s  # index into units
     units: tuple[str, ...]  # the top-level prefixes, sorted as bytes
-    located: Located | None = None
+    names: Names | None = None
 
 
 def _folders(listing: Listing, root_name: str) -> _Folders:
@@ -246,7 +255,7 @@ def _folders(listing: Listing, root_name: str) -> _Folders:
     n = len(listing.folders)
     # one sort key per folder, b"datapoint\0camera": NUL sorts before any character a
     # path holds, so the bytes sort as the (datapoint, camera) pairs do
-    keys, unsafe, units = _keys(listing, root_name)
+    keys, unsafe, first_seen, units = _keys(listing, root_name)
     by_dp = _sort(keys)
     group, datapoint_id = _runs(by_dp, keys)
     rank = np.empty(n, dtype=np.int32)
@@ -256,9 +265,9 @@ def _folders(listing: Listing, root_name: str) -> _Folders:
     by_cam = _sort(keys)
     camera_id = _runs(by_cam, keys)[1]
     del keys
-    names = sorted(set(units), key=encode)
+    names = sorted(units, key=encode)
     at = {u: i for i, u in enumerate(names)}
-    unit = np.array([at[u] for u in units], dtype=np.int32)
+    unit = np.array([at[u] for u in units] or [0], dtype=np.int32)[first_seen]
     return _Folders(
         group, rank, datapoint_id, camera_id, unsafe, _camera_rank(group, by_cam), unit,
         tuple(names),
@@ -291,10 +300,15 @@ def _folders_columnar(listing: Listing, root_name: str) -> _Folders:
     datapoint_id[by_dp] = np.cumsum(new_dp, dtype=np.int32) - 1
     rank = np.empty(n, dtype=np.int32)
     rank[by_dp] = np.arange(n, dtype=np.int32)
+    datapoints = loc.datapoint.take(by_dp[new_dp])
     del by_dp, new_dp, new_group
     by_cam = _indices(pc.sort_indices(table, sort_keys=[("c", "ascending"), ("d", "ascending")]))
+    new_cam = _changes(loc.camera.take(by_cam))
     camera_id = np.empty(n, dtype=np.int32)
-    camera_id[by_cam] = np.cumsum(_changes(loc.camera.take(by_cam)), dtype=np.int32) - 1
+    camera_id[by_cam] = np.cumsum(new_cam, dtype=np.int32) - 1
+    firsts = by_cam[new_cam]
+    cameras = tuple(decode(c) for c in binary_take(loc.camera, firsts))
+    del table, new_cam, firsts
     names = pc.unique(loc.unit)
     names = names.take(pc.sort_indices(names))
     unit = np.concatenate(
@@ -303,7 +317,7 @@ def _folders_columnar(listing: Listing, root_name: str) -> _Folders:
     units = tuple(decode(u) for u in binary_take(pa.chunked_array([names]), np.arange(len(names))))
     return _Folders(
         group, rank, datapoint_id, camera_id, loc.unsafe, _camera_rank(group, by_cam), unit, units,
-        loc,
+        Names(datapoints, cameras),
     )  # fmt: skip
 
 
@@ -339,13 +353,15 @@ def _changes(values: pa.ChunkedArray) -> npt.NDArray[np.bool_]:
 
 def _keys(
     listing: Listing, root_name: str
-) -> tuple[pa.ChunkedArray, npt.NDArray[np.int8], list[str]]:
+) -> tuple[pa.ChunkedArray, npt.NDArray[np.int8], Int32s, list[str]]:
     """Per folder, ``datapoint\0camera`` as bytes, why its name is unsafe (see
-    :data:`UNSAFE_REASONS`; -1: safe) and its unit (top-level prefix)."""
+    :data:`UNSAFE_REASONS`; -1: safe) and its unit (top-level prefix) as an index into
+    the unit names, in the order first seen."""
     n = len(listing.folders)
     unsafe = np.full(n, -1, dtype=np.int8)
+    unit = np.empty(n, dtype=np.int32)
+    seen: dict[str, int] = {}
     chunks = []
-    units = []
     for lo in range(0, n, CHUNK):
         keys = []
         for k, folder in enumerate(listing.folder_paths(np.arange(lo, min(lo + CHUNK, n)))):
@@ -354,9 +370,10 @@ def _keys(
                 unsafe[lo + k] = UNSAFE_REASONS.index(reason)
             d, c = locate(folder + "x", root_name)
             keys.append(encode(f"{d}\0{c}"))
-            units.append(d.split("/", 1)[0] if d != "." else c)
+            u = d.split("/", 1)[0] if d != "." else c
+            unit[lo + k] = seen.setdefault(u, len(seen))
         chunks.append(binary_array(keys))
-    return pa.chunked_array(chunks, type=pa.large_binary()), unsafe, units
+    return pa.chunked_array(chunks, type=pa.large_binary()), unsafe, unit, list(seen)
 
 
 def _swapped(keys: pa.ChunkedArray) -> pa.ChunkedArray:
@@ -422,7 +439,7 @@ def select_listing(
     return Discovered(
         listing, root_name, folders.group, folders.datapoint_id, folders.camera_id,
         folders.unsafe, folders.camera_rank, dups, order, folders.unit, folders.units,
-        folders.located,
+        folders.names,
     )  # fmt: skip
 
 

@@ -18,6 +18,7 @@ them on random listings).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -26,7 +27,7 @@ import pyarrow as pa
 from kpcompile.ingest.listing import decode, encode
 from kpcompile.ingest.paths import KEYPOINT_DIR, UNSAFE_REASONS, locate, unsafe_reason
 
-BLOCK = 1 << 16
+BLOCK = 1 << 12
 """Folders handled at once (their bytes and per-byte arrays: a few MB)."""
 _SLASH, _DOT = ord("/"), ord(".")
 _KP = np.frombuffer(KEYPOINT_DIR.encode(), dtype=np.uint8)
@@ -71,7 +72,8 @@ def _block(
     base = int(offsets[0])
     raw = np.frombuffer(bufs[2], dtype=np.uint8) if bufs[2] is not None else _NONE
     data = raw[base : int(offsets[-1])] if n else _NONE
-    start, end = offsets[:-1] - base, offsets[1:] - base
+    start = (offsets[:-1] - base).astype(np.int32)
+    end = (offsets[1:] - base).astype(np.int32)
     odd, dp_end, cam_end, unit_end = _plain(data, start, end)
     rare = np.flatnonzero(odd)
     found = [_python(chunk[int(i)].as_py(), root_name) for i in rare.tolist()]
@@ -86,7 +88,7 @@ def _block(
 
 
 _NONE = np.zeros(0, dtype=np.uint8)
-Ints = npt.NDArray[np.int64]
+Ints = npt.NDArray[np.integer[Any]]
 
 
 def _plain(
@@ -94,7 +96,7 @@ def _plain(
 ) -> tuple[npt.NDArray[np.bool_], Ints, Ints, Ints]:
     """Which rows are odd (left to Python), and for the others where the datapoint,
     the camera and the unit end (each ends before a slash)."""
-    slashes = np.flatnonzero(data == _SLASH)
+    slashes = np.flatnonzero(data == _SLASH).astype(np.int32)  # a block's bytes: < 2**31
     if not len(slashes):  # only the root's own folder ("")
         return np.ones(len(start), dtype=bool), start, start, start
     first = np.searchsorted(slashes, start)  # each row's slashes: slashes[first:past]
@@ -114,11 +116,11 @@ def _plain(
 
 def _odd_rows(
     data: npt.NDArray[np.uint8],
-    slashes: npt.NDArray[np.int64],
-    start: npt.NDArray[np.int64],
-    end: npt.NDArray[np.int64],
-    first: npt.NDArray[np.int64],
-    past: npt.NDArray[np.int64],
+    slashes: Ints,
+    start: Ints,
+    end: Ints,
+    first: Ints,
+    past: Ints,
 ) -> npt.NDArray[np.bool_]:
     """Rows left to Python: not ASCII, absolute, or with an empty, ``.`` or ``..``
     component."""
@@ -129,7 +131,7 @@ def _odd_rows(
         odd[np.searchsorted(end, wide, side="right")] = True
     if not len(slashes):
         return odd
-    row = np.repeat(np.arange(n), past - first)  # the row of each slash
+    row = np.repeat(np.arange(n, dtype=np.int32), past - first)  # the row of each slash
     prev = np.empty_like(slashes)
     prev[0] = -1
     prev[1:] = slashes[:-1]
@@ -144,9 +146,7 @@ def _odd_rows(
     return odd
 
 
-def _is_keypoint_dir(
-    data: npt.NDArray[np.uint8], begin: npt.NDArray[np.int64], stop: npt.NDArray[np.int64]
-) -> npt.NDArray[np.bool_]:
+def _is_keypoint_dir(data: npt.NDArray[np.uint8], begin: Ints, stop: Ints) -> npt.NDArray[np.bool_]:
     """Whether ``data[begin:stop]`` is ``key_points``, per row."""
     out: npt.NDArray[np.bool_] = (stop - begin) == len(_KP)
     at = np.flatnonzero(out)
@@ -158,9 +158,9 @@ def _is_keypoint_dir(
 
 def _cut(
     data: npt.NDArray[np.uint8],
-    begin: npt.NDArray[np.int64],
-    stop: npt.NDArray[np.int64],
-    rare: npt.NDArray[np.int64],
+    begin: Ints,
+    stop: Ints,
+    rare: Ints,
     rare_values: list[bytes],
 ) -> pa.Array:
     """A ``large_binary`` array of ``data[begin[i]:stop[i]]``, but ``rare_values`` at
@@ -176,8 +176,11 @@ def _cut(
     lengths = stop - begin
     offsets = np.zeros(len(begin) + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
-    gather = np.repeat(begin - offsets[:-1], lengths) + np.arange(offsets[-1])
+    index = np.int32 if len(source) < 2**31 else np.int64  # a block's bytes: int32 do
+    gather = np.repeat((begin - offsets[:-1]).astype(index), lengths)
+    gather += np.arange(offsets[-1], dtype=index)
     out = source[gather]
+    del gather
     buffers = [None, pa.py_buffer(offsets), pa.py_buffer(out)]
     return pa.Array.from_buffers(pa.large_binary(), len(begin), buffers)
 

@@ -77,12 +77,17 @@ def binary_take(column: pa.ChunkedArray, idx: npt.NDArray[Any]) -> list[bytes]:
         j = local[mine]
         lo[mine], hi[mine] = raw[j], raw[j + 1]
         data[c] = memoryview(bufs[2]) if bufs[2] is not None else b""
-    if len(data) == 1:
-        view = next(iter(data.values()))
-        return [bytes(view[a:b]) for a, b in zip(lo.tolist(), hi.tolist(), strict=True)]
-    return [
-        bytes(data[c][a:b]) for c, a, b in zip(at.tolist(), lo.tolist(), hi.tolist(), strict=True)
-    ]
+    out: list[bytes] = []
+    step = 1024  # bounds as Python ints a step at a time: a few KB, not 72 bytes per value
+    for s in range(0, len(idx), step):
+        bounds = zip(lo[s : s + step].tolist(), hi[s : s + step].tolist(), strict=True)
+        if len(data) == 1:
+            view = next(iter(data.values()))
+            out.extend(bytes(view[a:b]) for a, b in bounds)
+        else:
+            chunk_of = at[s : s + step].tolist()
+            out.extend(bytes(data[c][a:b]) for c, (a, b) in zip(chunk_of, bounds, strict=True))
+    return out
 
 
 @dataclass(frozen=True, slots=True)
