@@ -103,9 +103,9 @@ def test_large_listings_are_discovered_as_small_ones(
     small = select_listing(listing, "root", "here", required=False)
     monkeypatch.setattr(discover_module, "SORT_IN_PYTHON", 0)
     large = select_listing(listing, "root", "here", required=False)
-    assert small.located is None and large.located is not None
+    assert small.names is None and large.names is not None
     for field in dataclasses.fields(small):
-        if field.name == "located":
+        if field.name == "names":
             continue
         a, b = getattr(small, field.name), getattr(large, field.name)
         if isinstance(a, np.ndarray):
