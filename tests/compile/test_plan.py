@@ -150,3 +150,24 @@ def test_folder_prefix_listings_make_up_the_whole_listing(tmp_path: Path) -> Non
     one = Listing.concat([src.prefix_listing([p], names) for p in prefixes])
     assert sorted(one.entries(), key=str) == whole
     assert len(whole) == 5
+
+
+def test_shard_digest_is_the_digest_of_every_file_s_fields() -> None:
+    """The digest is what earlier snapshots recorded: a changed definition would make
+    every shard of the next incremental build look changed."""
+    import hashlib
+
+    from kpcompile.compile.plan import shard_digest
+    from kpcompile.ingest import SourceFile
+
+    files = [
+        SourceFile("dp_\udcff", "cam", f"dp/cam/{i}.json", i, 7 * i,
+                   None if i % 3 else "dp/cam/0.json", None if i % 5 else "a '.' component")
+        for i in range(40)
+    ]  # fmt: skip
+    h = hashlib.sha256()
+    for f in files:
+        fields = f"{f.datapoint}\0{f.camera}\0{f.path}\0{f.size}\0{f.mtime_ns}\0"
+        h.update(fields.encode("utf-8", "surrogatepass"))
+        h.update(f"{f.duplicate_of}\0{f.unsafe}\n".encode("utf-8", "surrogatepass"))
+    assert shard_digest(files) == h.hexdigest()
