@@ -247,9 +247,9 @@ class _Inputs:
         self.src = src
         self.files = 0
         self.set_files = 0
-        self.tally = Tally()
-        self._first = next(units)
+        self._first = next(units)  # before the tally's temporary file: this may raise
         self._rest = units
+        self.tally = Tally()
 
     @classmethod
     def of(cls, src: Source, names: frozenset[str], opts: BuildOptions) -> _Inputs:
