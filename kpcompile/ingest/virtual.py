@@ -163,7 +163,7 @@ class VirtualSource(Source):
     def prefix_listing(self, prefixes: Sequence[str], names: frozenset[str]) -> Listing:
         """The files under these top-level folders (of :meth:`prefixes`), one range
         listing per run of consecutive folders."""
-        numbers = sorted({self._prefix_number(p) for p in prefixes} - {None})  # type: ignore[type-var]
+        numbers = sorted({n for p in prefixes if (n := self._prefix_number(p)) is not None})
         runs: list[tuple[int, int]] = []
         for p in numbers:
             start, stop = self.prefix_bounds(p)
