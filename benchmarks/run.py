@@ -21,6 +21,7 @@ BENCHMARKS: list[tuple[str, list[str], list[str]]] = [
     ("benchmarks.bench_incremental", [], ["--datapoints", "500"]),
     ("benchmarks.bench_report", [], ["--datapoints", "500", "--repeat", "1"]),
     ("benchmarks.bench_s3", [], ["--files", "200", "--repeat", "1"]),
+    ("benchmarks.bench_dask_listing", [], ["--files", "500"]),
     ("benchmarks.bench_cold", [], ["--files", "2000", "--repeat", "1"]),
     ("benchmarks.bench_startup", [], ["--repeat", "3"]),
     ("benchmarks.bench_scale", [], ["--files", "20000", "--entries", "100000"]),

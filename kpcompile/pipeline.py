@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kpcompile._version import __version__
+from kpcompile.compile.executor import DaskConnection, dask_lister
 from kpcompile.compile.executor import run as run_shards
 from kpcompile.compile.incremental import (
     Previous,
@@ -49,7 +50,7 @@ from kpcompile.ingest import Source, open_source, preload
 from kpcompile.ingest.discover import LANDMARK_NAMES
 from kpcompile.ingest.paths import locate, printable
 from kpcompile.ingest.setfiles import SET_NAMES
-from kpcompile.ingest.units import Batch, discover_units
+from kpcompile.ingest.units import Batch, discover_units, list_here
 from kpcompile.manifest import (
     FORMAT,
     Column,
@@ -159,8 +160,17 @@ def build(
     opts = BuildOptions.from_kwargs(options, kwargs)
     started = time.perf_counter()
     preload(source)  # before workers fork: they inherit an imported s3fs
-    with _worker_pool(opts) as pool:
-        return _build(source, open_store(out), opts, started, pool)
+    with _worker_pool(opts) as pool, _dask_connection(opts) as dask:
+        return _build(source, open_store(out), opts, started, _Workers(pool, dask))
+
+
+@dataclass(frozen=True, slots=True)
+class _Workers:
+    """Where a build's work runs: the local executor's pool, or the Dask executor's
+    one connection (for listing and compiling); ``None`` for the other executor."""
+
+    pool: WorkerPool | None
+    dask: DaskConnection | None
 
 
 def _worker_pool(opts: BuildOptions) -> contextlib.AbstractContextManager[WorkerPool | None]:
@@ -171,24 +181,33 @@ def _worker_pool(opts: BuildOptions) -> contextlib.AbstractContextManager[Worker
     return contextlib.nullcontext()
 
 
+def _dask_connection(
+    opts: BuildOptions,
+) -> contextlib.AbstractContextManager[DaskConnection | None]:
+    """The Dask executor's client, connected when first used (listing or compiling)."""
+    if opts.executor == "dask":
+        return DaskConnection(opts.scheduler, opts.resolved_workers)
+    return contextlib.nullcontext()
+
+
 def _build(
     source: str | os.PathLike[str],
     store: Store,
     opts: BuildOptions,
     started: float,
-    pool: WorkerPool | None,
+    workers: _Workers,
 ) -> BuildResult:
     names = LANDMARK_NAMES | SET_NAMES if opts.sets else LANDMARK_NAMES
     with open_source(source, max_file_bytes=opts.max_file_bytes, names=names) as src:
         _check_apart(src, store)
-        inputs = _Inputs.of(src, names, opts)
+        inputs = _Inputs.of(src, names, opts, workers.dask)
         with inputs.tally, store.lock():
             current = _current(store)
             # Timed under the lock, so ids sort in the order builds publish.
             created = dt.datetime.now(dt.UTC)
             staging = _Staging(store, new_snapshot_id(created))
             try:
-                compiled = _compile(inputs, current, staging, opts, pool)
+                compiled = _compile(inputs, current, staging, opts, workers)
                 if opts.plan_only:
                     staging.discard()
                     return _planned(compiled, inputs, started)
@@ -252,8 +271,13 @@ class _Inputs:
         self.tally = Tally()
 
     @classmethod
-    def of(cls, src: Source, names: frozenset[str], opts: BuildOptions) -> _Inputs:
-        units = discover_units(src, names, opts.partition_by, sets=opts.sets)
+    def of(
+        cls, src: Source, names: frozenset[str], opts: BuildOptions, dask: DaskConnection | None
+    ) -> _Inputs:
+        """Listed by the Dask cluster when there is one and any machine can list the
+        source (:func:`~kpcompile.compile.executor.dask_lister`), else here."""
+        lister = dask_lister(dask) if dask is not None and src.listable_anywhere else list_here
+        units = discover_units(src, names, opts.partition_by, sets=opts.sets, lister=lister)
         return cls(src, units)
 
     def units(self) -> Iterator[Batch]:
@@ -381,13 +405,13 @@ def _compile(
     current: Manifest | None,
     staging: _Staging,
     opts: BuildOptions,
-    pool: WorkerPool | None,
+    workers: _Workers,
 ) -> _Compiled:
     prev = None
     if current is not None and not opts.full:
         prev = Previous.of(current, inputs.src.location, opts, staging.stage)
     maybe = prev is not None and _may_be_up_to_date(current, inputs.src, opts)
-    return _compile_shards(inputs, opts, staging, prev, pool, current if maybe else None)
+    return _compile_shards(inputs, opts, staging, prev, workers, current if maybe else None)
 
 
 def _compile_shards(
@@ -395,7 +419,7 @@ def _compile_shards(
     opts: BuildOptions,
     staging: _Staging,
     prev: Previous | None,
-    pool: WorkerPool | None,
+    where: _Workers,
     current: Manifest | None,
 ) -> _Compiled:
     """Plan shards as the units are listed and hand them out (:class:`_HandOut`): the
@@ -415,7 +439,8 @@ def _compile_shards(
                 executor=opts.executor,
                 workers=workers,
                 scheduler=opts.scheduler,
-                pool=pool,
+                pool=where.pool,
+                connection=where.dask,
             )
     finally:
         out.bar.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -123,6 +124,13 @@ def s3() -> Iterator[Any]:
 
 S3_REQUESTS: list[tuple[str, str, str | None]] = []
 """Requests the S3 test server answered: (method, path, Range header)."""
+S3_LIST_SECONDS: list[float] = [0.0]
+"""How long the S3 test server takes to answer a listing request (``slow_s3_listing``)."""
+
+
+def _is_listing(environ: dict[str, Any]) -> bool:
+    query = environ.get("QUERY_STRING", "")
+    return environ["REQUEST_METHOD"] == "GET" and ("list-type=" in query or "prefix=" in query)
 
 
 def _count_requests(server: Any) -> None:
@@ -133,6 +141,8 @@ def _count_requests(server: Any) -> None:
         S3_REQUESTS.append(
             (environ["REQUEST_METHOD"], environ.get("PATH_INFO", ""), environ.get("HTTP_RANGE"))
         )
+        if S3_LIST_SECONDS[0] and _is_listing(environ):
+            time.sleep(S3_LIST_SECONDS[0])  # a slow store: each server thread waits alone
         return inner(environ, start_response)
 
     server._server.app = app
@@ -143,3 +153,13 @@ def s3_requests(s3: Any) -> list[tuple[str, str, str | None]]:
     """The requests the S3 test server answers from now on (see :data:`S3_REQUESTS`)."""
     S3_REQUESTS.clear()
     return S3_REQUESTS
+
+
+@pytest.fixture
+def slow_s3_listing(s3: Any) -> Iterator[list[float]]:
+    """The S3 test server answers each listing request 0.1 s late (set ``[0]`` to change)."""
+    S3_LIST_SECONDS[0] = 0.1
+    try:
+        yield S3_LIST_SECONDS
+    finally:
+        S3_LIST_SECONDS[0] = 0.0

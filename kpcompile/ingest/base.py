@@ -50,6 +50,9 @@ class Source(ABC):
     """
 
     kind: ClassVar[str]
+    listable_anywhere: ClassVar[bool] = False
+    """Whether any machine can list it by :meth:`prefix_listing` once it is pickled (an
+    object store, a virtual dataset): the Dask executor then lists it on its workers."""
 
     def __init__(self, location: str, name: str, canonical: str | None = None) -> None:
         self.location = location

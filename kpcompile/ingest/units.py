@@ -23,8 +23,10 @@ large; how prefixes are batched never changes a unit.
 from __future__ import annotations
 
 import bisect
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -68,6 +70,28 @@ class Batch:
         return len(self.order)
 
 
+class Lister(Protocol):
+    """Lists chunks of prefixes: one listing per chunk, in the order of the chunks.
+
+    It may list ahead of what has been taken (on a Dask cluster:
+    ``kpcompile.compile.executor.dask_lister``), but takes a chunk only when it has
+    room for it: :func:`discover_units` decides a chunk's width from the listings
+    handed back so far.
+    """
+
+    def __call__(
+        self, source: Source, names: frozenset[str], chunks: Iterator[list[str]]
+    ) -> Iterator[Listing]: ...
+
+
+def list_here(
+    source: Source, names: frozenset[str], chunks: Iterator[list[str]]
+) -> Iterator[Listing]:
+    """The default :class:`Lister`: each chunk listed in this process, when taken."""
+    for chunk in chunks:
+        yield source.prefix_listing(chunk, names)
+
+
 def discover_units(
     source: Source,
     names: frozenset[str],
@@ -75,10 +99,15 @@ def discover_units(
     *,
     sets: bool = False,
     batch_files: int = BATCH_FILES,
+    lister: Lister = list_here,
 ) -> Iterator[Batch]:
     """The units of ``source`` in name order, a batch at a time, with their files in
     ``partition_by``'s output order (see :meth:`Discovered.output_order`) and, with
     ``sets``, the set files of their camera folders.
+
+    ``lister`` lists the chunks of prefixes (the root's own files and a top-level
+    ``key_points/`` are listed here, whatever it is). A lister that lists ahead
+    makes other batches, never other units or files.
 
     Raises:
         SourceError: The source cannot be listed, or holds no keypoint file (raised
@@ -103,31 +132,64 @@ def discover_units(
         extra = root
         bisect.insort(todo, root, key=encode)
     del prefixes
-    at, listed, width = 0, 0, 1
-    while at < len(todo):
-        chunk = todo[at : at + width]
-        at += len(chunk)
-        real = [p for p in chunk if p != extra]
+    apart = {extra, KEYPOINT_DIR} if root != KEYPOINT_DIR else {extra}
+    chunks = _Chunks(todo, apart, batch_files)
+    for listed in lister(source, names, iter(chunks)):
+        chunk = chunks.taken()
         parts = []
-        if KEYPOINT_DIR in real and root != KEYPOINT_DIR:  # its root files were held
-            real.remove(KEYPOINT_DIR)
+        if KEYPOINT_DIR in chunk and root != KEYPOINT_DIR:  # its root files were held
             kp = source.prefix_listing([KEYPOINT_DIR], names)
             parts.append(kp.take(np.flatnonzero(~_rooted(kp, root))))
-        parts.append(source.prefix_listing(real, names))
+        parts.append(listed)
         if root in chunk:
             parts += held
             held = []
         lst = Listing.concat(parts) if len(parts) > 1 else parts[0]
-        del parts
-        listed += len(lst)
+        del parts, listed
+        chunks.listed(len(chunk), len(lst))
         for batch in _batch(lst, source, partition_by, sets):
             found += len(batch)
             yield batch
         del lst
-        per_prefix = max(listed / at, 1.0)
-        width = int(min(MAX_BATCH_PREFIXES, 2 * width, max(1, batch_files // per_prefix)))
     if not found:
         raise no_keypoint_files(source.location)
+
+
+class _Chunks:
+    """The prefixes in chunks: widths double while prefixes are small, up to
+    ``batch_files`` listed files a chunk (from the files per prefix listed so far).
+
+    Iterating yields what the lister lists (a chunk without ``apart``: prefixes
+    listed otherwise); :meth:`taken` gives back the whole chunk, in order, as its
+    listing arrives. A lister running ``k`` chunks ahead sees the widths decided from
+    the listings of all but the last ``k``: the same widths for the same ``k``.
+    """
+
+    def __init__(self, todo: list[str], apart: set[str | None], batch_files: int) -> None:
+        self.todo, self.apart, self.batch_files = todo, apart, batch_files
+        self.issued: deque[list[str]] = deque()
+        self.done, self.files = 0, 0
+
+    def __iter__(self) -> Iterator[list[str]]:
+        at, width = 0, 1
+        while at < len(self.todo):
+            if self.done:
+                per_prefix = max(self.files / self.done, 1.0)
+                most = max(1, int(self.batch_files // per_prefix))
+                width = int(min(MAX_BATCH_PREFIXES, 2 * width, most))
+            chunk = self.todo[at : at + width]
+            at += len(chunk)
+            self.issued.append(chunk)
+            yield [p for p in chunk if p not in self.apart]
+            if not self.done:
+                width = min(2 * width, MAX_BATCH_PREFIXES)
+
+    def taken(self) -> list[str]:
+        return self.issued.popleft()
+
+    def listed(self, prefixes: int, files: int) -> None:
+        self.done += prefixes
+        self.files += files
 
 
 def _rooted(lst: Listing, root: str) -> npt.NDArray[np.bool_]:

@@ -54,6 +54,7 @@ class UrlSource(Source):
     """Files under an fsspec URL, listed with one recursive listing."""
 
     kind = "url"
+    listable_anywhere = True
 
     def __init__(self, url: str) -> None:
         super().__init__(url, PurePosixPath(url.rstrip("/")).name)

@@ -82,6 +82,7 @@ class VirtualSource(Source):
     """
 
     kind = "virtual"
+    listable_anywhere = True
 
     def __init__(self, files: int, prefixes: int = 1, *, template: bytes | None = None) -> None:
         if files < 1 or not 1 <= prefixes <= files:
