@@ -96,24 +96,24 @@ class FolderSource(Source):
         those the serial walk of the whole tree finds under it."""
         root = str(Path(self.root))
         parts = []
-        for prefix in prefixes:
-            if not prefix:
-                parts.append(Listing.of(e for e in self.list_serial_top(names)))
-                continue
+        if "" in prefixes:
+            parts.append(Listing.of(e for e in self.list_serial_top(names)))
+        heads = [p + "/" for p in prefixes if p]
+        if heads:  # one walk for the batch: a walk's threads cost more than a small prefix
             try:
                 top = os.stat(root)
-                start = (prefix + "/", (top.st_dev, top.st_ino))
+                starts = [(head, (top.st_dev, top.st_ino)) for head in heads]
                 if native() is not None:
                     n = LIST_THREADS if threads is None else threads
-                    parts.append(walk_native(root, names, n, start=start))
+                    parts.append(walk_native(root, names, n, starts=starts))
                 else:
-                    parts.append(walk_parallel(root, names, threads or 1, start=start))
+                    parts.append(walk_parallel(root, names, threads or 1, starts=starts))
             except (_Serial, OSError):
-                head = prefix + "/"
+                wanted = tuple(heads)
                 parts.append(
-                    Listing.of(e for e in self.list_serial(names) if e.path.startswith(head))
+                    Listing.of(e for e in self.list_serial(names) if e.path.startswith(wanted))
                 )
-        return Listing.concat(parts)
+        return parts[0] if len(parts) == 1 else Listing.concat(parts)
 
     def list_serial_top(self, names: frozenset[str]) -> Iterator[Entry]:
         """The named files lying in the root itself, sorted."""
@@ -199,11 +199,12 @@ class _Walk:
     """The shared state of a parallel walk: folders to list, and who is listing."""
 
     def __init__(
-        self, root: str, names: frozenset[str], start: tuple[str, Key] | None = None
+        self, root: str, names: frozenset[str], starts: list[tuple[str, Key]] | None = None
     ) -> None:
         self.root, self.names = root, names
-        first = ("", ()) if start is None else (start[0], (start[1],))
-        self.todo: list[tuple[str, tuple[Key, ...]]] = [first]
+        self.todo: list[tuple[str, tuple[Key, ...]]] = [("", ())]
+        if starts is not None:
+            self.todo = [(p, (key,)) for p, key in starts]
         self.busy = 0
         self.failed = False
         self.cond = threading.Condition()
@@ -252,17 +253,17 @@ def walk_parallel(
     names: frozenset[str],
     threads: int = LIST_THREADS,
     *,
-    start: tuple[str, Key] | None = None,
+    starts: list[tuple[str, Key]] | None = None,
 ) -> Listing:
     """Every named file under ``root``, listed by ``threads`` threads.
 
-    ``start``: only the folder ``root/<prefix>`` (``(prefix ending with "/", (device,
-    inode) of root)``), named relative to ``root``.
+    ``starts``: only these folders ``root/<prefix>`` (each ``(prefix ending with "/",
+    (device, inode) of root)``), named relative to ``root``.
 
     Raises :class:`_Serial` where the serial walk's order decides (see the module's
     docstring).
     """
-    state = _Walk(root, names, start)
+    state = _Walk(root, names, starts)
     builders = [ListingBuilder(chunk=4096) for _ in range(max(1, threads))]
     with ThreadPoolExecutor(len(builders), thread_name_prefix="kpcompile-list") as pool:
         futures = [pool.submit(state.work, b) for b in builders]
@@ -286,7 +287,7 @@ def walk_native(
     names: frozenset[str],
     threads: int = LIST_THREADS,
     *,
-    start: tuple[str, Key] | None = None,
+    starts: list[tuple[str, Key]] | None = None,
 ) -> Listing:
     """Every named file under ``root``, walked in C by up to ``threads`` threads.
 
@@ -299,16 +300,17 @@ def walk_native(
 
     Raises :class:`_Serial` where the serial walk's order decides: a folder that
     cannot be listed, or one reached by two paths (seen as a repeated (dev, ino)).
-    ``start``: as :func:`walk_parallel`'s.
+    ``starts``: as :func:`walk_parallel`'s.
     """
     walk = native()
     if walk is None:
         msg = "the native walk is not built"
         raise RuntimeError(msg)
     state = _NativeWalk(walk, os.fsencode(root), tuple(sorted(os.fsencode(n) for n in names)))
-    if start is not None:
-        chain = np.array(start[1], dtype=np.uint64).tobytes()
-        state.todo = deque([(os.fsencode(start[0]), chain)])
+    if starts is not None:
+        state.todo = deque(
+            (os.fsencode(p), np.array(key, dtype=np.uint64).tobytes()) for p, key in starts
+        )
     if threads <= 1:
         state.work()
     else:
