@@ -292,18 +292,18 @@ def _folders_columnar(listing: Listing, root_name: str) -> _Folders:
     loc = locate_all(listing.folders, root_name)
     table = pa.Table.from_arrays([loc.datapoint, loc.camera], names=["d", "c"])
     by_dp = _indices(pc.sort_indices(table, sort_keys=[("d", "ascending"), ("c", "ascending")]))
-    new_dp = _changes(loc.datapoint.take(by_dp))
-    new_group = new_dp | _changes(loc.camera.take(by_dp))
+    new_dp = _changes(loc.datapoint.take(_arrow(by_dp)))
+    new_group = new_dp | _changes(loc.camera.take(_arrow(by_dp)))
     group = np.empty(n, dtype=np.int32)
     group[by_dp] = np.cumsum(new_group, dtype=np.int32) - 1
     datapoint_id = np.empty(n, dtype=np.int32)
     datapoint_id[by_dp] = np.cumsum(new_dp, dtype=np.int32) - 1
     rank = np.empty(n, dtype=np.int32)
     rank[by_dp] = np.arange(n, dtype=np.int32)
-    datapoints = loc.datapoint.take(by_dp[new_dp])
+    datapoints = loc.datapoint.take(_arrow(by_dp[new_dp]))
     del by_dp, new_dp, new_group
     by_cam = _indices(pc.sort_indices(table, sort_keys=[("c", "ascending"), ("d", "ascending")]))
-    new_cam = _changes(loc.camera.take(by_cam))
+    new_cam = _changes(loc.camera.take(_arrow(by_cam)))
     camera_id = np.empty(n, dtype=np.int32)
     camera_id[by_cam] = np.cumsum(new_cam, dtype=np.int32) - 1
     firsts = by_cam[new_cam]
@@ -319,6 +319,12 @@ def _folders_columnar(listing: Listing, root_name: str) -> _Folders:
         group, rank, datapoint_id, camera_id, loc.unsafe, _camera_rank(group, by_cam), unit, units,
         Names(datapoints, cameras),
     )  # fmt: skip
+
+
+def _arrow(idx: npt.NDArray[np.int64]) -> pa.Array:
+    """Indices as an Arrow array, from their buffer (``pa.array`` imports pandas)."""
+    idx = np.ascontiguousarray(idx, dtype=np.int64)
+    return pa.Array.from_buffers(pa.int64(), len(idx), [None, pa.py_buffer(idx)])
 
 
 def _indices(idx: pa.Array) -> npt.NDArray[np.int64]:

@@ -115,3 +115,22 @@ def test_large_listings_are_discovered_as_small_ones(
     assert list(small.ordered("camera")) == list(large.ordered("camera"))
     every = small.order
     assert small.pairs(every) == large.pairs(every)
+
+
+def test_discovery_of_a_large_listing_does_not_import_pandas() -> None:
+    """``pa.array`` and ``take`` with numpy indices import pandas when it is installed
+    (0.1-0.4 s of a build); the path of large listings builds its arrays from buffers."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from kpcompile.ingest.virtual import VirtualSource\n"
+        "from kpcompile.ingest.discover import LANDMARK_NAMES, select_listing\n"
+        "src = VirtualSource(40_000, 4)\n"
+        "found = select_listing(src.listing(LANDMARK_NAMES), src.name, src.location)\n"
+        "assert found.names is not None and len(found) == 40_000\n"
+        "print('pandas' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
