@@ -25,6 +25,8 @@ BENCHMARKS: list[tuple[str, list[str], list[str]]] = [
     ("benchmarks.bench_cold", [], ["--files", "2000", "--repeat", "1"]),
     ("benchmarks.bench_startup", [], ["--repeat", "3"]),
     ("benchmarks.bench_scale", [], ["--files", "20000", "--entries", "100000"]),
+    ("benchmarks.bench_planner", [], ["--files", "200000"]),
+    ("benchmarks.bench_open", [], ["--files", "1000000"]),
 ]
 
 
