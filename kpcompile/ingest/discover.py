@@ -214,11 +214,7 @@ def _sort(keys: pa.ChunkedArray) -> npt.NDArray[np.int64]:
     import pyarrow.compute as pc
 
     table = pa.Table.from_arrays([keys], names=["k"])  # sorts chunked keys without a copy
-    idx = pc.sort_indices(table, sort_keys=[("k", "ascending")])  # stable, as sorted() is
-    # from the buffer: to_numpy() imports pandas when it is installed
-    raw = np.frombuffer(idx.buffers()[1], dtype=np.uint64)[idx.offset : idx.offset + len(idx)]
-    out: npt.NDArray[np.int64] = raw.astype(np.int64)
-    return out
+    return _indices(pc.sort_indices(table, sort_keys=[("k", "ascending")]))  # stable
 
 
 def discover_files(
