@@ -187,7 +187,7 @@ class LocalStore(Store):
         staging = Path(stage.path)
         for rel, data in mf.encode_snapshot(manifest):  # manifest.json last
             (staging / rel).parent.mkdir(exist_ok=True)
-            _write_durably(staging / rel, data)
+            _write_staged(staging / rel, data)
         _fsync_tree(staging)
         final = self._dir(stage.snapshot)
         final.parent.mkdir(exist_ok=True)
@@ -262,6 +262,13 @@ class LocalStore(Store):
 
 _FSYNC_THREADS = 16
 """Files fsynced at once when a snapshot is published."""
+
+
+def _write_staged(path: Path, data: bytes) -> None:
+    """Write a file of a staged snapshot: :func:`_fsync_tree` makes it durable with the
+    rest, at once (an fsync here, one file after another, cost a build 20-40 ms)."""
+    with open(path, "wb") as fh:
+        fh.write(data)
 
 
 def _write_durably(path: Path, data: bytes) -> None:

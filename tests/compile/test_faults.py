@@ -59,7 +59,7 @@ def _failing_when(real: Callable[..., Any], test: Callable[..., bool], err: int)
 
 FAULTS: dict[str, Callable[[pytest.MonkeyPatch], None]] = {
     "parquet write, disk full": lambda m: m.setattr(pq.ParquetWriter, "write_table", _enospc),
-    "manifest write, disk full": lambda m: m.setattr(local, "_write_durably", _enospc),
+    "manifest write, disk full": lambda m: m.setattr(local, "_write_staged", _enospc),
     "fsync fails": lambda m: m.setattr(
         os, "fsync", _failing_when(os.fsync, lambda *a: True, errno.EIO)
     ),

@@ -334,7 +334,7 @@ def step(f):
             count[0] += 1
         return f(*a, **k)
     return g
-for name in ("_write_durably", "_fsync_tree", "_fsync_path", "_fsync_dir"):
+for name in ("_write_staged", "_write_durably", "_fsync_tree", "_fsync_path", "_fsync_dir"):
     setattr(local, name, step(getattr(local, name)))
 os.rename, os.replace = step(os.rename), step(os.replace)
 kpcompile.build(sys.argv[1], sys.argv[2], workers=1, shard_files=4, progress=False, full=True)
