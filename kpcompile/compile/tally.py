@@ -37,7 +37,7 @@ def name_hash(name: str) -> int:
 class Tally:
     """Landmark files per datapoint and per camera name, as units are listed.
 
-    :meth:`add` each unit's camera folders once; :meth:`distinct` at the end; then
+    :meth:`add` each unit's files once; :meth:`distinct` at the end; then
     :meth:`close` (or use it as a context manager).
     """
 
@@ -47,22 +47,18 @@ class Tally:
         self._datapoints = 0
         self._top = 0  # files of datapoint "."
 
-    def add(self, pairs: dict[tuple[str, str], int]) -> None:
-        """One unit's camera folders: ``(datapoint, camera) -> files`` (printable names)."""
-        datapoints: Counter[str] = Counter()
-        for (datapoint, camera), n in pairs.items():
-            self.cameras[camera] += n
-            if datapoint == ".":
-                self._top += n
-            else:
-                datapoints[datapoint] += n
-        if not datapoints:
+    def add(self, datapoints: Counter[str], cameras: Counter[str]) -> None:
+        """One unit's files per datapoint and per camera name (printable names)."""
+        self.cameras.update(cameras)
+        self._top += datapoints.get(".", 0)  # camera folders at the top: in several units
+        named = [(d, n) for d, n in datapoints.items() if d != "."]
+        if not named:
             return
-        records = np.empty(len(datapoints), dtype=RECORD)
-        records["hash"] = np.fromiter(map(name_hash, datapoints), np.uint64, len(datapoints))
-        records["files"] = np.fromiter(datapoints.values(), np.uint32, len(datapoints))
+        records = np.empty(len(named), dtype=RECORD)
+        records["hash"] = np.fromiter((name_hash(d) for d, _ in named), np.uint64, len(named))
+        records["files"] = np.fromiter((n for _, n in named), np.uint32, len(named))
         self._spill.write(records.tobytes())
-        self._datapoints += len(datapoints)
+        self._datapoints += len(named)
 
     def distinct(self, excluded: Iterable[tuple[str, str]]) -> dict[str, int]:
         """Datapoints and camera names keeping a file once the files of ``excluded``
