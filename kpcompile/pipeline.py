@@ -266,7 +266,7 @@ class _Inputs:
         self.src = src
         self.files = 0
         self.set_files = 0
-        self._first = next(units)  # before the tally's temporary file: this may raise
+        self._first: Batch | None = next(units)  # before the tally's file: this may raise
         self._rest = units
         self.tally = Tally()
 
@@ -282,16 +282,19 @@ class _Inputs:
 
     def units(self) -> Iterator[Batch]:
         """The units, counted as they are handed out (once)."""
-        for unit in itertools.chain([self._first], self._rest):
+        unit, self._first = self._first, None
+        assert unit is not None, "the units are handed out once"
+        while unit is not None:
             self._count(unit)
             yield unit
+            unit = None  # not held while the next unit is listed
+            unit = next(self._rest, None)
 
     def _count(self, unit: Batch) -> None:
         self.files += len(unit)
         if unit.sets is not None:
             self.set_files += unit.sets.count(unit.order)
-        pairs = unit.files.pairs(unit.order)
-        self.tally.add({(printable(d), printable(c)): n for (d, c), n in pairs.items()})
+        self.tally.add(*unit.files.counts(unit.order))
 
     def distinct(self, excluded: Iterable[str]) -> dict[str, int]:
         """Datapoints and camera names with a file not in ``excluded`` (printable paths)."""
@@ -528,6 +531,7 @@ class _HandOut:
             if self.prev is not None:
                 self.prev.advance(batch.last)
             yield batch
+            del batch  # not held while the next batch is listed
 
     def tasks(self) -> Iterator[ShardTask]:
         """Every shard's task, as the shards are planned; reused shards are linked."""

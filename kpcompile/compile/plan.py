@@ -143,6 +143,7 @@ def plan_units(
     planner = Planner(shard_files, partition_by, sets=sets)
     for batch in units:
         yield from planner.add(batch)
+        del batch  # not held while the next batch is listed
     yield from planner.finish()
 
 

@@ -126,6 +126,7 @@ def discover_units(
                 for batch in _batch(lst.take(np.flatnonzero(~rooted)), source, partition_by, sets):
                     found += len(batch)
                     yield batch
+                    del batch
     todo = [p for p in prefixes if p]  # sorted
     extra = None  # the root's camera folder, where no prefix is named after the root
     if any(len(h) for h in held) and root not in todo:
@@ -150,6 +151,7 @@ def discover_units(
         for batch in _batch(lst, source, partition_by, sets):
             found += len(batch)
             yield batch
+            del batch  # not held while the next chunk is listed
         del lst
     if not found:
         raise no_keypoint_files(source.location)

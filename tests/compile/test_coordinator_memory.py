@@ -28,25 +28,26 @@ from tests.helpers import SET_FOLDERS, SET_NAMES, random_listing
 from tests.oracles import discover_sets, select
 
 PLAIN_FILES = 20_000
-PLAIN_BOUND = 300
-"""Bytes per landmark file of a plain build of 20,000 listed in one batch, on the path of
-large listings (287 measured: the folder locator's blocks and Arrow's sorts; 405 before
-planning per prefix, which held the whole listing and the plan's order). Until
-2026-12-04 this measured the path of small listings by mistake (``import
+PLAIN_BOUND = 270
+"""Bytes per landmark file of a plain build of 20,000, on the path of large listings
+(242 measured: the folder locator's blocks and Arrow's sorts of the largest batch, 8,192
+files; 288 while each layer of the pipeline held the last batch as the next was listed,
+405 before planning per prefix, which held the whole listing and the plan's order).
+Until 2026-12-04 this measured the path of small listings by mistake (``import
 kpcompile.ingest.discover as discover`` bound the package's ``discover`` function, so
-setting ``SORT_IN_PYTHON`` on it changed nothing): 244 then, 269 now."""
+setting ``SORT_IN_PYTHON`` on it changed nothing)."""
 SETS_FILES = 10_000
 SETS_BOUND = 110
 """Bytes per file read (landmark and set files: five per camera folder) of a ``--sets``
-build of 10,000 landmark files in one batch (98 measured). Under the plain build's
+build of 10,000 landmark files (103 measured). Under the plain build's
 bound per file: a set file costs one listing row (24 bytes) and one index (8)."""
 SETS_BOUND_PER_LANDMARK_FILE = 540
-"""The same per landmark file (489 measured): the listing holds six files per camera
+"""The same per landmark file (515 measured): the listing holds six files per camera
 folder, and the camera folder's path beside its key_points/ folder's."""
 SMALL_BATCH = 2_048
 GROWTH_BOUND = 55
 """Bytes per landmark file that four times the files add when prefixes are listed
-:data:`SMALL_BATCH` files at a time (48 measured, 20,000 -> 80,000 files): what grows is not
+:data:`SMALL_BATCH` files at a time (46 measured, 20,000 -> 80,000 files): what grows is not
 the batch but one record per shard (digest, first and last file: ~12 bytes per file)
 and the names of the top-level prefixes (a prefix per datapoint of two files here,
 ~37 bytes per file)."""
