@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import hashlib
+import heapq
 import itertools
 import os
 import sys
@@ -437,7 +438,7 @@ def _compile_shards(
         results = []
         if stream is not None:
             results = run_shards(
-                stream,
+                _largest_first(stream, 2 * workers),
                 lambda _r, n: out.bar.update(n),
                 executor=opts.executor,
                 workers=workers,
@@ -590,6 +591,25 @@ def _peek(
         if count > files or len(taken) >= most:
             return itertools.chain(taken, tasks), False
     return (iter(taken) if taken else None), True
+
+
+def _largest_first(tasks: Iterator[ShardTask], window: int) -> Iterator[ShardTask]:
+    """The tasks, each the largest of the next ``window`` planned: large shards start
+    early and small ones fill the end, where the order they were planned in (shards close
+    as the listing reaches their cut, the last one of each partition only at its end)
+    may leave a worker on a large shard while the others wait. Results do not depend on
+    the order (each shard writes its own parts; results are sorted by index).
+
+    Measured on a 2,000-file build (9 shards, 2 workers; 30 pairs against 0d6eeca, which
+    planned every shard first): 1.06x in the order planned, 1.04x with a window of
+    ``2 x workers``, 1.03x with every task sorted (the whole listing first)."""
+    held: list[tuple[int, int, ShardTask]] = []
+    for t in tasks:
+        heapq.heappush(held, (-t.size, t.index, t))
+        if len(held) >= window:
+            yield heapq.heappop(held)[2]
+    while held:
+        yield heapq.heappop(held)[2]
 
 
 def _to_read(t: ShardTask) -> int:

@@ -260,3 +260,34 @@ def test_row_groups_bound_what_a_worker_holds(mixed_dataset: Path, tmp_path: Pat
     assert max(groups) == 3 * 468 and sum(groups) == 24 * 468 and len(groups) == 10
     assert kpcompile.read(tmp_path / "many").equals(kpcompile.read(tmp_path / "one"))
     assert one.rows == many.rows
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_tasks_go_out_largest_of_the_window_first(seed: int) -> None:
+    """Each task handed out is the largest of the next ``window`` planned (ties by
+    index), every task exactly once."""
+    import random
+    from dataclasses import dataclass
+    from typing import Any, cast
+
+    from kpcompile.pipeline import _largest_first
+
+    @dataclass
+    class Task:
+        index: int
+        size: int
+
+    rng = random.Random(seed)
+    tasks = [Task(i, rng.randint(1, 20)) for i in range(rng.randint(0, 30))]
+    window = rng.randint(1, 6)
+    out = list(_largest_first(iter(cast(Any, tasks)), window))
+    assert sorted(t.index for t in out) == list(range(len(tasks)))
+    pending = list(tasks[: window - 1])
+    rest = iter(tasks[window - 1 :])
+    for t in out:
+        nxt = next(rest, None)
+        if nxt is not None:
+            pending.append(nxt)
+        best = min(pending, key=lambda p: (-p.size, p.index))
+        assert t is best
+        pending.remove(best)
